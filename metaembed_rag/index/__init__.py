@@ -1,0 +1,30 @@
+"""Multi-vector index and two-stage search.
+
+* :class:`MultiVectorIndex` - documents stored once at full size (memory-mapped, compact dtype),
+  a FAISS coarse index over one vector per document, exact budgeted MaxSim reranking,
+  add / upsert / delete, metadata filters, atomic save / checksummed load;
+* :class:`Hit` - one search result;
+* :func:`compile_filter` - the metadata filter syntax;
+* :class:`IndexCorruptedError`, :class:`IndexMismatchError` - load errors.
+
+See ``docs/index-and-search.md``.
+"""
+
+from __future__ import annotations
+
+from .coarse import AUTO_FLAT_MAX, IVF_MIN_TRAIN
+from .filters import Filter, compile_filter
+from .hits import Hit
+from .multivector import MultiVectorIndex
+from .persist import IndexCorruptedError, IndexMismatchError
+
+__all__ = [
+    "AUTO_FLAT_MAX",
+    "IVF_MIN_TRAIN",
+    "Filter",
+    "Hit",
+    "IndexCorruptedError",
+    "IndexMismatchError",
+    "MultiVectorIndex",
+    "compile_filter",
+]

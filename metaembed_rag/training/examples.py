@@ -1,0 +1,92 @@
+"""Training examples from the data at hand: BEIR qrels, caption groups, self-supervised pairs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from ..data import BeirDataset, ImageCaptions
+from .trainer import TrainExample
+
+__all__ = [
+    "beir_pairs",
+    "caption_pairs",
+    "title_pairs",
+    "group_pairs",
+    "with_negatives",
+]
+
+
+def beir_pairs(ds: BeirDataset, source: str = "beir") -> list[TrainExample]:
+    """One example per (query, relevant document) judgment of the dataset's split."""
+    out: list[TrainExample] = []
+    for qid, docs in sorted(ds.qrels.items()):
+        for did in sorted(docs):
+            out.append(
+                TrainExample(
+                    ds.queries[qid], ds.doc_text(did), source=source, query_id=qid, positive_id=did
+                )
+            )
+    return out
+
+
+def group_pairs(groups: Sequence[Sequence[str]], source: str, seed: int = 0) -> list[TrainExample]:
+    """Paraphrase pairs from groups of texts describing the same thing: every text is paired
+    with another of its group (a batch never holds two examples of one group)."""
+    rng = random.Random(seed)
+    out: list[TrainExample] = []
+    for g, texts in enumerate(groups):
+        texts = [t for t in texts if t.strip()]
+        for i, text in enumerate(texts):
+            others = [k for k in range(len(texts)) if k != i]
+            if not others:
+                continue
+            j = rng.choice(others)
+            key = f"{source}:{g}"
+            out.append(TrainExample(text, texts[j], source=source, query_id=key, positive_id=key))
+    return out
+
+
+def caption_pairs(
+    captions: ImageCaptions, source: str = "captions", seed: int = 0
+) -> list[TrainExample]:
+    """Caption-to-caption paraphrase pairs (text only) from an image-caption set."""
+    return group_pairs([captions.captions[k] for k in sorted(captions.captions)], source, seed)
+
+
+def title_pairs(
+    ds: BeirDataset, source: str = "titles", exclude: set[str] | None = None
+) -> list[TrainExample]:
+    """Self-supervised pairs: a document's title as the query, its body as the positive."""
+    out: list[TrainExample] = []
+    for did in sorted(ds.corpus):
+        if exclude and did in exclude:
+            continue
+        doc = ds.corpus[did]
+        title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
+        if title and text:
+            out.append(TrainExample(title, text, source=source, query_id=did, positive_id=did))
+    return out
+
+
+def with_negatives(
+    examples: Sequence[TrainExample],
+    negatives: Mapping[str, Sequence[str]],
+    doc_text: Mapping[str, str],
+    seed: int = 0,
+) -> list[TrainExample]:
+    """Attach one mined negative per example (by ``query_id``); examples whose query has no
+    mined negative are dropped, so every batch of that source has negatives."""
+    rng = random.Random(seed)
+    out: list[TrainExample] = []
+    for ex in examples:
+        cands = [n for n in negatives.get(ex.query_id, []) if n != ex.positive_id]
+        if not cands:
+            continue
+        neg = rng.choice(cands)
+        out.append(
+            TrainExample(
+                ex.query, ex.positive, doc_text[neg], ex.source, ex.query_id, ex.positive_id
+            )
+        )
+    return out

@@ -1,0 +1,123 @@
+"""A full training run from data folders: round 1 with in-batch negatives, mining, round 2
+from the base weights with hard negatives (MM-Embed), then the final model folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import load_beir, load_image_captions
+from ..model import DEFAULT_BACKBONE, MetaEmbedModel
+from .examples import beir_pairs, caption_pairs, title_pairs, with_negatives
+from .mining import mine_hard_negatives
+from .trainer import MMRTrainer, TrainExample, TrainingConfig
+
+__all__ = ["RecipeConfig", "run_recipe"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecipeConfig:
+    """Everything one ``metaembed-rag train`` run needs (saved as ``recipe.json``)."""
+
+    output_dir: str
+    backbone: str = DEFAULT_BACKBONE
+    beir: list[str] = field(default_factory=list)
+    beir_split: str = "train"
+    captions: list[str] = field(default_factory=list)
+    titles: bool = False
+    rounds: int = 2
+    round1_steps: int = 300
+    steps: int = 600
+    mine_top_n: int = 50
+    mine_min_rank: int = 45
+    num_query_tokens: int = 16
+    num_candidate_tokens: int = 64
+    projection_dim: int | None = None
+    append_both_sides: bool = True
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rounds not in (1, 2):
+            raise ValueError(f"rounds must be 1 or 2, got {self.rounds}")
+        if not self.beir and not self.captions:
+            raise ValueError("No training data: pass at least one BEIR folder or caption CSV.")
+
+
+def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
+    return MetaEmbedModel.from_backbone(
+        cfg.backbone,
+        num_query_tokens=cfg.num_query_tokens,
+        num_candidate_tokens=cfg.num_candidate_tokens,
+        projection_dim=cfg.projection_dim,
+        append_both_sides=cfg.append_both_sides,
+        device="cpu" if cfg.training.get("device") == "cpu" else None,
+        seed=seed,
+    )
+
+
+def _train_config(cfg: RecipeConfig, output: Path, steps: int) -> TrainingConfig:
+    kw = {k: v for k, v in cfg.training.items() if k != "device"}
+    return TrainingConfig(output_dir=str(output), max_steps=steps, **kw)
+
+
+def run_recipe(cfg: RecipeConfig) -> Path:
+    """Run the recipe; returns the final model folder (``<output_dir>/final``)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    seed = int(cfg.training.get("seed", 0))
+    start = time.perf_counter()
+
+    beir_sets = [load_beir(folder, cfg.beir_split) for folder in cfg.beir]
+    base: list[TrainExample] = []
+    pair_sets: list[tuple[Any, list[TrainExample]]] = []
+    for i, ds in enumerate(beir_sets):
+        pairs = beir_pairs(ds, source=f"beir{i}")
+        pair_sets.append((ds, pairs))
+        if cfg.titles:
+            base += title_pairs(ds, source=f"titles{i}")
+    for i, csv_path in enumerate(cfg.captions):
+        base += caption_pairs(
+            load_image_captions(csv_path, verify_images=False), source=f"captions{i}", seed=seed
+        )
+    stats = {"beir_pairs": sum(len(p) for _, p in pair_sets), "other_pairs": len(base)}
+    logger.info("Training data: %s", stats)
+
+    steps1 = cfg.round1_steps if cfg.rounds == 2 else cfg.steps
+    model = _new_model(cfg, seed)
+    round1 = MMRTrainer(
+        model,
+        base + [e for _, p in pair_sets for e in p],
+        _train_config(cfg, out / "round1", steps1),
+    )
+    round1.train()
+    final = model
+    if cfg.rounds == 2:
+        mined: list[TrainExample] = []
+        for ds, pairs in pair_sets:
+            corpus = {d: ds.doc_text(d) for d in ds.corpus}
+            negatives = mine_hard_negatives(
+                model,
+                ds.queries,
+                corpus,
+                {q: set(docs) for q, docs in ds.qrels.items()},
+                top_n=cfg.mine_top_n,
+                min_rank=cfg.mine_min_rank,
+            )
+            mined += with_negatives(pairs, negatives, corpus, seed=seed)
+            (out / "negatives.json").write_text(json.dumps(negatives))
+        logger.info("Round 2: %d BEIR pairs with mined negatives", len(mined))
+        final = _new_model(cfg, seed)  # retrain from the base weights
+        round2 = MMRTrainer(final, base + mined, _train_config(cfg, out / "round2", cfg.steps))
+        round2.train()
+    folder = final.save_pretrained(out / "final")
+    (out / "train_stats.json").write_text(
+        json.dumps({**stats, "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n"
+    )
+    return folder

@@ -1,0 +1,392 @@
+"""The MMR training loop: Meta tokens (+ projection, + optional LoRA) trained with InfoNCE per
+prefix group, in-batch positives plus each query's own hard negative.
+
+Batches are drawn from one data source at a time (as in the reference recipe) and never hold
+the same query or the same positive twice (a repeated positive would be a false negative).
+Checkpoints are safetensors + JSON (no pickle) and training resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..inputs import ItemLike
+from ..model import MetaEmbedModel
+from .loss import MMRLoss
+
+__all__ = ["TrainExample", "TrainingConfig", "MMRTrainer"]
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "trainer_state.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+
+
+@dataclass
+class TrainExample:
+    """One training triple.
+
+    Attributes:
+        query / positive / negative: anything ``encode_*`` accepts (text, image, pair).
+        source: the data source; a batch holds one source only.
+        query_id / positive_id: ids used to keep duplicates out of a batch.
+    """
+
+    query: ItemLike
+    positive: ItemLike
+    negative: ItemLike | None = None
+    source: str = "default"
+    query_id: str = ""
+    positive_id: str = ""
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of an MMR run (saved as JSON next to every checkpoint)."""
+
+    output_dir: str
+    max_steps: int = 1000
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    lr: float = 1e-4
+    meta_lr: float | None = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    temperature: float = 0.03
+    group_weights: list[float] | None = None
+    loss_reduction: str = "sum"
+    train_backbone: bool = False
+    lora: bool = False
+    lora_r: int = 32
+    lora_alpha: int = 32
+    lora_targets: str | list[str] = "all-linear"
+    query_max_length: int = 64
+    doc_max_length: int = 256
+    seed: int = 0
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    show_progress_bar: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: in-batch negatives need other positives")
+        if self.lora and self.train_backbone:
+            raise ValueError("Choose LoRA or full backbone training, not both.")
+
+
+class _Batcher:
+    """Deterministic batches: per epoch, shuffle each source, cut into duplicate-free batches,
+    then shuffle the batch order across sources."""
+
+    def __init__(self, examples: Sequence[TrainExample], batch_size: int, seed: int) -> None:
+        if not examples:
+            raise ValueError("No training examples.")
+        self.examples = list(examples)
+        self.batch_size = batch_size
+        self.seed = seed
+        by_source: dict[str, list[int]] = {}
+        for i, ex in enumerate(self.examples):
+            by_source.setdefault(ex.source, []).append(i)
+        self.by_source = by_source
+        small = [s for s, idx in by_source.items() if len(idx) < batch_size]
+        if len(small) == len(by_source):
+            raise ValueError(
+                f"Every data source has fewer than batch_size={batch_size} examples "
+                f"({ {s: len(i) for s, i in by_source.items()} }); lower the batch size."
+            )
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        batches: list[list[int]] = []
+        for source in sorted(self.by_source):
+            pool = list(self.by_source[source])
+            rng.shuffle(pool)
+            while len(pool) >= self.batch_size:
+                batch: list[int] = []
+                seen_q: set[str] = set()
+                seen_p: set[str] = set()
+                rest: list[int] = []
+                for i in pool:
+                    ex = self.examples[i]
+                    qk = ex.query_id or f"#q{i}"
+                    pk = ex.positive_id or f"#p{i}"
+                    if len(batch) < self.batch_size and qk not in seen_q and pk not in seen_p:
+                        batch.append(i)
+                        seen_q.add(qk)
+                        seen_p.add(pk)
+                    else:
+                        rest.append(i)
+                if len(batch) < self.batch_size:
+                    break  # the remainder cannot form a duplicate-free batch this epoch
+                batches.append(batch)
+                pool = rest
+        rng.shuffle(batches)
+        return batches
+
+
+class MMRTrainer:
+    """Train a :class:`MetaEmbedModel` with the MMR loss.
+
+    Args:
+        model: the model to train (modified in place).
+        examples: training triples.
+        config: hyper-parameters.
+    """
+
+    def __init__(
+        self, model: MetaEmbedModel, examples: Sequence[TrainExample], config: TrainingConfig
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        if config.lora and not hasattr(model.backbone, "peft_config"):
+            model.add_lora(
+                r=config.lora_r,
+                alpha=config.lora_alpha,
+                target_modules=config.lora_targets,
+                seed=config.seed,
+            )
+        self._set_trainable()
+        self.loss_fn = MMRLoss(
+            model.budgets,
+            temperature=config.temperature,
+            weights=config.group_weights,
+            reduction=config.loss_reduction,
+        )
+        self.batcher = _Batcher(examples, config.batch_size, config.seed)
+        self.examples = self.batcher.examples
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # next batch index within the epoch
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ setup
+    def _meta_params(self) -> list[torch.nn.Parameter]:
+        params = [self.model.query_tokens, self.model.candidate_tokens]
+        if self.model.projection is not None:
+            params += list(self.model.projection.parameters())
+        return params
+
+    def _set_trainable(self) -> None:
+        cfg = self.config
+        for name, param in self.model.backbone.named_parameters():
+            if cfg.train_backbone:
+                param.requires_grad_(True)
+            elif cfg.lora:
+                param.requires_grad_("lora_" in name)
+            else:
+                param.requires_grad_(False)
+        for param in self._meta_params():
+            param.requires_grad_(True)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        meta = self._meta_params()
+        meta_ids = {id(p) for p in meta}
+        backbone = [p for p in self.model.parameters() if p.requires_grad and id(p) not in meta_ids]
+        groups: list[dict[str, Any]] = [{"params": meta, "lr": cfg.meta_lr or cfg.lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": cfg.lr})
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoint-<step>/``: the model folder, optimizer state and trainer state."""
+        folder = self.output_dir / f"checkpoint-{self.step:06d}"
+        self.model.save_pretrained(folder)
+        tensors: dict[str, torch.Tensor] = {}
+        scalars: dict[str, Any] = {}
+        state = self.optimizer.state_dict()
+        for pid, pstate in state["state"].items():
+            for key, value in pstate.items():
+                if torch.is_tensor(value):
+                    tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{pid}.{key}"] = value
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, st in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda{i}"] = st
+        save_file(tensors, str(folder / OPTIMIZER_NAME))
+        trainer_state = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "config": asdict(self.config),
+            "optimizer_scalars": scalars,
+            "param_groups": [
+                {k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]
+            ],
+            "history": self.history[-1000:],
+        }
+        (folder / STATE_NAME).write_text(json.dumps(trainer_state, indent=1, default=str))
+        checkpoints = sorted(self.output_dir.glob("checkpoint-*"))
+        for old in checkpoints[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def latest_checkpoint(self) -> Path | None:
+        found = [
+            p for p in sorted(self.output_dir.glob("checkpoint-*")) if (p / STATE_NAME).is_file()
+        ]
+        return found[-1] if found else None
+
+    def resume(self, folder: Path | None = None) -> bool:
+        """Load model weights, optimizer and step from a checkpoint (default: the newest)."""
+        folder = folder or self.latest_checkpoint()
+        if folder is None:
+            return False
+        state = json.loads((folder / STATE_NAME).read_text())
+        loaded = MetaEmbedModel.from_pretrained(folder, merge_lora=False, device=self.model.device)
+        with torch.no_grad():
+            own = dict(self.model.named_parameters())
+            for name, value in loaded.named_parameters():
+                if name not in own:
+                    raise ValueError(f"{folder}: parameter {name} does not exist in the model")
+                own[name].copy_(value)
+        opt_state = self.optimizer.state_dict()
+        tensors = load_file(str(folder / OPTIMIZER_NAME))
+        new_state: dict[int, dict[str, Any]] = {}
+        rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("rng.")}
+        for key, value in tensors.items():
+            pid, name = key.split(".", 1)
+            new_state.setdefault(int(pid), {})[name] = value
+        for key, value in state["optimizer_scalars"].items():
+            pid, name = key.split(".", 1)
+            new_state.setdefault(int(pid), {})[name] = value
+        opt_state["state"] = new_state
+        for group, saved in zip(opt_state["param_groups"], state["param_groups"], strict=True):
+            group.update(saved)
+        self.optimizer.load_state_dict(opt_state)
+        # dropout masks continue exactly where the interrupted run stopped
+        torch.set_rng_state(rng["rng.cpu"])
+        if torch.cuda.is_available():
+            cuda_states = [rng[k] for k in sorted(rng) if k.startswith("rng.cuda")]
+            if len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.history = list(state.get("history", []))
+        logger.info("Resumed from %s at step %d", folder, self.step)
+        return True
+
+    # ------------------------------------------------------------------ training
+    def _encode(self, items: list[ItemLike], side: str, max_length: int) -> torch.Tensor:
+        batch = self.model.prepare(items, side, max_length=max_length)  # type: ignore[arg-type]
+        return self.model(batch, side)  # type: ignore[arg-type]
+
+    def _micro_loss(self, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        exs = [self.examples[i] for i in idx]
+        q = self._encode([e.query for e in exs], "query", cfg.query_max_length)
+        p = self._encode([e.positive for e in exs], "document", cfg.doc_max_length)
+        negs = [e.negative for e in exs]
+        n = None
+        if all(x is not None for x in negs):
+            n = self._encode(negs, "document", cfg.doc_max_length)  # type: ignore[arg-type]
+        elif any(x is not None for x in negs):
+            raise ValueError("Within a batch, either every example has a hard negative or none.")
+        out = self.loss_fn(q, p, n)
+        return out.loss, out.group_losses
+
+    def train(self, resume: bool = True, until: int | None = None) -> list[dict[str, Any]]:
+        """Run until ``max_steps`` (or stop early at step ``until``, e.g. to split a run across
+        jobs; the schedule still follows ``max_steps``). Returns the logged history (one row per
+        ``log_every`` steps)."""
+        cfg = self.config
+        stop = cfg.max_steps if until is None else min(until, cfg.max_steps)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        self.model.train()
+        micro_per_step = cfg.grad_accum_steps
+        micro_size = cfg.batch_size // micro_per_step if micro_per_step > 1 else cfg.batch_size
+        if micro_per_step > 1 and micro_size < 2:
+            raise ValueError("batch_size / grad_accum_steps must be >= 2")
+        batches = self.batcher.epoch(self.epoch)
+        if not batches:
+            raise ValueError("No full batch could be formed; lower batch_size.")
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="MMR training",
+            disable=not cfg.show_progress_bar,
+        )
+        start = time.perf_counter()
+        while self.step < stop:
+            if self.position >= len(batches):
+                self.epoch += 1
+                self.position = 0
+                batches = self.batcher.epoch(self.epoch)
+            batch = batches[self.position]
+            self.position += 1
+            for group in self.optimizer.param_groups:
+                base = group.setdefault("initial_lr", group["lr"])
+                group["lr"] = base * self._lr_factor(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            totals: dict[str, float] = {}
+            loss_value = 0.0
+            for m in range(micro_per_step):
+                part = batch[m * micro_size : (m + 1) * micro_size] if micro_per_step > 1 else batch
+                loss, groups = self._micro_loss(part)
+                (loss / micro_per_step).backward()
+                loss_value += float(loss.detach()) / micro_per_step
+                for k, v in groups.items():
+                    totals[k] = totals.get(k, 0.0) + v / micro_per_step
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"The loss became {loss_value} at step {self.step}.")
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm
+                )
+            self.optimizer.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(
+                {"loss": f"{loss_value:.3f}", **{k: f"{v:.2f}" for k, v in totals.items()}}
+            )
+            if self.step % cfg.log_every == 0 or self.step == stop:
+                row = {
+                    "step": self.step,
+                    "loss": loss_value,
+                    "groups": totals,
+                    "epoch": self.epoch,
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+                self.history.append(row)
+                logger.info("step %d loss %.4f %s", self.step, loss_value, totals)
+            if self.step % cfg.save_every == 0 or self.step == stop:
+                self.save_checkpoint()
+        bar.close()
+        self.model.eval()
+        return self.history

@@ -1,0 +1,259 @@
+"""MultiVectorIndex: two-stage vs exhaustive, incremental updates, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _index_utils import BUDGETS, D, K, as_pairs, make_index, queries, unit
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metaembed_rag.index import Hit, MultiVectorIndex
+from metaembed_rag.scoring import maxsim
+
+DTYPES = ["bfloat16", "float16", "float32", "int8"]
+
+
+def brute_force(index: MultiVectorIndex, docs: np.ndarray, ids: list[str], q, k, budget):
+    """Reference top-k from float32 vectors decoded from the index (exact, ties by row)."""
+    stored = torch.stack([index.get(i)["vectors"] for i in ids])
+    s = maxsim(q, stored, budget, backend="torch").numpy()
+    out = []
+    for row in s:
+        order = np.lexsort((np.arange(len(ids)), -row))[:k]
+        out.append([ids[j] for j in order])
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("coarse_vector", ["first", "mean"])
+def test_two_stage_equals_exhaustive_when_fetch_k_covers_all(dtype, coarse_vector):
+    rng = np.random.default_rng(0)
+    docs = unit(rng, 120, K, D)
+    docs[60:80] = docs[0:20]  # duplicates: exact score ties
+    ids = [f"d{i}" for i in range(120)]
+    index = make_index(dtype=dtype, coarse_vector=coarse_vector)
+    index.add(ids, docs)
+    q = queries(rng, 6)
+    for budget in BUDGETS:
+        two = index.search(q, k=15, fetch_k=120, rerank_budget=budget)
+        ex = index.search(q, k=15, rerank_budget=budget, mode="exhaustive")
+        assert [[h.id for h in r] for r in two] == [[h.id for h in r] for r in ex]
+        for r1, r2 in zip(two, ex, strict=True):
+            np.testing.assert_allclose([h.score for h in r1], [h.score for h in r2], rtol=1e-6)
+        assert [[h.id for h in r] for r in ex] == brute_force(index, docs, ids, q, 15, budget)
+
+
+def test_ties_broken_by_row_order():
+    rng = np.random.default_rng(1)
+    base = unit(rng, 1, K, D)
+    docs = np.repeat(base, 5, axis=0)
+    index = make_index(dtype="float32")
+    index.add(["e", "d", "c", "b", "a"], docs)
+    q = queries(rng, 1)
+    for mode in ("two_stage", "exhaustive"):
+        hits = index.search(q, k=5, fetch_k=2, mode=mode)[0]
+        assert [h.id for h in hits][: 2 if mode == "two_stage" else 5] == ["e", "d", "c", "b", "a"][
+            : 2 if mode == "two_stage" else 5
+        ]
+        assert [h.rank for h in hits] == list(range(len(hits)))
+
+
+def test_two_stage_scores_are_exact_and_sorted():
+    rng = np.random.default_rng(2)
+    docs = unit(rng, 300, K, D)
+    index = make_index(dtype="float32")
+    index.add([str(i) for i in range(300)], docs)
+    q = queries(rng, 5)
+    hits = index.search(q, k=10, fetch_k=30)
+    exact = maxsim(q, torch.from_numpy(docs), (4, 8), backend="torch").numpy()
+    for qi, row in enumerate(hits):
+        assert len(row) == 10
+        scores = [h.score for h in row]
+        assert scores == sorted(scores, reverse=True)
+        for h in row:
+            assert h.score == pytest.approx(exact[qi, int(h.id)], rel=1e-5)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 60),
+    k=st.integers(1, 12),
+    dup=st.integers(0, 10),
+    seed=st.integers(0, 2**16),
+    budget=st.sampled_from(BUDGETS),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_property_two_stage_full_fetch_is_exhaustive(n, k, dup, seed, budget, dtype):
+    rng = np.random.default_rng(seed)
+    docs = unit(rng, n, K, D)
+    if dup and n > 1:
+        src = rng.integers(0, n, size=dup)
+        dst = rng.integers(0, n, size=dup)
+        docs[dst] = docs[src]
+    index = make_index(dtype=dtype)
+    index.add([f"x{i}" for i in range(n)], docs)
+    q = queries(rng, 3)
+    a = index.search(q, k=k, fetch_k=n, rerank_budget=budget)
+    b = index.search(q, k=k, rerank_budget=budget, mode="exhaustive")
+    assert [[h.id for h in r] for r in a] == [[h.id for h in r] for r in b]
+    assert all(len(r) == min(k, n) for r in a)
+
+
+def _final_state_index(ops_index: MultiVectorIndex, docs: dict[str, np.ndarray], **kw):
+    fresh = make_index(**kw)
+    ids = ops_index.ids  # rebuilt in the same row order the live documents have
+    fresh.add(ids, np.stack([docs[i] for i in ids]), metadatas=[{"id": i} for i in ids])
+    return fresh
+
+
+@pytest.mark.parametrize("coarse_index", ["flat", "hnsw"])
+def test_add_delete_upsert_equals_rebuild(coarse_index):
+    rng = np.random.default_rng(3)
+    index = make_index(coarse_index=coarse_index)
+    current: dict[str, np.ndarray] = {}
+
+    def put(ids, upsert=False):
+        vecs = unit(rng, len(ids), K, D)
+        (index.upsert if upsert else index.add)(ids, vecs, metadatas=[{"id": i} for i in ids])
+        current.update(zip(ids, vecs, strict=True))
+
+    put([f"a{i}" for i in range(80)])
+    put([f"b{i}" for i in range(40)])
+    assert index.delete([f"a{i}" for i in range(0, 80, 3)]) == 27
+    for i in range(0, 80, 3):
+        current.pop(f"a{i}")
+    put([f"b{i}" for i in range(0, 40, 2)] + ["c0", "c1"], upsert=True)
+    put([f"c{i}" for i in range(2, 30)])
+    assert len(index) == len(current)
+    q = queries(rng, 5)
+    fresh = _final_state_index(index, current, coarse_index=coarse_index)
+    for fetch_k in (len(current), 40):
+        a = index.search(q, k=10, fetch_k=fetch_k)
+        b = fresh.search(q, k=10, fetch_k=fetch_k)
+        assert as_pairs(a) == as_pairs(b)
+    assert as_pairs(index.search(q, k=10, mode="exhaustive")) == as_pairs(
+        fresh.search(q, k=10, mode="exhaustive")
+    )
+    index.compact()
+    assert index.num_rows == len(current)
+    assert as_pairs(index.search(q, k=10, fetch_k=40)) == as_pairs(fresh.search(q, k=10, fetch_k=40))
+
+
+def test_deleted_documents_never_returned():
+    rng = np.random.default_rng(4)
+    docs = unit(rng, 50, K, D)
+    for kind in ("flat", "hnsw"):
+        index = make_index(coarse_index=kind)
+        index.add([str(i) for i in range(50)], docs)
+        index.delete([str(i) for i in range(0, 50, 2)])
+        q = queries(rng, 4)
+        for fetch_k in (5, 50):
+            for row in index.search(q, k=20, fetch_k=fetch_k):
+                assert all(int(h.id) % 2 == 1 for h in row)
+        assert all(len(r) == 20 for r in index.search(q, k=20, fetch_k=50))
+
+
+def test_auto_switches_to_hnsw(monkeypatch):
+    import metaembed_rag.index.coarse as coarse
+
+    monkeypatch.setattr(coarse, "AUTO_FLAT_MAX", 100)
+    rng = np.random.default_rng(5)
+    index = make_index()
+    index.add([str(i) for i in range(60)], unit(rng, 60, K, D))
+    assert index.coarse_kind == "flat"
+    index.add([str(i) for i in range(60, 130)], unit(rng, 70, K, D))
+    assert index.coarse_kind == "hnsw"
+    q = queries(rng, 3)
+    assert as_pairs(index.search(q, fetch_k=130)) == as_pairs(index.search(q, mode="exhaustive"))
+
+
+def test_ivf_coarse(monkeypatch):
+    import metaembed_rag.index.coarse as coarse
+
+    monkeypatch.setattr(coarse, "IVF_MIN_TRAIN", 200)
+    rng = np.random.default_rng(6)
+    index = make_index(coarse_index="ivf", nprobe=64)
+    index.add([str(i) for i in range(400)], unit(rng, 400, K, D))
+    assert index.coarse_kind == "ivf"
+    index.delete(["1", "2"])
+    hits = index.search(queries(rng, 2), k=5, fetch_k=50)
+    assert all(len(r) == 5 and {"1", "2"}.isdisjoint(h.id for h in r) for r in hits)
+
+
+def test_recall_budget_cascade():
+    rng = np.random.default_rng(7)
+    docs = unit(rng, 200, K, D)
+    index = make_index(dtype="float32", recall_pool_factor=4)
+    index.add([str(i) for i in range(200)], docs)
+    q = queries(rng, 3)
+    # pool = 4 * 50 = 200 covers everything: rescoring at (2,4) then reranking the best 50
+    hits = index.search(q, k=5, fetch_k=50, recall_budget=(2, 4), rerank_budget=(4, 8))
+    exact24 = maxsim(q, torch.from_numpy(docs), (2, 4), backend="torch").numpy()
+    exact48 = maxsim(q, torch.from_numpy(docs), (4, 8), backend="torch").numpy()
+    for qi, row in enumerate(hits):
+        top50 = set(np.argsort(-exact24[qi], kind="stable")[:50].tolist())
+        expect = sorted(top50, key=lambda j: (-exact48[qi, j], j))[:5]
+        assert [int(h.id) for h in row] == expect
+
+
+def test_errors():
+    rng = np.random.default_rng(8)
+    index = make_index()
+    q = queries(rng, 1)
+    with pytest.raises(ValueError, match="empty"):
+        index.search(q)
+    index.add(["a", "b"], unit(rng, 2, K, D), texts=["A", "B"], metadatas=[{"x": 1}, None])
+    with pytest.raises(ValueError, match="already in the index.*upsert"):
+        index.add(["a"], unit(rng, 1, K, D))
+    with pytest.raises(ValueError, match="Duplicate ids"):
+        index.add(["c", "c"], unit(rng, 2, K, D))
+    with pytest.raises(ValueError, match=r"\(n, 8, 16\)"):
+        index.add(["c"], unit(rng, 1, K, D + 1))
+    with pytest.raises(ValueError, match=r"Valid budgets: \(1,1\), \(2,4\), \(4,8\)"):
+        index.search(q, rerank_budget=(8, 16))
+    with pytest.raises(ValueError, match="Valid budgets"):
+        index.search(q, recall_budget=(3, 3))
+    with pytest.raises(ValueError, match="dim=16"):
+        index.search(torch.zeros(1, 4, D + 2))
+    with pytest.raises(KeyError, match="'zz'"):
+        index.delete(["a", "zz"])
+    assert len(index) == 2  # nothing deleted
+    assert index.delete(["zz"], missing_ok=True) == 0
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(["n"], np.full((1, K, D), np.nan, dtype=np.float32))
+    with pytest.raises(TypeError, match="JSON"):
+        index.add(["m"], unit(rng, 1, K, D), metadatas=[{"x": object()}])
+    hits = index.search(q, k=5)
+    assert isinstance(hits[0][0], Hit) and len(hits[0]) == 2
+    assert {h.id: (h.text, h.metadata) for h in hits[0]} == {"a": ("A", {"x": 1}), "b": ("B", {})}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_storage_precision_and_bytes(dtype):
+    rng = np.random.default_rng(9)
+    docs = unit(rng, 10, K, D)
+    index = make_index(dtype=dtype)
+    index.add([str(i) for i in range(10)], docs)
+    got = np.stack([index.get(str(i))["vectors"].numpy() for i in range(10)])
+    tol = {"float32": 0, "float16": 1e-3, "bfloat16": 8e-3, "int8": 1e-2}[dtype]
+    assert np.abs(got - docs).max() <= tol
+    per = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}[dtype]
+    extra = K * 4 if dtype == "int8" else 0
+    assert index.bytes_per_document == K * D * per + extra + D * 4
+
+
+def test_disk_backed_index_grows(tmp_path):
+    rng = np.random.default_rng(10)
+    index = make_index(path=tmp_path / "idx")
+    for s in range(0, 3000, 700):
+        n = min(700, 3000 - s)
+        index.add([str(i) for i in range(s, s + n)], unit(rng, n, K, D))
+    assert len(index) == 3000
+    assert isinstance(index._vectors.array, np.memmap)
+    q = queries(rng, 2)
+    assert as_pairs(index.search(q, fetch_k=3000)) == as_pairs(index.search(q, mode="exhaustive"))
+    with pytest.raises(FileExistsError):
+        index.save()
+        make_index(path=tmp_path / "idx")

