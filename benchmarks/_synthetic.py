@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -27,11 +28,24 @@ def _topics(rng: np.random.Generator, cents: np.ndarray, m: int) -> np.ndarray:
     return c + 0.5 * _unit(rng.standard_normal((m, d)).astype(np.float32))
 
 
+_BANK: dict[int, np.ndarray] = {}
+
+
+def _noise_bank(d: int) -> np.ndarray:
+    """65,536 random Gaussian vectors of norm ~1, drawn once: picking from a bank is much
+    cheaper than drawing K*D fresh normals per document (the 1M-document build needs 8e9)."""
+    if d not in _BANK:
+        rng = np.random.default_rng([d, 0xBA4C])
+        _BANK[d] = (rng.standard_normal((65536, d), dtype=np.float32) / np.sqrt(d)).astype(np.float32)
+    return _BANK[d]
+
+
 def _sets(rng: np.random.Generator, topics: np.ndarray, k: int, noise: float) -> np.ndarray:
     m, d = topics.shape
-    eps = rng.standard_normal((m, k, d), dtype=np.float32) * np.float32(noise / np.sqrt(d))
-    eps += topics[:, None, :]
-    return _unit(eps).astype(np.float32, copy=False)
+    pick = torch.from_numpy(rng.integers(0, 65536, size=(m, k)))
+    eps = torch.from_numpy(_noise_bank(d))[pick]  # (m, k, d)
+    eps.mul_(noise).add_(torch.from_numpy(np.ascontiguousarray(topics, dtype=np.float32))[:, None])
+    return torch.nn.functional.normalize(eps, dim=-1).numpy()
 
 
 def clustered_documents(
@@ -42,7 +56,7 @@ def clustered_documents(
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
         rng = np.random.default_rng([seed, s])
-        yield _sets(rng, _topics(rng, cents, m), k, noise=1.0)
+        yield _sets(rng, _topics(rng, cents, m), k, noise=0.7)
 
 
 def clustered_queries(
@@ -51,4 +65,4 @@ def clustered_queries(
     """float32 ``(nq, kq, d)`` query vector sets around random topics."""
     cents = _centroids(d, clusters, seed)
     rng = np.random.default_rng([seed, 0xABCD])
-    return _sets(rng, _topics(rng, cents, nq), kq, noise=1.0)
+    return _sets(rng, _topics(rng, cents, nq), kq, noise=0.7)

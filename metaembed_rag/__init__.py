@@ -4,7 +4,8 @@ Main entry points:
 
 * :class:`MetaEmbedModel` — the encoder (Meta tokens on a ``transformers`` backbone);
 * :class:`Budget` — a retrieval budget ``(r_q, r_c)``;
-* :func:`maxsim`, :func:`maxsim_pairwise`, :func:`maxsim_ids` — budgeted late-interaction scores.
+* :func:`maxsim`, :func:`maxsim_pairwise`, :func:`maxsim_ids` — budgeted late-interaction scores;
+* :class:`MultiVectorIndex` and :class:`TwoStageRetriever` — storage and two-stage search.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import logging
 
 from .budget import DEFAULT_BUDGETS, Budget, parse_budgets, resolve_budget
 from .config import MetaEmbedConfig
-from .model import DEFAULT_BACKBONE, MetaEmbedModel
+from .index import MultiVectorIndex
+from .index.hits import Hit
+from .model import DEFAULT_BACKBONE, DEFAULT_MODEL, MetaEmbedModel
+from .retriever import TwoStageRetriever
 from .scoring import maxsim, maxsim_ids, maxsim_pairwise
 
 __version__ = "0.1.0"
@@ -22,6 +26,10 @@ __all__ = [
     "Budget",
     "DEFAULT_BACKBONE",
     "DEFAULT_BUDGETS",
+    "DEFAULT_MODEL",
+    "Hit",
+    "MultiVectorIndex",
+    "TwoStageRetriever",
     "MetaEmbedConfig",
     "MetaEmbedModel",
     "maxsim",

@@ -168,6 +168,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "save_every": args.save_every,
         "grad_accum_steps": args.grad_accum_steps,
+        "autocast": None if args.autocast == "none" else args.autocast,
+        "train_backbone": args.train_backbone,
     }
     cfg = RecipeConfig(
         output_dir=args.output,
@@ -260,7 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--warmup-steps", type=int, default=50)
     tr.add_argument("--temperature", type=float, default=0.03)
-    tr.add_argument("--lora", action="store_true")
+    tr.add_argument("--lora", action="store_true", help="train LoRA adapters on the backbone")
+    tr.add_argument("--train-backbone", action="store_true", help="fine-tune the whole backbone")
+    tr.add_argument(
+        "--autocast",
+        default="none",
+        choices=("none", "bfloat16", "float16"),
+        help="mixed precision for training forward passes",
+    )
     tr.add_argument("--lora-r", type=int, default=32)
     tr.add_argument("--lora-alpha", type=int, default=32)
     tr.add_argument("--query-max-length", type=int, default=64)

@@ -287,7 +287,7 @@ class MetaEmbedModel(nn.Module):
         cls._check_state(state, config, weights_path)
 
         remote = config.trust_remote_code if trust_remote_code is None else trust_remote_code
-        backbone_path = backbone or resolve_backbone_path(config.backbone, folder)
+        backbone_path = resolve_backbone_path(backbone or config.backbone, folder)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         from transformers import AutoConfig

@@ -24,11 +24,6 @@ __all__ = ["Hit", "TwoStageRetriever"]
 logger = logging.getLogger(__name__)
 
 
-def _is_single(query: Any) -> bool:
-    """A query is one item (not a batch) if it is not a list."""
-    return not isinstance(query, list)
-
-
 class TwoStageRetriever:
     """Text or image queries in, ranked :class:`Hit` lists out.
 
@@ -125,8 +120,8 @@ class TwoStageRetriever:
         Other arguments: see :meth:`MultiVectorIndex.search`; ``instruction`` is put before
         every query text by the encoder.
         """
-        single = _is_single(query)
-        items = [query] if single else list(query)
+        single = not isinstance(query, list)
+        items: list[Any] = list(query) if isinstance(query, list) else [query]
         vectors = self.model.encode_queries(items, instruction=instruction)
         hits = self.index.search(
             vectors, k, fetch_k=fetch_k, recall_budget=recall_budget,

@@ -257,3 +257,21 @@ def test_disk_backed_index_grows(tmp_path):
     with pytest.raises(FileExistsError):
         index.save()
         make_index(path=tmp_path / "idx")
+
+
+@pytest.mark.parametrize("deleted", [False, True])
+def test_flat_torch_scan_matches_faiss_batch(deleted):
+    """Few queries use a torch scan, batches use FAISS: both give the same results."""
+    rng = np.random.default_rng(11)
+    index = make_index(coarse_index="flat")
+    index.add([str(i) for i in range(300)], unit(rng, 300, K, D))
+    if deleted:
+        index.delete([str(i) for i in range(0, 300, 3)])
+    q = queries(rng, 12)  # > 8 queries: FAISS
+    batch = index.search(q, k=10, fetch_k=30)
+    singles = [index.search(q[i : i + 1], k=10, fetch_k=30)[0] for i in range(12)]
+    assert as_pairs(batch) == as_pairs(singles)
+    filt = {"$not": {"x": 1}}
+    assert as_pairs(index.search(q, k=5, fetch_k=20, filter=filt)) == as_pairs(
+        [index.search(q[i : i + 1], k=5, fetch_k=20, filter=filt)[0] for i in range(12)]
+    )

@@ -130,3 +130,18 @@ def test_property_filtered_search(seed, groups, lo, k):
     ref = index.search(q, k=k, filter=spec, mode="exhaustive")
     assert as_pairs(got) == as_pairs(ref)
     assert all(len(r) == min(k, len(keep)) for r in got)
+
+
+@pytest.mark.parametrize("coarse_index", ["flat", "hnsw"])
+def test_filtered_cascade_with_selector(coarse_index):
+    rng = np.random.default_rng(14)
+    index, _, metas = _build(300, rng, coarse_index=coarse_index, exact_subset_max=0)
+    spec = {"group": {"$in": [2, 5]}}
+    pred = compile_filter(spec)
+    n_match = sum(pred(m) for m in metas)
+    q = queries(rng, 3)
+    got = index.search(q, k=5, fetch_k=6, recall_budget=(2, 4), filter=spec)
+    for row in got:
+        assert 0 < len(row) <= 5 and all(pred(h.metadata) for h in row)
+    full = index.search(q, k=5, fetch_k=n_match, recall_budget=(2, 4), filter=spec)
+    assert as_pairs(full) == as_pairs(index.search(q, k=5, filter=spec, mode="exhaustive"))

@@ -9,7 +9,7 @@ import pytest
 from _index_utils import K, as_pairs, make_index, queries, unit
 
 from metaembed_rag.index import IndexCorruptedError, IndexMismatchError, MultiVectorIndex
-from metaembed_rag.index import multivector as mv
+from metaembed_rag.index import saving as mv
 
 
 def _filled(rng, n=150, **kw):

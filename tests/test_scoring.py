@@ -231,6 +231,10 @@ def test_budget_1_1_is_exact_dot_product_torch():
     expected = q[:, 0] @ d[:, 0].T
     assert torch.equal(maxsim(q, d, (1, 1), backend="torch"), expected)
     assert torch.equal(maxsim(q, d, (1, 1)), expected)  # auto uses the same product
+    ids = torch.tensor([[5, 299, 0]] * 5)
+    torch.testing.assert_close(
+        maxsim_ids(q, d, ids, (1, 1)), expected[:, [5, 299, 0]], rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.skipif(not kernel_available(), reason=str(_kernel_skip_reason()))

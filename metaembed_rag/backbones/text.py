@@ -107,9 +107,10 @@ class TextAdapter(BackboneAdapter):
         lengths = enc["attention_mask"].sum(dim=1)
         full = [i for i, n in enumerate(lengths.tolist()) if n >= max_length]
         if full:
-            raw = tok([texts[i] for i in full], add_special_tokens=True, truncation=False)[
-                "input_ids"
-            ]
+            # one token more than the limit tells whether anything was cut
+            raw = tok(
+                [texts[i] for i in full], truncation=True, max_length=max_length + 1
+            )["input_ids"]
             num_truncated = sum(1 for ids in raw if len(ids) > max_length)
         tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:

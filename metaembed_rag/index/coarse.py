@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 __all__ = ["CoarseIndex", "import_faiss", "AUTO_FLAT_MAX", "IVF_MIN_TRAIN", "COARSE_KINDS"]
 
@@ -165,7 +166,12 @@ class CoarseIndex:
         self.kind = kind
         self.stale = 0
         step = 65536
-        for s in range(0, len(slots), step):
+        for s in tqdm(
+            range(0, len(slots), step),
+            desc=f"Building {kind} coarse index",
+            unit="chunk",
+            disable=len(slots) < 4 * step,
+        ):
             self.add(np.asarray(vectors[s : s + step], dtype=np.float32), slots[s : s + step])
         self._gpu_dirty = True
 

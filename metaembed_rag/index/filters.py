@@ -68,6 +68,39 @@ def _range(op: str, bound: float) -> Callable[[Any], bool]:
     return lambda v: _is_number(v) and v <= bound
 
 
+def _value_test(field: str, op: str, arg: Any) -> Callable[[Any], bool]:
+    """The test one field operator applies to a metadata value (``_MISSING`` if absent)."""
+
+    def eq(v: Any) -> bool:
+        return v is not _MISSING and _eq(v, arg)
+
+    def ne(v: Any) -> bool:
+        return v is _MISSING or not _eq(v, arg)
+
+    if op == "$eq":
+        return eq
+    if op == "$ne":
+        return ne
+    if op in ("$in", "$nin"):
+        if not isinstance(arg, (list, tuple, set, frozenset)):
+            raise ValueError(f"Filter {field!r}: {op} needs a list of values, got {arg!r}.")
+        values = list(arg)
+
+        def member(v: Any) -> bool:
+            return v is not _MISSING and any(_eq(v, x) for x in values)
+
+        if op == "$in":
+            return member
+        return lambda v: not member(v)
+    if op == "$exists":
+        if not isinstance(arg, bool):
+            raise ValueError(f"Filter {field!r}: $exists needs true or false, got {arg!r}.")
+        return lambda v: (v is not _MISSING) == arg
+    if not _is_number(arg) or (isinstance(arg, float) and math.isnan(arg)):
+        raise ValueError(f"Filter {field!r}: {op} needs a number, got {arg!r}.")
+    return _range(op, arg)
+
+
 def _field_condition(field: str, cond: Any) -> Predicate:
     path = tuple(field.split("."))
     if not isinstance(cond, dict) or not any(str(k).startswith("$") for k in cond):
@@ -80,33 +113,18 @@ def _field_condition(field: str, cond: Any) -> Predicate:
                 f"Unknown filter operator {op!r} on field {field!r}; valid operators: "
                 f"{', '.join(_FIELD_OPS)}."
             )
-        if op == "$eq":
-            tests.append(lambda v, a=arg: v is not _MISSING and _eq(v, a))
-        elif op == "$ne":
-            tests.append(lambda v, a=arg: v is _MISSING or not _eq(v, a))
-        elif op in ("$in", "$nin"):
-            if not isinstance(arg, (list, tuple, set, frozenset)):
-                raise ValueError(
-                    f"Filter {field!r}: {op} needs a list of values, got {arg!r}."
-                )
-            values = list(arg)
-            if op == "$in":
-                tests.append(
-                    lambda v, vs=values: v is not _MISSING and any(_eq(v, x) for x in vs)
-                )
-            else:
-                tests.append(lambda v, vs=values: v is _MISSING or not any(_eq(v, x) for x in vs))
-        elif op == "$exists":
-            if not isinstance(arg, bool):
-                raise ValueError(f"Filter {field!r}: $exists needs true or false, got {arg!r}.")
-            tests.append(lambda v, a=arg: (v is not _MISSING) == a)
-        else:
-            if not _is_number(arg) or (isinstance(arg, float) and math.isnan(arg)):
-                raise ValueError(
-                    f"Filter {field!r}: {op} needs a number, got {arg!r}."
-                )
-            tests.append(_range(op, arg))
+        tests.append(_value_test(field, op, arg))
     return lambda m: all(t(_get(m, path)) for t in tests)
+
+
+def _combine(op: str, subs: list[Predicate]) -> Predicate:
+    if op == "$and":
+        return lambda m: all(p(m) for p in subs)
+    return lambda m: any(p(m) for p in subs)
+
+
+def _negate(sub: Predicate) -> Predicate:
+    return lambda m: not sub(m)
 
 
 def compile_filter(spec: Filter | None) -> Predicate:
@@ -127,14 +145,9 @@ def compile_filter(spec: Filter | None) -> Predicate:
         if key in ("$and", "$or"):
             if not isinstance(value, (list, tuple)) or not value:
                 raise ValueError(f"{key} needs a non-empty list of filters, got {value!r}.")
-            subs = [compile_filter(v) for v in value]
-            if key == "$and":
-                parts.append(lambda m, s=subs: all(p(m) for p in s))
-            else:
-                parts.append(lambda m, s=subs: any(p(m) for p in s))
+            parts.append(_combine(key, [compile_filter(v) for v in value]))
         elif key == "$not":
-            sub = compile_filter(value)
-            parts.append(lambda m, s=sub: not s(m))
+            parts.append(_negate(compile_filter(value)))
         elif key.startswith("$"):
             raise ValueError(
                 f"Unknown top-level filter operator {key!r}; valid: {', '.join(_LOGIC_OPS)} "

@@ -21,6 +21,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ class RowStore:
         rows = size // self.row_bytes if self.row_bytes else 0
         if rows == 0:
             return np.empty((0, *self.row_shape), self.dtype)
-        mode = "r+" if writable else "r"
+        mode: Literal["r+", "r"] = "r+" if writable else "r"
         return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=(rows, *self.row_shape))
 
     @property

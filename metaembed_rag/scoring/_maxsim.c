@@ -47,13 +47,18 @@ typedef struct {
 /* Software prefetch of a candidate's prefix (the hardware prefetcher does not cross the gaps
  * between prefixes when r_c < Kc, nor follow gathered ids). */
 
-static inline void prefetch_prefix(const job_t *jb, const char *doc)
+static inline void prefetch_rows(const job_t *jb, const char *doc, int64_t j0, int64_t n)
 {
     const size_t vbytes = (size_t)(jb->d_s1 * jb->esz), rbytes = (size_t)(jb->D * jb->esz);
-    for (int64_t j = 0; j < jb->r_c; j++) {
+    for (int64_t j = j0; j < j0 + n; j++) {
         const char *row = doc + (size_t)j * vbytes;
         for (size_t off = 0; off < rbytes; off += 64) __builtin_prefetch(row + off, 0, 2);
     }
+}
+
+static inline void prefetch_prefix(const job_t *jb, const char *doc)
+{
+    prefetch_rows(jb, doc, 0, jb->r_c);
 }
 
 /* Document of work item p in pairwise / ids mode. */
@@ -381,8 +386,8 @@ static void g2_stage(float *s, const char *src, size_t vbytes, int JP, int nvec,
     }
 }
 
-static void g2_candidate(const job_t *jb, const char *doc, const float *qt_base, int64_t nqq,
-                         float *out, int64_t out_stride, float *scratch, __m512 *mx)
+static void g2_candidate(const job_t *jb, const char *doc, const char *pf, const float *qt_base,
+                         int64_t nqq, float *out, int64_t out_stride, float *scratch, __m512 *mx)
 {
     const int64_t D = jb->D, Db = (D + 15) / 16, r_c = jb->r_c;
     const size_t vbytes = (size_t)(jb->d_s1 * jb->esz);
@@ -397,6 +402,7 @@ static void g2_candidate(const job_t *jb, const char *doc, const float *qt_base,
         else if (rem >= 4) JP = 2;
         else JP = 1;
         const int nvec = rem < 2 * JP ? (int)rem : 2 * JP;
+        if (pf) prefetch_rows(jb, pf, j, nvec); /* spread over the candidate, not a burst */
         g2_stage(scratch, doc + (size_t)j * vbytes, vbytes, JP, nvec, D, jb->dtype);
         for (int64_t t = 0; t < nqq; t++) {
             const float *qt = qt_base + t * Db * 256;
@@ -434,9 +440,10 @@ static int run_range_avx512_g2(const job_t *jb, int64_t start, int64_t end)
             const int64_t nqq = (jb->nq - q0) < qchunk ? (jb->nq - q0) : qchunk;
             for (int64_t k = start; k < end; k++) {
                 const char *doc = jb->d + (size_t)(k * jb->d_s0 * jb->esz);
-                if (k + jb->pf_ahead < end)
-                    prefetch_prefix(jb, doc + (size_t)(jb->pf_ahead * jb->d_s0 * jb->esz));
-                g2_candidate(jb, doc, jb->qt + q0 * qstride, nqq,
+                const char *pf = k + jb->pf_ahead < end
+                                     ? doc + (size_t)(jb->pf_ahead * jb->d_s0 * jb->esz)
+                                     : NULL;
+                g2_candidate(jb, doc, pf, jb->qt + q0 * qstride, nqq,
                              jb->out + q0 * jb->out_s0 + k * jb->out_s1, jb->out_s0, scratch, mx);
             }
         }
@@ -448,13 +455,59 @@ static int run_range_avx512_g2(const job_t *jb, int64_t start, int64_t end)
                 row = jb->ids[qi * jb->ids_s0 + k * jb->ids_s1] * jb->d_s0;
             else
                 row = qi * jb->pair_s0 + k * jb->d_s0;
-            if (p + jb->pf_ahead < end) prefetch_prefix(jb, item_ptr(jb, p + jb->pf_ahead));
-            g2_candidate(jb, jb->d + (size_t)(row * jb->esz), jb->qt + qi * qstride, 1,
+            const char *pf = p + jb->pf_ahead < end ? item_ptr(jb, p + jb->pf_ahead) : NULL;
+            g2_candidate(jb, jb->d + (size_t)(row * jb->esz), pf, jb->qt + qi * qstride, 1,
                          jb->out + qi * jb->out_s0 + k * jb->out_s1, 0, scratch, mx);
         }
     }
     free(scratch);
     free(mx);
+    return 0;
+}
+
+/* AVX-512 variant for r_q == 1: dims in the lanes, one dot product per candidate vector
+ * (D/16 FMAs and one horizontal sum), running max over the r_c vectors. */
+static inline float r1_candidate(const job_t *jb, const char *doc, const float *q)
+{
+    const int64_t D = jb->D, Db = (D + 15) / 16;
+    const size_t vbytes = (size_t)(jb->d_s1 * jb->esz);
+    float best = -INFINITY;
+    for (int64_t j = 0; j < jb->r_c; j++) {
+        const char *row = doc + (size_t)j * vbytes;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int64_t db = 0;
+        for (; db + 2 <= Db; db += 2) {
+            a0 = _mm512_fmadd_ps(_mm512_load_ps(q + db * 16), g2_load16(row, db * 16, D, jb->dtype), a0);
+            a1 = _mm512_fmadd_ps(_mm512_load_ps(q + db * 16 + 16),
+                                 g2_load16(row, db * 16 + 16, D, jb->dtype), a1);
+        }
+        if (db < Db)
+            a0 = _mm512_fmadd_ps(_mm512_load_ps(q + db * 16), g2_load16(row, db * 16, D, jb->dtype), a0);
+        const float sdot = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        best = sdot > best ? sdot : best;
+    }
+    return best;
+}
+
+static int run_range_avx512_r1(const job_t *jb, int64_t start, int64_t end)
+{
+    const int64_t Dp = (jb->D + 15) / 16 * 16;
+    if (jb->mode == MODE_FULL) {
+        for (int64_t k = start; k < end; k++) {
+            const char *doc = jb->d + (size_t)(k * jb->d_s0 * jb->esz);
+            if (k + jb->pf_ahead < end)
+                prefetch_prefix(jb, doc + (size_t)(jb->pf_ahead * jb->d_s0 * jb->esz));
+            for (int64_t qi = 0; qi < jb->nq; qi++)
+                jb->out[qi * jb->out_s0 + k * jb->out_s1] = r1_candidate(jb, doc, jb->qt + qi * Dp);
+        }
+    } else {
+        for (int64_t p = start; p < end; p++) {
+            const int64_t qi = p / jb->m, k = p % jb->m;
+            if (p + jb->pf_ahead < end) prefetch_prefix(jb, item_ptr(jb, p + jb->pf_ahead));
+            jb->out[qi * jb->out_s0 + k * jb->out_s1] =
+                r1_candidate(jb, item_ptr(jb, p), jb->qt + qi * Dp);
+        }
+    }
     return 0;
 }
 #pragma GCC pop_options
@@ -597,6 +650,8 @@ static PyObject *py_score(PyObject *self, PyObject *args)
 
     /* AVX-512 with r_q <= 8: two candidate vectors per register (lanes = 8 queries x 2). */
     const int pairs = isa == ISA_AVX512 && r_q <= 8 && !no_pairs;
+    /* AVX-512 with r_q == 1: plain dot products with the dims in the lanes. */
+    const int single = pairs && r_q == 1;
     const int vw = isa_lanes(isa);
     const int64_t nqb = pairs ? 1 : (r_q + vw - 1) / vw;
     const int64_t Dp = (D + 15) / 16 * 16; /* rows padded with zeros to whole dim blocks */
@@ -608,7 +663,10 @@ static PyObject *py_score(PyObject *self, PyObject *args)
     for (int64_t qi = 0; qi < nq; qi++)
         for (int64_t i = 0; i < r_q; i++) {
             const float *src = q + qi * q_s0 + i * q_s1;
-            if (pairs) {
+            if (single) {
+                float *dst = qt + qi * Dp;
+                for (int64_t dd = 0; dd < D; dd++) dst[dd] = src[dd];
+            } else if (pairs) {
                 float *dst = qt + qi * Dp * 16 + 2 * i;
                 for (int64_t dd = 0; dd < D; dd++) dst[dd * 16] = dst[dd * 16 + 1] = src[dd];
             } else {
@@ -647,6 +705,10 @@ static PyObject *py_score(PyObject *self, PyObject *args)
     if (jb.pf_ahead < 2) jb.pf_ahead = 2;
     if (jb.pf_ahead > 16) jb.pf_ahead = 16;
     {
+        const char *env = getenv("METAEMBED_RAG_MAXSIM_PREFETCH"); /* tuning knob */
+        if (env) jb.pf_ahead = atoi(env) > 0 ? atoi(env) : (int64_t)1 << 62;
+    }
+    {
         const char *env = getenv("METAEMBED_RAG_MAXSIM_MAXJ"); /* tuning knob */
         if (env && (atoi(env) == 8 || atoi(env) == 16)) jb.maxj = atoi(env);
     }
@@ -655,7 +717,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
     int status;
     Py_BEGIN_ALLOW_THREADS
 #ifdef HAVE_X86_VARIANTS
-    run_fn fn = pairs ? run_range_avx512_g2 : isa_runner(isa);
+    run_fn fn = single ? run_range_avx512_r1 : pairs ? run_range_avx512_g2 : isa_runner(isa);
 #else
     run_fn fn = isa_runner(isa);
 #endif

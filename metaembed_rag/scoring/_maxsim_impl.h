@@ -93,8 +93,9 @@ static void FN(stage)(float *s, const char *src, size_t vbytes, int J, int64_t D
 
 /* Score one candidate (natural layout, vectors `vstride` elements apart, dims contiguous)
  * against nqq packed queries; writes out[qq * out_stride]. */
-static void FN(candidate)(const job_t *jb, const char *doc, const float *qt_base, int64_t nqq,
-                          float *out, int64_t out_stride, float *scratch, V *mx)
+static void FN(candidate)(const job_t *jb, const char *doc, const char *pf,
+                          const float *qt_base, int64_t nqq, float *out, int64_t out_stride,
+                          float *scratch, V *mx)
 {
     const int64_t D = jb->D, Db = (D + 15) / 16, nqb = jb->nqb, r_c = jb->r_c;
     const size_t vbytes = (size_t)(jb->d_s1 * jb->esz);
@@ -109,6 +110,7 @@ static void FN(candidate)(const job_t *jb, const char *doc, const float *qt_base
         else if (rem >= 4) J = 4;
         else if (rem >= 2) J = 2;
         else J = 1;
+        if (pf) prefetch_rows(jb, pf, j, J); /* spread over the candidate, not a burst */
         FN(stage)(scratch, doc + (size_t)j * vbytes, vbytes, J, D, jb->dtype);
         for (int64_t t = 0; t < nqq * nqb; t++) {
             const float *qt = qt_base + t * Db * 16 * VW;
@@ -152,9 +154,10 @@ static int FN(run_range)(const job_t *jb, int64_t start, int64_t end)
             const int64_t nqq = (jb->nq - q0) < qchunk ? (jb->nq - q0) : qchunk;
             for (int64_t k = start; k < end; k++) {
                 const char *doc = jb->d + (size_t)(k * jb->d_s0 * jb->esz);
-                if (k + jb->pf_ahead < end)
-                    prefetch_prefix(jb, doc + (size_t)(jb->pf_ahead * jb->d_s0 * jb->esz));
-                FN(candidate)(jb, doc, jb->qt + q0 * qstride, nqq,
+                const char *pf = k + jb->pf_ahead < end
+                                     ? doc + (size_t)(jb->pf_ahead * jb->d_s0 * jb->esz)
+                                     : NULL;
+                FN(candidate)(jb, doc, pf, jb->qt + q0 * qstride, nqq,
                               jb->out + q0 * jb->out_s0 + k * jb->out_s1, jb->out_s0, scratch, mx);
             }
         }
@@ -167,8 +170,8 @@ static int FN(run_range)(const job_t *jb, int64_t start, int64_t end)
             else
                 row = qi * jb->pair_s0 + k * jb->d_s0;
             const char *doc = jb->d + (size_t)(row * jb->esz);
-            if (p + jb->pf_ahead < end) prefetch_prefix(jb, item_ptr(jb, p + jb->pf_ahead));
-            FN(candidate)(jb, doc, jb->qt + qi * qstride, 1,
+            const char *pf = p + jb->pf_ahead < end ? item_ptr(jb, p + jb->pf_ahead) : NULL;
+            FN(candidate)(jb, doc, pf, jb->qt + qi * qstride, 1,
                           jb->out + qi * jb->out_s0 + k * jb->out_s1, 0, scratch, mx);
         }
     }

@@ -81,6 +81,7 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     show_progress_bar: bool = True
+    autocast: str | None = None  # "bfloat16" / "float16": mixed precision for the forward pass
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,10 @@ class TrainingConfig:
                 raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: in-batch negatives need other positives")
+        if self.autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(
+                f"autocast must be None, 'bfloat16' or 'float16', got {self.autocast!r}"
+            )
         if self.lora and self.train_backbone:
             raise ValueError("Choose LoRA or full backbone training, not both.")
 
@@ -303,7 +308,11 @@ class MMRTrainer:
     # ------------------------------------------------------------------ training
     def _encode(self, items: list[ItemLike], side: str, max_length: int) -> torch.Tensor:
         batch = self.model.prepare(items, side, max_length=max_length)  # type: ignore[arg-type]
-        return self.model(batch, side)  # type: ignore[arg-type]
+        if self.config.autocast is None:
+            return self.model(batch, side)  # type: ignore[arg-type]
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.autocast]
+        with torch.autocast(self.model.device.type, dtype=dtype):
+            return self.model(batch, side)  # type: ignore[arg-type]
 
     def _micro_loss(self, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config

@@ -1,0 +1,47 @@
+"""Smoke tests: the index benchmark scripts run end to end on tiny inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_two_stage_latency_and_build_smoke(tmp_path, capsys):
+    mod = _load("two_stage")
+    out = tmp_path / "r.json"
+    mod.main(["--parts", "latency", "build", "--n", "3000", "--dims", "32", "--queries", "3",
+              "--exhaustive-queries", "2", "--build-n", "1000", "--build-dims", "32",
+              "--workdir", str(tmp_path), "--json", str(out)])  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["latency"][0]["n"] == 3000 and res["latency"][0]["speedup_median"] > 0
+    assert [r["dtype"] for r in res["build"]] == ["bfloat16", "float16", "float32", "int8"]
+    assert "two-stage median" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("coarse", ["flat", "ivf"])
+def test_scale_smoke(tmp_path, coarse):
+    mod = _load("scale")
+    out = tmp_path / "s.json"
+    mod.main(["--n", "12000", "--dim", "32", "--chunk", "4096", "--coarse", coarse,
+              "--queries", "5", "--dir", str(tmp_path / "idx"), "--json", str(out), "--verify"])  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["disk_files"][next(k for k in res["disk_files"] if k.startswith("vectors"))] == (
+        12000 * 64 * 32 * 2
+    )
+    assert res["latency_ms"]["p50"] > 0
+    assert not (tmp_path / "idx").exists()
