@@ -51,6 +51,19 @@ def _backbone_config(backbone: nn.Module) -> Any:
     return config
 
 
+def _load_backbone(
+    path: str, trust_remote_code: bool
+) -> tuple[type[BackboneAdapter], nn.Module, Any]:
+    """The adapter class, base model and processor of the backbone at ``path``."""
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    adapter_cls = adapter_for(hf_config)
+    model = adapter_cls.load_backbone(path, dtype=None, trust_remote_code=trust_remote_code)
+    processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
+    return adapter_cls, model, processor
+
+
 class MetaEmbedModel(nn.Module):
     """Multi-vector encoder with Meta tokens (MetaEmbed).
 
@@ -149,12 +162,7 @@ class MetaEmbedModel(nn.Module):
         path = resolve_backbone_path(reference)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        from transformers import AutoConfig
-
-        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        adapter_cls = adapter_for(hf_config)
-        model = adapter_cls.load_backbone(path, dtype=None, trust_remote_code=trust_remote_code)
-        processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
+        adapter_cls, model, processor = _load_backbone(path, trust_remote_code)
         if budgets is None:
             from .budget import DEFAULT_BUDGETS
 
@@ -290,12 +298,7 @@ class MetaEmbedModel(nn.Module):
         backbone_path = resolve_backbone_path(backbone or config.backbone, folder)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        from transformers import AutoConfig
-
-        hf_config = AutoConfig.from_pretrained(backbone_path, trust_remote_code=remote)
-        adapter_cls = adapter_for(hf_config)
-        model = adapter_cls.load_backbone(backbone_path, dtype=None, trust_remote_code=remote)
-        processor = adapter_cls.load_processor(backbone_path, trust_remote_code=remote)
+        adapter_cls, model, processor = _load_backbone(backbone_path, remote)
         if config.has_lora:
             try:
                 from peft import PeftModel

@@ -91,11 +91,20 @@ class BackboneAdapter(ABC):
         """Whether this adapter handles a backbone with this ``transformers`` config."""
 
     @classmethod
-    @abstractmethod
     def load_backbone(
         cls, path: str, *, dtype: torch.dtype | None, trust_remote_code: bool
     ) -> nn.Module:
-        """Load the backbone's base model (no LM head) from a hub id or local folder."""
+        """Load the backbone's base model (no LM head) from a hub id or local folder.
+
+        ``AutoModel`` maps a ``...ForConditionalGeneration`` / ``...ForCausalLM`` checkpoint to
+        the family's base model class; the head's weights are not loaded.
+        """
+        from transformers import AutoModel
+
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        return AutoModel.from_pretrained(path, **kwargs)
 
     @classmethod
     @abstractmethod

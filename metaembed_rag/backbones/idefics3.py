@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..inputs import Item
 from ._vlm import chat_messages, item_body, truncate_bodies
@@ -42,18 +41,6 @@ class Idefics3Adapter(BackboneAdapter):
     @classmethod
     def matches(cls, hf_config: Any) -> bool:
         return getattr(hf_config, "model_type", None) in _MODEL_TYPES
-
-    @classmethod
-    def load_backbone(
-        cls, path: str, *, dtype: torch.dtype | None, trust_remote_code: bool
-    ) -> nn.Module:
-        from transformers import AutoModel
-
-        # AutoModel gives Idefics3Model / SmolVLMModel; the checkpoint's lm_head is not loaded.
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        return AutoModel.from_pretrained(path, **kwargs)
 
     @classmethod
     def load_processor(cls, path: str, *, trust_remote_code: bool) -> Any:

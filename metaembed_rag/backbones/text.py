@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..inputs import Item
 from .base import BackboneAdapter, PreparedBatch, Side
@@ -33,17 +32,6 @@ class TextAdapter(BackboneAdapter):
         return not any(
             hasattr(hf_config, attr) for attr in ("vision_config", "vision_tower", "image_token_id")
         )
-
-    @classmethod
-    def load_backbone(
-        cls, path: str, *, dtype: torch.dtype | None, trust_remote_code: bool
-    ) -> nn.Module:
-        from transformers import AutoModel
-
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        return AutoModel.from_pretrained(path, **kwargs)
 
     @classmethod
     def load_processor(cls, path: str, *, trust_remote_code: bool) -> Any:
