@@ -6,7 +6,7 @@ MetaEmbed budget (1,1), (2,4), (4,8), (8,16), (16,64) for float32, bfloat16 and 
 * ``metaembed_rag.scoring.maxsim`` (backend="auto": the compiled kernel; torch for fp32 (1,1));
 * a naive ``torch.einsum`` baseline (einsum -> max -> sum, in float32, run in chunks of 10k
   candidates so the widened copy stays in memory);
-* PyLate's ``colbert_scores`` and ``maxsim-cpu`` if installed (``pip install -e ".[bench]"``);
+* PyLate's ``colbert_scores`` and ``maxsim-cpu`` if installed (``pip install -e ".[bench]" && pip install --no-deps pylate``);
   for 16-bit storage PyLate is timed on the first 10k candidates (its 16-bit CPU einsum takes
   minutes at 100k) and scaled to N;
 * the floor max(bytes read / memory bandwidth, FLOPs / GEMM rate), both measured in this run

@@ -150,6 +150,30 @@ def test_kernel_every_isa_matches_reference(monkeypatch, isa, prob):
     assert_close(maxsim_ids(q, d, ids, (r_q, r_c), backend="kernel"), ref[:, ::-1], bound[:, ::-1])
 
 
+@pytest.mark.parametrize("isa", [_isa_param("avx512")])
+@pytest.mark.parametrize("dim", [1, 2, 17, 31, 32, 33, 48, 65, 130])
+def test_bf16_pair_staging_matches_reference(monkeypatch, isa, dim):
+    # AVX-512, r_q <= 8, bfloat16: rows staged with 16-bit unpacks in 32-dim blocks (dims
+    # permuted, the tail zero-padded); odd D, D not a multiple of 32, gapped prefixes, id gather
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", isa)
+    g = torch.Generator().manual_seed(dim)
+    q = torch.randn(3, 9, dim, generator=g)
+    d = torch.randn(13, 21, dim, generator=g).to(torch.bfloat16)
+    qa, da = [as_lists(x) for x in q], [as_lists(x) for x in d]
+    for r_q, r_c in [(2, 1), (2, 4), (5, 7), (8, 16), (8, 21), (3, 20)]:
+        ref, bound = ref_full(qa, da, r_q, r_c)
+        assert_close(maxsim(q, d, (r_q, r_c), backend="kernel"), ref, bound)
+        ids = torch.tensor([[12, 0, 5, 5]] * 3)
+        assert_close(
+            maxsim_ids(q, d, ids, (r_q, r_c), backend="kernel"),
+            ref[:, [12, 0, 5, 5]],
+            bound[:, [12, 0, 5, 5]],
+        )
+    ragged = [d[i, : 1 + i % 5] for i in range(6)]
+    ref, bound = ref_full(qa, [as_lists(x) for x in ragged], 6, 5)
+    assert_close(maxsim(q, ragged, (6, 5), backend="kernel"), ref, bound)
+
+
 @HSET
 @given(prob=problems(), m=st.integers(1, 5))
 def test_pairwise_matches_reference(backend, prob, m):
