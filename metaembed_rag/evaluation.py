@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .budget import Budget, BudgetLike
+from .budget import BudgetLike
 from .data import BeirDataset
 from .metrics import evaluate
 from .model import MetaEmbedModel
@@ -157,10 +157,3 @@ def plot_budgets(results: dict[str, Any], path: str | Path, title: str = "") -> 
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
-
-
-def parse_budget_list(text: str, model: MetaEmbedModel) -> list[Budget]:
-    """``"all"`` or ``"1,1 8,16"`` -> budgets checked against the model."""
-    from .budget import parse_budgets
-
-    return parse_budgets(text, model.budgets)

@@ -447,8 +447,7 @@ class MetaEmbedModel(nn.Module):
         vectors from another model."""
         h = hashlib.sha256()
         cfg = self.config.to_dict()
-        for key in ("extra",):
-            cfg.pop(key, None)
+        cfg.pop("extra", None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         tensors = [self.query_tokens, self.candidate_tokens]
         if self.projection is not None:

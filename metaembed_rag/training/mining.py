@@ -10,7 +10,6 @@ negatives. A second round is then trained from the base weights with these negat
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -126,8 +125,3 @@ def mine_hard_negatives(
     empty = sum(1 for v in out.values() if not v)
     logger.info("Mined negatives for %d queries (%d without any).", len(out), empty)
     return out
-
-
-def pick_negative(candidates: Sequence[str], rng: random.Random) -> str | None:
-    """One negative drawn uniformly (``None`` if there is none)."""
-    return rng.choice(list(candidates)) if candidates else None

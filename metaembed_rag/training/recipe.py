@@ -100,7 +100,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     final = model
     if cfg.rounds == 2:
         mined: list[TrainExample] = []
-        for ds, pairs in pair_sets:
+        for i, (ds, pairs) in enumerate(pair_sets):
             corpus = {d: ds.doc_text(d) for d in ds.corpus}
             negatives = mine_hard_negatives(
                 model,
@@ -111,7 +111,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
                 min_rank=cfg.mine_min_rank,
             )
             mined += with_negatives(pairs, negatives, corpus, seed=seed)
-            (out / "negatives.json").write_text(json.dumps(negatives))
+            (out / f"negatives-beir{i}.json").write_text(json.dumps(negatives))
         logger.info("Round 2: %d BEIR pairs with mined negatives", len(mined))
         final = _new_model(cfg, seed)  # retrain from the base weights
         round2 = MMRTrainer(final, base + mined, _train_config(cfg, out / "round2", cfg.steps))

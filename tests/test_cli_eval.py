@@ -1,0 +1,105 @@
+"""`metaembed-rag eval` / `train` on a tiny BEIR folder with a tiny random BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metaembed_rag import MetaEmbedModel
+from metaembed_rag.cli import main
+
+
+def _beir(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    docs = [f"document number {i} about topic {i % 5}" for i in range(30)]
+    (root / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(docs)
+        )
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"topic {i}"}) + "\n" for i in range(5))
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(5))
+    )
+    return root
+
+
+def test_eval_writes_the_documented_json(tiny_bert_path: Path, tmp_path: Path, capsys) -> None:
+    model_dir = MetaEmbedModel.from_backbone(tiny_bert_path).save_pretrained(tmp_path / "m")
+    data = _beir(tmp_path / "beir")
+    out = tmp_path / "res.json"
+    plot = tmp_path / "res.png"
+    rc = main(["eval", "--data", str(data), "--model", str(model_dir), "--budgets", "all",
+               "--json", str(out), "--plot", str(plot)])  # fmt: skip
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert list(res["budgets"]) == ["1,1", "2,4", "4,8", "8,16", "16,64"]
+    for row in res["budgets"].values():
+        assert set(row) == {
+            "ndcg@10",
+            "recall@10",
+            "recall@100",
+            "mrr@10",
+            "map",
+            "query_ms",
+            "score_ms",
+        }
+        assert 0.0 <= row["ndcg@10"] <= 1.0 and row["recall@100"] == 1.0  # 30 docs < 100
+    assert res["model"] == str(model_dir) and res["num_queries"] == 5 and res["num_docs"] == 30
+    assert plot.stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "(16,64)" in printed and "nDCG@10" in printed
+
+
+def test_eval_rejects_unknown_budget(tiny_bert_path: Path, tmp_path: Path, capsys) -> None:
+    model_dir = MetaEmbedModel.from_backbone(tiny_bert_path).save_pretrained(tmp_path / "m")
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(_beir(tmp_path / "b")),
+            "--model",
+            str(model_dir),
+            "--budgets",
+            "3,3",
+        ]
+    )
+    assert rc == 2
+    assert "Valid budgets" in capsys.readouterr().err
+
+
+def test_train_bad_data_names_file_and_line(tmp_path: Path, capsys) -> None:
+    data = _beir(tmp_path / "bad")
+    (data / "qrels" / "train.tsv").write_text("q1\td1\t1\nq2\tnope\t1\n")
+    rc = main(
+        [
+            "train",
+            "--output",
+            str(tmp_path / "out"),
+            "--beir",
+            str(data),
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "train.tsv:2: corpus id 'nope' is not in" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,message", [("", "empty file")])
+def test_train_empty_corpus(tmp_path: Path, capsys, content: str, message: str) -> None:
+    data = _beir(tmp_path / "empty")
+    (data / "corpus.jsonl").write_text(content)
+    (data / "qrels" / "train.tsv").write_text("q1\td1\t1\n")
+    assert (
+        main(["train", "--output", str(tmp_path / "o"), "--beir", str(data), "--rounds", "1"]) == 2
+    )
+    assert message in capsys.readouterr().err
