@@ -52,14 +52,15 @@ def _backbone_config(backbone: nn.Module) -> Any:
 
 
 def _load_backbone(
-    path: str, trust_remote_code: bool
+    path: str, trust_remote_code: bool, dtype: torch.dtype
 ) -> tuple[type[BackboneAdapter], nn.Module, Any]:
-    """The adapter class, base model and processor of the backbone at ``path``."""
+    """The adapter class, base model (loaded directly in ``dtype``, so a large checkpoint is
+    never materialised in float32 first) and processor of the backbone at ``path``."""
     from transformers import AutoConfig
 
     hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     adapter_cls = adapter_for(hf_config)
-    model = adapter_cls.load_backbone(path, dtype=None, trust_remote_code=trust_remote_code)
+    model = adapter_cls.load_backbone(path, dtype=dtype, trust_remote_code=trust_remote_code)
     processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
     return adapter_cls, model, processor
 
@@ -162,7 +163,7 @@ class MetaEmbedModel(nn.Module):
         path = resolve_backbone_path(reference)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        adapter_cls, model, processor = _load_backbone(path, trust_remote_code)
+        adapter_cls, model, processor = _load_backbone(path, trust_remote_code, torch_dtype)
         if budgets is None:
             from .budget import DEFAULT_BUDGETS
 
@@ -298,7 +299,7 @@ class MetaEmbedModel(nn.Module):
         backbone_path = resolve_backbone_path(backbone or config.backbone, folder)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        adapter_cls, model, processor = _load_backbone(backbone_path, remote)
+        adapter_cls, model, processor = _load_backbone(backbone_path, remote, torch_dtype)
         if config.has_lora:
             try:
                 from peft import PeftModel

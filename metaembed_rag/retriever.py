@@ -121,7 +121,7 @@ class TwoStageRetriever:
         every query text by the encoder.
         """
         single = not isinstance(query, list)
-        items: list[Any] = list(query) if isinstance(query, list) else [query]
+        items: list[Any] = [query] if single else list(query)
         vectors = self.model.encode_queries(items, instruction=instruction)
         hits = self.index.search(
             vectors, k, fetch_k=fetch_k, recall_budget=recall_budget,

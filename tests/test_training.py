@@ -123,3 +123,15 @@ def test_batches_have_no_duplicate_queries_or_positives() -> None:
         assert len({exs[i].positive_id for i in batch}) == 4
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         TrainingConfig(output_dir="x", batch_size=1)
+
+
+def test_bf16_autocast_trains(tmp_path) -> None:
+    trainer = MMRTrainer(
+        _model(), _examples(False), _config(tmp_path, max_steps=2, autocast="bfloat16")
+    )
+    history = trainer.train()
+    assert len(history) == 2 and all(
+        row["loss"] == row["loss"] for row in history
+    )  # finite, not NaN
+    with pytest.raises(ValueError, match="autocast must be"):
+        TrainingConfig(output_dir="x", autocast="int8")

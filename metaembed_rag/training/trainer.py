@@ -308,10 +308,12 @@ class MMRTrainer:
     # ------------------------------------------------------------------ training
     def _encode(self, items: list[ItemLike], side: str, max_length: int) -> torch.Tensor:
         batch = self.model.prepare(items, side, max_length=max_length)  # type: ignore[arg-type]
-        if self.config.autocast is None:
-            return self.model(batch, side)  # type: ignore[arg-type]
-        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.autocast]
-        with torch.autocast(self.model.device.type, dtype=dtype):
+        mixed = self.config.autocast
+        with torch.autocast(
+            self.model.device.type,
+            dtype=getattr(torch, mixed) if mixed else None,
+            enabled=mixed is not None,
+        ):
             return self.model(batch, side)  # type: ignore[arg-type]
 
     def _micro_loss(self, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
