@@ -10,7 +10,7 @@ passages = [
     "The Moon is Earth's only natural satellite.",
     "Late interaction sums, over query vectors, the best match among document vectors.",
 ]
-model = MetaEmbedModel.from_backbone()  # the packaged all-MiniLM-L6-v2 backbone, offline
+model = MetaEmbedModel.from_pretrained("metaembed-minilm-l6")  # the embedded default, offline
 docs = model.encode_documents(passages)  # (3, 64, 384): stored once at full size
 query = model.encode_queries(["What causes diabetes?"])  # (1, 16, 384)
 for budget in model.budgets:

@@ -7,12 +7,20 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["main"]
 
 logger = logging.getLogger("metaembed_rag.cli")
+
+#: Where index / search / info / serve keep the index without --index (under the current folder).
+DEFAULT_INDEX = ".metaembed/index"
+#: Files listed by `info`.
+INFO_MAX_FILES = 50
+#: Coarse candidates reranked exactly by `search` (as Collection.search).
+FETCH_K = 200
 
 SAMPLE_PASSAGES = [
     "Meta tokens are learnable vectors appended to a model's input; their final hidden states "
@@ -55,13 +63,10 @@ def _read_passages(path: Path) -> list[str]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import MetaEmbedModel, maxsim
+    from . import maxsim
 
     t0 = time.perf_counter()
-    if args.model:
-        model = MetaEmbedModel.from_pretrained(args.model, device=args.device)
-    else:
-        model = MetaEmbedModel.from_backbone(device=args.device)
+    model = _load_model(args.model, args.device)
     passages = _read_passages(Path(args.docs)) if args.docs else SAMPLE_PASSAGES
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -83,15 +88,378 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from . import MetaEmbedModel
+def _human_size(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
-    model = (
-        MetaEmbedModel.from_pretrained(args.model) if args.model else MetaEmbedModel.from_backbone()
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    if args.model:
+        model = _load_model(args.model)
+        cfg = model.config.to_dict()
+        cfg["fingerprint"] = model.fingerprint()
+        if args.json:
+            print(json.dumps(cfg, indent=2, sort_keys=True))
+            return 0
+        print(f"Model {args.model}: {model!r}")
+        for key in ("backbone", "backbone_type", "max_length", "projection_dim",
+                    "append_both_sides", "has_lora", "fingerprint"):  # fmt: skip
+            print(f"  {key:18s} {cfg.get(key)}")
+        return 0
+
+    from .collection import Collection
+
+    col = Collection.open(args.index, load_model=False)
+    try:
+        info = col.info()
+        files = col.files
+    finally:
+        col.close()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    types = ", ".join(f"{k} {v}" for k, v in info["file_types"].items()) or "none"
+    unit = info.get("chunk_unit") or "words"
+    print(f"Index {info['folder']}")
+    rows = [
+        ("model", f"{info['model']} (fingerprint {info['model_fingerprint']})"),
+        ("holds", f"{info['documents']} chunks from {info['files']} files ({types})"),
+        ("vectors", f"{info['vectors_per_document']} per chunk, dim {info['dim']}, "
+                    f"{info['dtype']} ({_human_size(info['bytes_per_document'])} per chunk)"),
+        ("budgets", " ".join(f"({b})" for b in info["budgets"])),
+        ("coarse stage", f"{info['coarse_vector']} vector, {info['coarse_kind']} FAISS index"),
+        ("chunking", f"{info['chunk_size']} {unit}, {info['chunk_overlap']} shared"),
+        ("on disk", _human_size(info["bytes_on_disk"])),
+        ("created", str(info["created"])),
+    ]  # fmt: skip
+    for name, value in rows:
+        print(f"  {name:13s} {value}")
+    if files:
+        entries = sorted(files.values(), key=lambda e: str(e.get("source")))
+        shown = entries[:INFO_MAX_FILES]
+        width = min(60, max(len(str(e.get("source"))) for e in shown))
+        print(f"Files ({len(entries)}):")
+        for e in shown:
+            n = len(e.get("chunks", []))
+            print(f"  {str(e.get('source')):{width}s}  {str(e.get('type')):8s} "
+                  f"{n:5d} chunk{'s' if n != 1 else ' '}  {_human_size(e.get('size', 0)):>9s}")  # fmt: skip
+        if len(entries) > len(shown):
+            print(
+                f"  ... and {len(entries) - len(shown)} more (all in {info['folder']}/files.json)"
+            )
+    return 0
+
+
+# ---------------------------------------------------------------------- index / search
+def _search_hint(folder: str) -> str:
+    flag = "" if folder == DEFAULT_INDEX else f" --index {folder}"
+    return f'Search it with: metaembed-rag search "your question"{flag}'
+
+
+def _remove_created(folder: Path, first_new: Path | None) -> None:
+    """Undo a failed run's new index: the folders it created, or the contents of the empty
+    folder it was given."""
+    import shutil
+
+    if first_new is not None:
+        shutil.rmtree(first_new, ignore_errors=True)
+    elif folder.is_dir():
+        for child in folder.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+
+
+def _print_problems(report: object) -> None:
+    for name, reason in getattr(report, "skipped", []):
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    for where, reason in getattr(report, "bad_records", []):
+        print(f"skipped record {where}: {reason}", file=sys.stderr)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .collection import CONFIG_FILE, Collection, _model_reference
+    from .collection import _load_model as load_collection_model
+    from .ingest import SUPPORTED_SUFFIXES, check_chunking, discover_files
+
+    # Everything that can be checked without the model is, before anything is loaded or written.
+    for p in args.paths:
+        if not Path(p).expanduser().exists():
+            raise FileNotFoundError(f"{p}: no such file or folder; check the path.")
+    if args.chunk_size is not None:
+        check_chunking(args.chunk_size, 0 if args.chunk_overlap is None else args.chunk_overlap)
+    folder = Path(args.index).expanduser()
+    exists = (folder / CONFIG_FILE).is_file()
+    if not exists and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(
+            f"{folder} exists and is not an empty folder or an index; choose a new or empty "
+            "folder with --index."
+        )
+    files, ignored = discover_files(args.paths, exclude=folder)
+    if not files and not exists:
+        names = ", ".join(p.name for p in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
+        found = f" (only {len(ignored)} unsupported: {names})" if ignored else ""
+        print(
+            f"error: no supported files in {' '.join(args.paths)}{found}; supported: "
+            f"{' '.join(sorted(SUPPORTED_SUFFIXES))}",
+            file=sys.stderr,
+        )
+        return 1
+
+    first_new: Path | None = None
+    if not exists and not folder.exists():
+        first_new = folder  # the outermost folder this run creates (removed if it fails)
+        while not first_new.parent.exists():
+            first_new = first_new.parent
+    action = "Updated" if exists else "Created"
+    col = None
+    t0 = time.perf_counter()
+    try:
+        if exists:  # the model loads only if a file needs encoding
+            col = Collection.open(folder, model=args.model, device=args.device, load_model=False)
+        else:
+            model = load_collection_model(args.model, args.device)
+            if args.pdf_images and not model.supports_images:
+                raise ValueError(
+                    f"--pdf-images needs a vision-language model (Qwen2-VL, Idefics3, ...); "
+                    f"{args.model or 'the default model'} reads text only: leave --pdf-images "
+                    "out or pass --model with a VLM MetaEmbed folder."
+                )
+            col = Collection.create(
+                folder, model, model_name=_model_reference(args.model),
+                chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+            )  # fmt: skip
+        load_s = time.perf_counter() - t0
+        report = col.add_paths(
+            args.paths,
+            chunk_size=args.chunk_size,
+            chunk_overlap=args.chunk_overlap,
+            pdf_page_images=args.pdf_images,
+            progress=not args.no_progress,
+            batch_size=args.batch_size,
+            prune=not args.no_prune,
+        )
+    except KeyboardInterrupt:
+        if col is None:  # nothing indexed yet
+            if not exists:
+                _remove_created(folder, first_new)
+            print("interrupted: nothing was indexed", file=sys.stderr)
+            return 130
+        col.close()
+        print(
+            f"interrupted: files finished so far are saved in {folder}; run the same command "
+            "again to index the rest.",
+            file=sys.stderr,
+        )
+        return 130
+    except BaseException:
+        if col is not None:
+            col.close()
+        if not exists:
+            _remove_created(folder, first_new)
+        raise
+    info = col.info()
+    col.close()
+    _print_problems(report)
+    if report.files_indexed == 0 and report.files_removed == 0:
+        if action == "Created":
+            _remove_created(folder, first_new)
+        why = (
+            f"none of the {len(report.skipped)} file(s) could be indexed (reasons above)"
+            if report.skipped
+            else f"no supported files in {' '.join(args.paths)}"
+        )
+        print(f"error: {why}" + ("; no index was created" if action == "Created" else ""),
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(report.summary())
+    loaded = f" (loaded in {load_s:.1f} s)" if action == "Created" else ""
+    print(
+        f"{action} index {folder}: {info['documents']} chunks from {info['files']} file(s), "
+        f"model {info['model']}{loaded}."
     )
-    cfg = model.config.to_dict()
-    cfg["fingerprint"] = model.fingerprint()
-    print(json.dumps(cfg, indent=2, sort_keys=True))
+    print(_search_hint(args.index))
+    problems = [
+        f"{len(report.skipped)} file(s)" if report.skipped else "",
+        f"{len(report.bad_records)} JSONL record(s)" if report.bad_records else "",
+    ]
+    if any(problems) and args.strict:
+        what = " and ".join(p for p in problems if p)
+        print(f"error: {what} could not be indexed (--strict)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_filters(items: list[list[str]] | None) -> dict | None:
+    if not items:
+        return None
+    out: dict = {}
+    for item in (x for group in items for x in group):
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(
+                f"--filter takes key=value (e.g. --filter type=pdf page=2), got {item!r}."
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _result_label(r: object) -> str:
+    """Where a hit comes from: its source (and page), plus its id when the id is not derived
+    from the source (JSONL record ids)."""
+    m = getattr(r, "metadata", {}) or {}
+    rid = str(getattr(r, "id", ""))
+    source = str(m.get("source", ""))
+    label = source or rid
+    if "page" in m:
+        label += f", page {m['page']}"
+    if source and not rid.startswith(source + "#"):
+        label += f"  (id {rid})"
+    elif m.get("chunk"):
+        label += f", part {int(m['chunk']) + 1}"
+    return label
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .budget import resolve_budget
+    from .collection import Collection
+
+    if not args.query.strip():
+        raise ValueError(
+            'the query is empty; pass a question in quotes, e.g. metaembed-rag search "What is '
+            'a retrieval budget?"'
+        )
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}.")
+    if args.fetch_k is not None and args.fetch_k < 1:
+        raise ValueError(f"--fetch-k must be >= 1, got {args.fetch_k}.")
+    filt = _parse_filters(args.filter)
+    query: object = args.query
+    if args.image:
+        query = Path(args.query).expanduser()
+        if not query.is_file():  # type: ignore[union-attr]
+            raise FileNotFoundError(f"{args.query}: no such image file.")
+    col = Collection.open(args.index, model=args.model, device=args.device, load_model=False)
+    try:
+        if len(col) == 0:
+            raise ValueError(
+                f"the index {args.index} holds no documents; add some with "
+                f"`metaembed-rag index PATH --index {args.index}`."
+            )
+        budget = resolve_budget(args.budget, col.index.budgets)
+        fetch_k = FETCH_K if args.fetch_k is None else args.fetch_k
+        t0 = time.perf_counter()
+        col.model  # noqa: B018 - load (and check) the model before timing the search
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = col.search(query, k=args.k, budget=budget, fetch_k=fetch_k, filter=filt)
+        search_ms = (time.perf_counter() - t0) * 1000
+        total = len(col)
+    finally:
+        col.close()
+    if args.json:
+        out = {
+            "query": args.query, "budget": str(budget), "k": args.k, "fetch_k": fetch_k,
+            "filter": filt, "results": [r.to_dict() for r in results],
+        }  # fmt: skip
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        shown = args.query if args.image else f'"{args.query}"'
+        print(
+            f"Top {len(results)} of {total} chunks for {shown} at budget ({budget}): "
+            f"{search_ms:.0f} ms (model loaded in {load_s:.1f} s)."
+        )
+        print(
+            f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product with "
+            f"the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to {budget.r_q}; "
+            "higher is better)."
+        )
+        for r in results:
+            print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
+            if r.text:
+                snippet = " ".join(r.text.split())
+                print(f"     {snippet[:220]}{'...' if len(snippet) > 220 else ''}")
+            if r.image is not None:
+                print(f"     image: {r.image}")
+    if not results:
+        print("error: no document matches the filter", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------- bench
+def _benchmarks_dir(explicit: str | None) -> Path:
+    """The repository's ``benchmarks/`` folder (the scripts are not part of the package)."""
+    if explicit:
+        folder = Path(explicit).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--dir {explicit}: no such folder.")
+        return folder
+    candidates = [Path(__file__).resolve().parents[1] / "benchmarks", Path.cwd() / "benchmarks"]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.py")):
+            return folder
+    raise FileNotFoundError(
+        "the benchmark scripts live in the repository's benchmarks/ folder, which this "
+        "installation does not have: run from a clone (git clone the repository, pip install -e "
+        "'.[bench]') or pass --dir PATH/TO/benchmarks."
+    )
+
+
+def _benchmarks(folder: Path) -> dict[str, tuple[Path, str]]:
+    import ast
+
+    out = {}
+    for script in sorted(folder.glob("*.py")):
+        if script.name.startswith("_"):
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            doc = ""
+        out[script.stem] = (script, doc.strip().split("\n", 1)[0])
+    return out
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    folder = _benchmarks_dir(args.dir)
+    scripts = _benchmarks(folder)
+    if not args.name:
+        print(f"benchmarks in {folder} (run: metaembed-rag bench NAME [script options]):")
+        for name, (_, doc) in scripts.items():
+            print(f"  {name:20s} {doc}")
+        return 0
+    names = list(scripts) if args.name == "all" else [args.name]
+    for name in names:
+        if name not in scripts:
+            raise ValueError(
+                f"no benchmark {name!r} in {folder}; available: {', '.join(scripts)} (or all)."
+            )
+    extra = list(args.args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    for name in names:
+        cmd = [sys.executable, str(scripts[name][0]), *extra]
+        print(f"running: {' '.join(cmd)}", file=sys.stderr)
+        rc = subprocess.call(cmd, env=env)
+        if rc != 0:
+            print(f"error: benchmark {name} exited with code {rc}", file=sys.stderr)
+            return rc
     return 0
 
 
@@ -170,18 +538,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "grad_accum_steps": args.grad_accum_steps,
         "autocast": None if args.autocast == "none" else args.autocast,
         "train_backbone": args.train_backbone,
+        "dropout": args.dropout,
     }
     cfg = RecipeConfig(
         output_dir=args.output,
         backbone=args.backbone,
         beir=args.beir or [],
+        beir_split=args.beir_split,
         captions=args.captions or [],
         titles=args.titles,
+        ict=args.ict,
+        ict_keep=args.ict_keep,
+        warm_start_steps=args.warm_start_steps,
+        warm_start_lr=args.warm_start_lr,
         rounds=args.rounds,
         round1_steps=args.round1_steps,
         steps=args.steps,
         mine_top_n=args.mine_top_n,
         mine_min_rank=args.mine_min_rank,
+        mine_budget=args.mine_budget,
+        hard_negative_repeat=args.hard_negative_repeat,
         num_query_tokens=args.num_query_tokens,
         num_candidate_tokens=args.num_candidate_tokens,
         projection_dim=args.projection_dim,
@@ -191,6 +567,61 @@ def _cmd_train(args: argparse.Namespace) -> int:
     folder = run_recipe(cfg)
     print(f"trained model saved to {folder}")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import app
+    from .app.answer import parse_llm_spec
+    from .budget import Budget
+
+    if args.llm:
+        parse_llm_spec(args.llm)  # a malformed spec fails before anything starts
+    if args.budget:
+        Budget.parse(args.budget)  # checked against the model's budgets once it is loaded
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    print(f"metaembed-rag demo: {url}  (index: {args.index}; starting)", flush=True)
+    t0 = time.perf_counter()
+
+    def ready() -> None:
+        print(f"Ready in {time.perf_counter() - t0:.1f} s: open {url}  (Ctrl-C stops)", flush=True)
+
+    app.serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        llm=args.llm,
+        max_upload_mb=args.max_upload_mb,
+        uploads_dir=args.uploads,
+        log_level="info" if args.verbose else "warning",
+        default_budget=args.budget,
+        on_ready=ready,
+    )
+    return 0
+
+
+def _index_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument(
+        "--index",
+        default=DEFAULT_INDEX,
+        metavar="DIR",
+        help=f"the index folder{extra} (default: {DEFAULT_INDEX} in the current folder)",
+    )
+
+
+def _quiet_dependencies() -> None:
+    """Keep the command's output readable: no weight-loading progress bars from
+    ``transformers`` and no deprecation warnings raised inside dependencies (the CLI only;
+    the library leaves both alone)."""
+    warnings.filterwarnings(
+        "ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,9 +643,107 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     demo.set_defaults(func=_cmd_demo)
 
-    info = sub.add_parser("info", help="print a model's configuration and fingerprint")
-    info.add_argument("--model", help="a MetaEmbed model folder or name")
+    info = sub.add_parser(
+        "info", help="what an index holds (--index) or a model's configuration (--model)"
+    )
+    which = info.add_mutually_exclusive_group()
+    which.add_argument(
+        "--index",
+        default=DEFAULT_INDEX,
+        metavar="DIR",
+        help=f"an index folder made by `metaembed-rag index` (default: {DEFAULT_INDEX})",
+    )
+    which.add_argument("--model", help="a MetaEmbed model folder or name (instead of an index)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     info.set_defaults(func=_cmd_info)
+
+    ix = sub.add_parser(
+        "index",
+        help="index files and folders (.txt .md .html .jsonl .pdf, images) into an index folder",
+        description="Index documents into DIR (created if needed). Re-running adds only new or "
+        "changed files and removes the chunks of files deleted from the indexed folders. Exit "
+        "code 0 when the files were indexed or already up to date (unreadable ones are skipped "
+        "and listed); 1 when no file could be indexed (or any was skipped, with --strict); 2 on "
+        "errors.",
+    )
+    ix.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    _index_option(ix)
+    ix.add_argument(
+        "--model",
+        help="model name or folder for a new index (default: the "
+        "embedded default model); an existing index uses the model it was built with",
+    )
+    ix.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="tokens per chunk, in the model's tokenizer (default: what the model reads whole "
+        "minus 8: 246 for the default model; words, default 180, for a model without a "
+        "tokenizer); saved as the index's setting",
+    )
+    ix.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=None,
+        help="tokens (or words) shared by consecutive chunks (default 40, or 30 words); saved",
+    )
+    ix.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    ix.add_argument(
+        "--pdf-images",
+        action="store_true",
+        help="also index each PDF page as an image (vision-language models only)",
+    )
+    ix.add_argument("--strict", action="store_true", help="exit 1 if any file was skipped")
+    ix.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="keep the chunks of files deleted from the indexed folders",
+    )
+    ix.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ix.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="search an index made by `metaembed-rag index`")
+    se.add_argument("query", help="the question (or an image file with --image)")
+    _index_option(se)
+    se.add_argument("--k", type=int, default=5, help="results to show (default 5)")
+    se.add_argument(
+        "--budget",
+        default=None,
+        help="rerank budget 'r_q,r_c', one the model was trained with (default: the model's "
+        "largest trained budget, 16,64 for the default model)",
+    )
+    se.add_argument(
+        "--fetch-k",
+        type=int,
+        default=None,
+        help=f"coarse candidates reranked exactly (default {FETCH_K})",
+    )
+    se.add_argument(
+        "--filter",
+        action="append",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="metadata filter, e.g. --filter type=pdf page=2 (values parsed as JSON "
+        'when they are: numbers, true/false, {"$gte": 2})',
+    )
+    se.add_argument("--image", action="store_true", help="the query is an image file")
+    se.add_argument("--json", action="store_true", help="print the results as JSON")
+    se.add_argument("--model", help="model folder if the index records none")
+    se.add_argument("--device", default=None)
+    se.set_defaults(func=_cmd_search)
+
+    be = sub.add_parser(
+        "bench",
+        help="list or run the benchmark scripts of a repository checkout (benchmarks/*.py)",
+        description="Runs benchmarks/NAME.py from the repository with this Python; everything "
+        "after NAME goes to the script. Without NAME, lists the benchmarks. 'all' runs every "
+        "one with its defaults (long).",
+    )
+    be.add_argument("--dir", help="the benchmarks folder (default: the repository's)")
+    be.add_argument("name", nargs="?", help="benchmark to run (omit to list)")
+    be.add_argument("args", nargs=argparse.REMAINDER, help="options for the script")
+    be.set_defaults(func=_cmd_bench)
 
     ev = sub.add_parser("eval", help="retrieval quality and latency per budget on a BEIR folder")
     ev.add_argument(
@@ -249,11 +778,43 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--titles", action="store_true", help="add title -> body pairs from the BEIR corpora"
     )
+    tr.add_argument(
+        "--ict",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N Inverse Cloze Task pairs per BEIR corpus document (a sentence -> the rest)",
+    )
+    tr.add_argument(
+        "--ict-keep",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance that an ICT sentence stays in its document (default 0)",
+    )
+    tr.add_argument(
+        "--warm-start-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first train only the Meta tokens for N steps to reproduce the backbone's "
+        "mean-pooled embedding (docs/training.md)",
+    )
+    tr.add_argument("--warm-start-lr", type=float, default=1e-3)
     tr.add_argument("--rounds", type=int, default=2, choices=(1, 2))
     tr.add_argument("--round1-steps", type=int, default=300)
     tr.add_argument("--steps", type=int, default=600, help="steps of the final round")
     tr.add_argument("--mine-top-n", type=int, default=50)
     tr.add_argument("--mine-min-rank", type=int, default=45)
+    tr.add_argument(
+        "--mine-budget", default=None, help="budget 'r_q,r_c' for mining (default: the largest)"
+    )
+    tr.add_argument(
+        "--hard-negative-repeat",
+        type=int,
+        default=1,
+        help="round 2: use each BEIR pair with its mined negative N times per epoch",
+    )
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--grad-accum-steps", type=int, default=1)
     tr.add_argument("--lr", type=float, default=1e-4, help="backbone / LoRA learning rate")
@@ -280,9 +841,37 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--own-side-only", action="store_true", help="append only the side's own Meta tokens"
     )
+    tr.add_argument(
+        "--dropout",
+        action="store_true",
+        help="keep the backbone's dropout while training (off by default: ~3x slower on CPU)",
+    )
     tr.add_argument("--save-every", type=int, default=100)
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=_cmd_train)
+    sv = sub.add_parser(
+        "serve", help="the visual-document RAG chatbot demo: a web page on localhost"
+    )
+    _index_option(sv, " (created if missing)")
+    sv.add_argument(
+        "--budget",
+        default=None,
+        help="the page's default budget 'r_q,r_c' (default: the model's largest trained "
+        "budget, 16,64 for the default model)",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--model", help="model name or folder for a new index (default: built-in)")
+    sv.add_argument(
+        "--llm",
+        help="module:attr of a LlamaIndex LLM or LangChain chat model (or a zero-argument "
+        "factory of one); default: extractive answers",
+    )
+    sv.add_argument(
+        "--uploads", help="folder for uploaded files (default: <index>-uploads beside the index)"
+    )
+    sv.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload, MiB")
+    sv.set_defaults(func=_cmd_serve)
     return parser
 
 
@@ -293,11 +882,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.command != "bench" and not args.verbose:
+        _quiet_dependencies()
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, OSError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,14 @@ class MetaEmbedConfig:
         query_prefix / document_prefix: text put before queries / documents.
         image_prompt: text given with an image-only input.
         use_chat_template: wrap inputs in the processor's chat template (vision-language models).
+        meta_attention: how Meta tokens take part in attention in a bidirectional encoder
+            backbone (BERT family). ``"causal"``: as appended tokens in a decoder, which is
+            what the reference vision-language models do — the input never attends to the Meta
+            tokens, and each Meta token sees the input and the Meta tokens before it, so the
+            input's states are those of the backbone alone and vector ``k`` cannot depend on
+            later vectors. ``"full"``: plain bidirectional attention over input and Meta tokens.
+            Decoder backbones are causal either way. Folders saved before this field existed
+            load as ``"full"``.
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -60,6 +68,7 @@ class MetaEmbedConfig:
     document_prefix: str = ""
     image_prompt: str = "Describe the image."
     use_chat_template: bool = True
+    meta_attention: str = "causal"
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -75,6 +84,10 @@ class MetaEmbedConfig:
                 )
         if self.num_query_tokens < 1 or self.num_candidate_tokens < 1:
             raise ValueError("num_query_tokens and num_candidate_tokens must be >= 1")
+        if self.meta_attention not in ("causal", "full"):
+            raise ValueError(
+                f"meta_attention must be 'causal' or 'full', got {self.meta_attention!r}"
+            )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
 
@@ -120,4 +133,5 @@ class MetaEmbedConfig:
             raise ValueError(
                 f"{path} has unknown keys {unknown}; was it written by a newer version?"
             )
+        data.setdefault("meta_attention", "full")  # saved before the field existed
         return cls(**data)

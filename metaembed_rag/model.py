@@ -9,6 +9,7 @@ whose prefixes serve every retrieval budget.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +17,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,30 @@ def _load_backbone(
     model = adapter_cls.load_backbone(path, dtype=dtype, trust_remote_code=trust_remote_code)
     processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
     return adapter_cls, model, processor
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft calls transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on
+    every load that users cannot act on); silence exactly that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
+        yield
+
+
+def _lora_digest(peft_model: nn.Module) -> str:
+    """sha256 of a peft model's adapter tensors as ``save_pretrained`` writes them (names
+    without the adapter name, float32), independent of merging and of the device."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class MetaEmbedModel(nn.Module):
@@ -128,6 +154,8 @@ class MetaEmbedModel(nn.Module):
             )
             config.max_length = new
         self._truncation_warned = False
+        # digest of LoRA adapters merged into the backbone at load time (see fingerprint())
+        self._merged_lora_digest: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,11 +178,13 @@ class MetaEmbedModel(nn.Module):
         Args:
             backbone: a hub id, a local folder, or ``"package:<module>"``
                 (default: the packaged all-MiniLM-L6-v2).
-            num_query_tokens / num_candidate_tokens: R_q and R_c (16 and 64 in the paper).
+            num_query_tokens: R_q, query Meta tokens (16 in the paper).
+            num_candidate_tokens: R_c, candidate Meta tokens (64 in the paper).
             projection_dim: width of an optional linear projection (``None``: no projection).
             budgets: trained prefix groups; default (1,1), (2,4), (4,8), (8,16), (16,64),
                 kept to those that fit R_q and R_c.
-            device / dtype: see :func:`metaembed_rag.device.resolve_device` / ``resolve_dtype``.
+            device: see :func:`metaembed_rag.device.resolve_device` (default: CUDA, MPS, CPU).
+            dtype: see ``metaembed_rag.device.resolve_dtype`` (default: bf16 on CUDA, fp32 on CPU).
             trust_remote_code: allow custom model code from the backbone repo (off by default).
             seed: seed of the Meta-token / projection initialisation.
             **config_kwargs: other :class:`MetaEmbedConfig` fields (``max_length``, prefixes, ...).
@@ -217,7 +247,8 @@ class MetaEmbedModel(nn.Module):
         """Wrap the backbone with LoRA adapters (``peft``) for training.
 
         Args:
-            r / alpha: LoRA rank and scaling (the reference recipe uses 32 / 32).
+            r: LoRA rank (the reference recipe uses 32).
+            alpha: LoRA scaling (the reference recipe uses 32).
             target_modules: module names, or ``"all-linear"`` (attention and MLP projections).
             dropout: LoRA dropout.
             seed: seed of the adapter initialisation.
@@ -232,7 +263,8 @@ class MetaEmbedModel(nn.Module):
         lora = LoraConfig(
             r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout
         )
-        self.backbone = get_peft_model(self.backbone, lora)
+        with _quiet_peft():
+            self.backbone = get_peft_model(self.backbone, lora)
         self.adapter.model = self.backbone
 
     @classmethod
@@ -254,15 +286,18 @@ class MetaEmbedModel(nn.Module):
         Args:
             name_or_path: a folder written by :meth:`save_pretrained`, the name of a model
                 shipped in this package, or a Hugging Face Hub repo id.
-            device / dtype: where and in which precision to run.
+            device: where to run (default: CUDA, MPS, CPU).
+            dtype: precision (default: bf16 on CUDA, fp32 on CPU).
             trust_remote_code: overrides the saved setting (off unless the model needs it and
                 you turn it on).
             backbone: load the backbone from here instead of the saved reference (e.g. a
                 local copy of a hub checkpoint).
             merge_lora: merge saved LoRA adapters into the backbone (faster inference); keep
                 them separate with ``False`` to continue training.
-            num_query_tokens / num_candidate_tokens / projection_dim: expectations checked
-                against the saved weights; a mismatch raises ``ValueError``.
+            num_query_tokens: expected R_q, checked against the saved weights (a mismatch
+                raises ``ValueError``).
+            num_candidate_tokens: expected R_c, checked likewise.
+            projection_dim: expected projection width, checked likewise.
 
         Raises:
             ValueError: the saved weights do not match the config, the expectations, or the
@@ -306,14 +341,18 @@ class MetaEmbedModel(nn.Module):
             except ImportError as exc:
                 raise ImportError(
                     f"{folder} has LoRA adapters; loading them needs peft: "
-                    "pip install 'metaembed-rag[train]'"
+                    "pip install 'metaembed-rag[default-model]' (or [train])"
                 ) from exc
-            model = PeftModel.from_pretrained(
-                model, str(folder / ADAPTER_DIR), is_trainable=not merge_lora
-            )
+            with _quiet_peft():
+                model = PeftModel.from_pretrained(
+                    model, str(folder / ADAPTER_DIR), is_trainable=not merge_lora
+                )
+            lora_digest = _lora_digest(model) if merge_lora else None
             if merge_lora:
                 model = model.merge_and_unload()
         self = cls(config, model, processor, adapter_cls)
+        if config.has_lora:
+            self._merged_lora_digest = lora_digest
         with torch.no_grad():
             self.query_tokens.copy_(state["query_tokens"])
             self.candidate_tokens.copy_(state["candidate_tokens"])
@@ -369,6 +408,7 @@ class MetaEmbedModel(nn.Module):
         target = Path(folder).expanduser().resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a model folder is not
         try:
             config = MetaEmbedConfig(**self.config.to_dict())
             state = {
@@ -430,6 +470,11 @@ class MetaEmbedModel(nn.Module):
         return self.config.trained_budgets
 
     @property
+    def tokenizer(self) -> Any:
+        """The backbone's text tokenizer (for token-based chunking and length checks)."""
+        return self.adapter.tokenizer
+
+    @property
     def supports_images(self) -> bool:
         return self.adapter.supports_images
 
@@ -444,17 +489,27 @@ class MetaEmbedModel(nn.Module):
         return self.config.num_query_tokens if side == "query" else self.config.num_candidate_tokens
 
     def fingerprint(self) -> str:
-        """A short hash of the config and Meta-token weights: indexes record it to refuse
-        vectors from another model."""
+        """A short hash of the config, the Meta-token weights, the projection and the LoRA
+        adapters (if any): indexes record it to refuse vectors from another model.
+
+        The adapters hash the same whether they are still separate (training) or were merged
+        into the backbone at load time, so an index built while training matches the saved
+        model. The backbone's own weights are identified by ``config.backbone`` only.
+        """
         h = hashlib.sha256()
         cfg = self.config.to_dict()
         cfg.pop("extra", None)
+        cfg.pop("has_lora", None)  # set at save time; the adapters themselves are hashed below
         h.update(json.dumps(cfg, sort_keys=True).encode())
         tensors = [self.query_tokens, self.candidate_tokens]
         if self.projection is not None:
             tensors += [self.projection.weight, self.projection.bias]
         for t in tensors:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        lora = _lora_digest(self.backbone) if hasattr(self.backbone, "peft_config") else None
+        lora = lora or self._merged_lora_digest
+        if lora is not None:
+            h.update(b"lora:" + lora.encode())
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ forward
@@ -470,23 +525,31 @@ class MetaEmbedModel(nn.Module):
             return self.query_tokens, slice(0, rq)
         return self.candidate_tokens, slice(0, rc)
 
-    def forward(self, batch: PreparedBatch, side: Side) -> torch.Tensor:
+    def forward(self, batch: PreparedBatch, side: Side, *, return_pooled: bool = False) -> Any:
         """Multi-vectors of a prepared batch.
 
         Args:
             batch: output of ``self.adapter.prepare`` moved to the model's device.
             side: ``"query"`` (R_q vectors) or ``"document"`` (R_c vectors).
+            return_pooled: also return the backbone's mean-pooled input states from the same
+                pass (unit norm, (B, H); training's auxiliary pooled loss uses them).
 
         Returns:
-            (B, R, D) float32, unit L2 norm along D. Differentiable (used by training).
+            (B, R, D) float32, unit L2 norm along D. Differentiable (used by training). With
+            ``return_pooled``: a tuple ``(vectors, pooled)``.
         """
         if side not in ("query", "document"):
             raise ValueError(f"side must be 'query' or 'document', got {side!r}")
         meta, rows = self.meta_embeddings(side)
-        states = self.adapter.forward(batch, meta)[:, rows, :]
+        out = self.adapter.forward(batch, meta, return_pooled=return_pooled)
+        states, pooled = out if return_pooled else (out, None)
+        states = states[:, rows, :]
         if self.projection is not None:
             states = self.projection(states.to(self.projection.weight.dtype))
-        return F.normalize(states.float(), p=2, dim=-1)
+        vectors = F.normalize(states.float(), p=2, dim=-1)
+        if pooled is None:
+            return vectors
+        return vectors, F.normalize(pooled.float(), p=2, dim=-1)
 
     def prepare(
         self,

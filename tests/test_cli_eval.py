@@ -103,3 +103,30 @@ def test_train_empty_corpus(tmp_path: Path, capsys, content: str, message: str) 
         main(["train", "--output", str(tmp_path / "o"), "--beir", str(data), "--rounds", "1"]) == 2
     )
     assert message in capsys.readouterr().err
+
+
+def test_train_two_rounds_with_ict_and_warm_start(tiny_bert_path: Path, tmp_path: Path) -> None:
+    """The whole recipe on a tiny random BERT: warm start, round 1 with ICT + title pairs,
+    mining, round 2 from the warm-started base; the final folder loads and encodes."""
+    data = _beir(tmp_path / "b")
+    sentences = [f"Sentence {k} of abstract {i} talks about subject {i % 7} in detail."
+                 for i in range(30) for k in range(4)]  # fmt: skip
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": f"title {i}",
+                    "text": " ".join(sentences[4 * i: 4 * i + 4])}) + "\n"
+        for i in range(30)))  # fmt: skip
+    (data / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(5)))
+    out = tmp_path / "run"
+    rc = main(["train", "--output", str(out), "--backbone", str(tiny_bert_path), "--beir",
+               str(data), "--titles", "--ict", "1", "--warm-start-steps", "3",
+               "--round1-steps", "2", "--steps", "2", "--batch-size", "4", "--doc-max-length",
+               "32", "--num-query-tokens", "4", "--num-candidate-tokens", "8",
+               "--mine-top-n", "6", "--mine-min-rank", "2", "--save-every", "1"])  # fmt: skip
+    assert rc == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["ict"] == 1 and recipe["warm_start_steps"] == 3
+    warm = json.loads((out / "warm_start.json").read_text())
+    assert warm[-1]["step"] == 3
+    assert (out / "negatives-beir0.json").is_file()
+    model = MetaEmbedModel.from_pretrained(out / "final")
+    assert model.encode_documents(["a document"]).shape == (1, 8, model.dim)

@@ -91,7 +91,7 @@ def _isa_param(name: str):
     return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
 
 
-ISAS = [_isa_param(n) for n in ("generic", "avx2", "avx512", "avx512-nopairs")]
+ISAS = [_isa_param(n) for n in ("generic", "avx2", "avx512", "avx512-nodirect", "avx512-nopairs")]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -109,7 +109,7 @@ def problems(draw, ragged_ok: bool = True):
     n = draw(st.integers(1, 19))
     kq = draw(st.integers(1, 18))
     kc = draw(st.integers(1, 20))
-    dim = draw(st.sampled_from([1, 3, 16, 17, 33]))
+    dim = draw(st.sampled_from([1, 3, 16, 17, 32, 33, 64]))
     dtype = draw(st.sampled_from(DTYPES))
     r_q = draw(st.integers(1, kq))
     r_c = draw(st.integers(1, kc))
@@ -172,6 +172,43 @@ def test_bf16_pair_staging_matches_reference(monkeypatch, isa, dim):
     ragged = [d[i, : 1 + i % 5] for i in range(6)]
     ref, bound = ref_full(qa, [as_lists(x) for x in ragged], 6, 5)
     assert_close(maxsim(q, ragged, (6, 5), backend="kernel"), ref, bound)
+
+
+def _direct_path_available() -> bool:
+    return kernel_available() and scoring._ext.isa_supported(2)
+
+
+@pytest.mark.skipif(not _direct_path_available(), reason="needs the AVX-512 kernel")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [32, 64, 96, 128, 384])
+def test_direct_path_matches_reference(monkeypatch, dtype, dim):
+    # AVX-512 direct path (rows read in place, D a multiple of 32): every lane layout
+    # (r_q 2 | 3-4 | 5-8 | 9-16 | >16 in blocks), r_c remainders (groups of 8, 4, 2, 1), id
+    # gather, pairwise, and strided vectors (a D-wide slice of wider rows). bfloat16 uses
+    # vdpbf16ps with a hi + lo query split where the CPU has AVX512_BF16.
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "avx512")
+    g = torch.Generator().manual_seed(dim)
+    q = torch.randn(2, 20, dim, generator=g)
+    wide = torch.randn(11, 23, dim + 32, generator=g).to(dtype)
+    for d in (wide[..., :dim].contiguous(), wide[..., :dim]):
+        qa, da = [as_lists(x) for x in q], [as_lists(x) for x in d]
+        for r_q, r_c in [(2, 1), (2, 23), (3, 5), (4, 8), (6, 15), (8, 16), (9, 7), (16, 23),
+                         (17, 22), (20, 3)]:  # fmt: skip
+            ref, bound = ref_full(qa, da, r_q, r_c)
+            assert_close(maxsim(q, d, (r_q, r_c), backend="kernel"), ref, bound, rtol=1e-5)
+            ids = torch.tensor([[10, 0, 5, 5], [3, 3, 1, 9]])
+            assert_close(
+                maxsim_ids(q, d, ids, (r_q, r_c), backend="kernel"),
+                np.take_along_axis(ref, ids.numpy(), axis=1),
+                np.take_along_axis(bound, ids.numpy(), axis=1),
+                rtol=1e-5,
+            )
+        pair = d[torch.tensor([[1, 2, 3], [4, 5, 6]])]
+        ref = np.array([ref_full([qa[i]], [as_lists(x) for x in pair[i]], 16, 23)[0][0]
+                        for i in range(2)])  # fmt: skip
+        bound = np.array([ref_full([qa[i]], [as_lists(x) for x in pair[i]], 16, 23)[1][0]
+                          for i in range(2)])  # fmt: skip
+        assert_close(maxsim_pairwise(q, pair, (16, 23), backend="kernel"), ref, bound, rtol=1e-5)
 
 
 @HSET

@@ -85,3 +85,46 @@ def test_interrupted_save_keeps_previous(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".keep")], (
         "temp folder left behind"
     )
+
+
+@pytest.mark.parametrize("mode", ["causal", "full"])
+@pytest.mark.parametrize("both", [True, False])
+def test_meta_attention_modes(tiny_bert_path: Path, mode: str, both: bool) -> None:
+    """'causal' (default): the input's states are the backbone's alone and Meta vector k does
+    not depend on later Meta tokens; 'full': plain bidirectional attention. Both keep the
+    left-padding invariance."""
+    m = MetaEmbedModel.from_backbone(
+        tiny_bert_path, append_both_sides=both, meta_attention=mode, seed=2
+    )
+    assert m.config.meta_attention == mode and m.adapter.bidirectional
+    with torch.no_grad():
+        batch = m.prepare(TEXTS, "document")
+        _, pooled = m(batch, "document", return_pooled=True)
+        alone = torch.nn.functional.normalize(m.adapter.mean_pooled(batch), dim=-1)
+        meta = m.candidate_tokens
+        prefix_gap = (m.adapter.forward(batch, meta)[:, :5] - m.adapter.forward(batch, meta[:5]))
+    if mode == "causal":
+        torch.testing.assert_close(pooled, alone, atol=1e-5, rtol=0)
+        assert float(prefix_gap.abs().max()) < 1e-4
+    else:
+        assert float((pooled - alone).abs().max()) > 1e-3
+        assert float(prefix_gap.abs().max()) > 1e-4
+    for side in ("query", "document"):
+        torch.testing.assert_close(
+            m.encode(TEXTS, side, batch_size=3)[1], m.encode(TEXTS[1:2], side)[0],
+            atol=1e-5, rtol=0,
+        )  # fmt: skip
+
+
+def test_meta_attention_is_saved_and_old_folders_load_as_full(tiny_bert_path, tmp_path) -> None:
+    m = MetaEmbedModel.from_backbone(tiny_bert_path, seed=3)
+    folder = m.save_pretrained(tmp_path / "m")
+    assert MetaEmbedModel.from_pretrained(folder).config.meta_attention == "causal"
+    cfg_path = folder / "metaembed_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["meta_attention"]  # a folder written before the field existed
+    cfg_path.write_text(json.dumps(cfg))
+    old = MetaEmbedModel.from_pretrained(folder)
+    assert old.config.meta_attention == "full"
+    with pytest.raises(ValueError, match="meta_attention must be"):
+        MetaEmbedModel.from_backbone(tiny_bert_path, meta_attention="sideways")

@@ -135,3 +135,53 @@ def test_bf16_autocast_trains(tmp_path) -> None:
     )  # finite, not NaN
     with pytest.raises(ValueError, match="autocast must be"):
         TrainingConfig(output_dir="x", autocast="int8")
+
+
+def test_warm_start_makes_meta_vectors_reproduce_the_pooled_embedding(tiny_bert_path) -> None:
+    """Only the Meta tokens move; afterwards every Meta vector is close to the backbone's own
+    mean-pooled embedding (cosine far above the fresh tokens')."""
+    from metaembed_rag.training.warmstart import WarmStartConfig, warm_start_meta_tokens
+
+    model = MetaEmbedModel.from_backbone(
+        str(tiny_bert_path), num_query_tokens=2, num_candidate_tokens=4, seed=0
+    )
+    texts = [q for q, _ in TOPICS] + [d for _, d in TOPICS]
+
+    def mean_cos(side: str) -> float:
+        with torch.no_grad():
+            batch = model.prepare(texts, side)
+            target = torch.nn.functional.normalize(model.adapter.mean_pooled(batch), dim=-1)
+            return float((model(batch, side) * target[:, None]).sum(-1).mean())
+
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    before = mean_cos("document"), mean_cos("query")
+    cfg = WarmStartConfig(steps=40, batch_size=8, lr=5e-2, warmup_steps=2, query_max_length=16,
+                          doc_max_length=32, show_progress_bar=False)  # fmt: skip
+    history = warm_start_meta_tokens(model, [q for q, _ in TOPICS], [d for _, d in TOPICS], cfg)
+    after = mean_cos("document"), mean_cos("query")
+    assert [r["step"] for r in history] == [10, 20, 30, 40]
+    assert after[0] > before[0] + 0.1 and after[1] > before[1] + 0.1, (before, after)
+    assert after[0] > 0.8 and after[1] > 0.8, after
+    assert all(torch.equal(v, backbone_before[k]) for k, v in model.backbone.state_dict().items())
+    assert all(p.requires_grad for p in (model.query_tokens, model.candidate_tokens))
+
+
+def test_warm_start_rejects_empty_inputs(tiny_bert_path) -> None:
+    from metaembed_rag.training.warmstart import warm_start_meta_tokens
+
+    model = MetaEmbedModel.from_backbone(
+        str(tiny_bert_path), num_query_tokens=2, num_candidate_tokens=4
+    )
+    with pytest.raises(ValueError, match="needs query and document inputs"):
+        warm_start_meta_tokens(model, [], ["a document"])
+
+
+def test_auxiliary_pooled_loss_is_logged_and_trains(tmp_path) -> None:
+    """With pooled_loss_weight > 0 the pooled InfoNCE is added (logged as 'pooled') and falls."""
+    model = _model()
+    cfg = _config(tmp_path, pooled_loss_weight=1.0, max_steps=10)
+    history = MMRTrainer(model, _examples(with_negatives=True), cfg).train()
+    pooled = [row["groups"]["pooled"] for row in history]
+    assert len(pooled) == 10 and pooled[-1] < pooled[0]
+    mmr = sum(v for k, v in history[-1]["groups"].items() if k != "pooled")
+    assert history[-1]["loss"] == pytest.approx(mmr + pooled[-1], rel=1e-5)

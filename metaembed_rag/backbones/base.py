@@ -134,6 +134,12 @@ class BackboneAdapter(ABC):
         """The backbone's maximum sequence length (Meta tokens included), if it has one."""
         return None
 
+    @property
+    def bidirectional(self) -> bool:
+        """Whether the backbone attends in both directions (an encoder): then the Meta tokens'
+        attention follows ``config.meta_attention``. Decoders are causal by construction."""
+        return False
+
     # ------------------------------------------------------------------ processor side
     @abstractmethod
     def prepare(
@@ -160,15 +166,20 @@ class BackboneAdapter(ABC):
         """Family-specific forward arguments besides ids, mask and (optional) positions."""
         return {k: v for k, v in batch.tensors.items() if k not in ("input_ids", "attention_mask")}
 
-    def forward(self, batch: PreparedBatch, meta: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, batch: PreparedBatch, meta: torch.Tensor, *, return_pooled: bool = False
+    ) -> Any:
         """Run the backbone with ``meta`` appended to every input.
 
         Args:
             batch: left-padded inputs from :meth:`prepare`, on the model's device.
             meta: (M, H) Meta-token embeddings, appended in this order after each input.
+            return_pooled: also return the mean of the last-layer states over the input's own
+                (attended, non-Meta) positions, from the same forward pass.
 
         Returns:
-            (B, M, H) last-layer hidden states at the Meta positions.
+            (B, M, H) last-layer hidden states at the Meta positions (with ``return_pooled``:
+            a tuple of those and the (B, H) pooled states).
         """
         input_ids = batch.tensors["input_ids"]
         attention_mask = batch.tensors["attention_mask"]
@@ -204,10 +215,49 @@ class BackboneAdapter(ABC):
         kwargs = self.extra_forward_kwargs(batch, ext_ids, ext_mask)
         if self.needs_position_ids:
             kwargs["position_ids"] = left_padded_position_ids(ext_mask) + self.position_offset
-        handle = self.input_embeddings().register_forward_hook(replace_meta)
+        model_mask: torch.Tensor = ext_mask
+        if num_meta and self.bidirectional and getattr(self.config, "meta_attention", "full") == "causal":
+            model_mask = self._causal_meta_mask(ext_mask, num_meta)
+        handle = self.input_embeddings().register_forward_hook(replace_meta) if num_meta else None
         try:
-            out = self.model(input_ids=ext_ids, attention_mask=ext_mask, **kwargs)
+            out = self.model(input_ids=ext_ids, attention_mask=model_mask, **kwargs)
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return hidden[:, -num_meta:, :]
+        # no Meta tokens (mean_pooled): every position
+        states = hidden if num_meta == 0 else hidden[:, -num_meta:, :]
+        if not return_pooled:
+            return states
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        text = hidden[:, : hidden.shape[1] - num_meta, :]
+        return states, (text * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+    def _causal_meta_mask(self, ext_mask: torch.Tensor, num_meta: int) -> torch.Tensor:
+        """(B, 1, L, L) attention mask for ``meta_attention="causal"``: every position sees the
+        attended input tokens; only Meta position i sees Meta positions j <= i. Boolean
+        (True = attend) for SDPA / flash attention, additive float for eager attention."""
+        bsz, seq = ext_mask.shape
+        n_in = seq - num_meta
+        keys = ext_mask.bool()[:, None, None, :].expand(bsz, 1, seq, seq).clone()
+        meta_block = torch.ones(num_meta, num_meta, dtype=torch.bool, device=ext_mask.device).tril()
+        keys[:, :, :n_in, n_in:] = False
+        keys[:, :, n_in:, n_in:] = meta_block
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", "sdpa")
+        if impl == "eager":
+            dtype = self.input_embeddings().weight.dtype
+            zero = torch.zeros((), dtype=dtype, device=ext_mask.device)
+            return torch.where(keys, zero, torch.finfo(dtype).min)
+        return keys
+
+    def mean_pooled(self, batch: PreparedBatch) -> torch.Tensor:
+        """The backbone's own embedding of each input, without Meta tokens: the mean of the
+        last-layer states over the attended positions (how sentence-transformers models such as
+        all-MiniLM-L6-v2 were trained to embed). Positions as in :meth:`forward`.
+
+        Returns:
+            (B, H) float32, not normalised.
+        """
+        hidden = self.forward(batch, self.input_embeddings().weight[:0])
+        mask = batch.tensors["attention_mask"].to(hidden.dtype).unsqueeze(-1)
+        return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)).float()

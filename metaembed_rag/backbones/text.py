@@ -62,6 +62,11 @@ class TextAdapter(BackboneAdapter):
         return 0
 
     @property
+    def bidirectional(self) -> bool:
+        # The BERT-family encoders this adapter knows; other text backbones are decoders.
+        return str(getattr(self.model.config, "model_type", "")) in _ABSOLUTE_POSITIONS
+
+    @property
     def max_positions(self) -> int | None:
         # Learned absolute position tables (BERT family) are a hard limit; rotary models are not.
         cfg = self.model.config

@@ -79,8 +79,11 @@ class MultiVectorIndex:
         recall_pool_factor: with ``recall_budget != (1,1)``, the coarse stage fetches
             ``recall_pool_factor * fetch_k`` rows, rescored exactly at ``recall_budget``.
         compact_ratio: ``save`` compacts first when this fraction of rows is deleted.
-        hnsw_m, ef_construction, ef_search, ivf_nlist, nprobe: FAISS parameters
-            (see :class:`~metaembed_rag.index.coarse.CoarseIndex`).
+        hnsw_m: FAISS HNSW graph degree (see :class:`~metaembed_rag.index.coarse.CoarseIndex`).
+        ef_construction: HNSW build beam.
+        ef_search: HNSW search beam.
+        ivf_nlist: IVF list count.
+        nprobe: IVF lists probed per search.
     """
 
     def __init__(
@@ -214,6 +217,13 @@ class MultiVectorIndex:
     def ids(self) -> list[str]:
         """Live document ids in row order."""
         return [i for i in self._ids if i is not None]
+
+    def ids_where(self, filter: Filter | None) -> list[str]:
+        """Live document ids (row order) whose metadata matches ``filter`` (see
+        :mod:`metaembed_rag.index.filters`; ``None`` matches every document). Reads metadata
+        only, no vectors: used to delete or list documents by metadata."""
+        rows = np.flatnonzero(self._allowed(filter))
+        return [self._ids[r] for r in rows.tolist()]  # type: ignore[misc]
 
     def get(self, doc_id: str) -> dict[str, Any]:
         """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32 (K, D))."""
@@ -725,7 +735,9 @@ class MultiVectorIndex:
             verify: check the sha256 of every file (reads every byte once; for very large
                 indexes pass ``False`` to check only that files exist with the right sizes).
             model: a ``MetaEmbedModel``; its fingerprint and dim must match the index.
-            fingerprint / dim / dtype: expected values, checked like ``model``.
+            fingerprint: expected model fingerprint, checked like ``model``.
+            dim: expected vector width.
+            dtype: expected storage dtype.
             use_gpu: search the coarse index on a GPU when faiss-gpu is present.
 
         Raises:

@@ -83,8 +83,15 @@ ArrayLike = torch.Tensor | np.ndarray
 _CHUNK_BYTES = 256 * 1024 * 1024
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-# "avx512-nopairs" disables the two-vectors-per-register AVX-512 path used when r_q <= 8.
-_ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2, "avx512-nopairs": 2 | 16}
+# "avx512-nodirect" disables the direct (no staging) AVX-512 path for float32 and bfloat16;
+# "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8.
+_ISA_CODES = {
+    "generic": 0,
+    "avx2": 1,
+    "avx512": 2,
+    "avx512-nodirect": 2 | 32,
+    "avx512-nopairs": 2 | 16 | 32,
+}
 _MODE_FULL, _MODE_PAIR, _MODE_IDS = 0, 1, 2
 
 try:  # the compiled kernel is optional

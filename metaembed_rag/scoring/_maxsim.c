@@ -43,6 +43,7 @@ typedef struct {
     int64_t pf_ahead;           /* software-prefetch distance, in candidates */
     int64_t g2_db;              /* AVX-512 pair path: 16-dim blocks staged (bf16: even) */
     int g2_bf16;                /* AVX-512 pair path: bf16 staged by g2_stage_bf16 */
+    const void *pack;           /* direct path: the packed query (dr_pack_t) */
 } job_t;
 
 
@@ -61,6 +62,21 @@ static inline void prefetch_rows(const job_t *jb, const char *doc, int64_t j0, i
 static inline void prefetch_prefix(const job_t *jb, const char *doc)
 {
     prefetch_rows(jb, doc, 0, jb->r_c);
+}
+
+/* Software-prefetch distance in candidates: ~32 KiB ahead, 2 to 16 candidates. A full-mode pass
+ * over whole, adjacent candidates is one linear stream that the hardware prefetcher follows, so
+ * software prefetch is off there (it cost 10-20% at (16,64) when measured). */
+static int64_t prefetch_distance(int mode, int64_t r_c, int64_t D, int64_t esz, int64_t d_s0,
+                                 int64_t d_s1)
+{
+    int64_t ahead = (int64_t)32768 / (r_c * D * esz);
+    if (ahead < 2) ahead = 2;
+    if (ahead > 16) ahead = 16;
+    if (mode == MODE_FULL && d_s1 == D && d_s0 == r_c * D) ahead = (int64_t)1 << 62;
+    const char *env = getenv("METAEMBED_RAG_MAXSIM_PREFETCH"); /* tuning knob */
+    if (env) ahead = atoi(env) > 0 ? atoi(env) : (int64_t)1 << 62;
+    return ahead;
 }
 
 /* Document of work item p in pairwise / ids mode. */
@@ -559,6 +575,7 @@ static int run_range_avx512_r1(const job_t *jb, int64_t start, int64_t end)
     return 0;
 }
 #pragma GCC pop_options
+#include "_maxsim_direct.h"
 #endif /* x86-64 */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -679,6 +696,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
                           &ids_p, &ids_s0, &ids_s1, &m, &pair_s0, &nthreads, &isa))
         return NULL;
     const int no_pairs = isa >= 0 && (isa & 16);
+    const int no_direct = isa >= 0 && (isa & 48);
     if (isa >= 0) isa &= 15;
     if (isa < 0) isa = best_isa();
     if (isa > ISA_AVX512 || !isa_supported(isa)) {
@@ -695,6 +713,53 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         return NULL;
     }
     if (nq == 0 || m == 0) Py_RETURN_NONE;
+
+#ifdef HAVE_X86_VARIANTS
+    /* AVX-512 direct path (float32, or bfloat16 with AVX512_BF16): rows read in place. */
+    const int direct = isa == ISA_AVX512 && !no_direct && r_q >= 2 && D % 32 == 0 &&
+                       d_s1 >= D && (dtype == DT_F32 || dtype == DT_BF16) &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl") &&
+                       (dtype == DT_F32 || __builtin_cpu_supports("avx512bf16"));
+    if (direct) {
+        dr_pack_t pk;
+        if (dr_pack(&pk, (const float *)(uintptr_t)q_p, nq, q_s0, q_s1, r_q, D,
+                    dtype == DT_BF16) != 0)
+            return PyErr_NoMemory();
+        job_t jb;
+        memset(&jb, 0, sizeof jb);
+        jb.out = (float *)(uintptr_t)out_p;
+        jb.out_s0 = out_s0;
+        jb.out_s1 = out_s1;
+        jb.nq = nq;
+        jb.d = (const char *)(uintptr_t)d_p;
+        jb.dtype = dtype;
+        jb.esz = dtype == DT_F32 ? 4 : 2;
+        jb.d_s0 = d_s0;
+        jb.d_s1 = d_s1;
+        jb.r_c = r_c;
+        jb.D = D;
+        jb.mode = mode;
+        jb.ids = (const int64_t *)(uintptr_t)ids_p;
+        jb.ids_s0 = ids_s0;
+        jb.ids_s1 = ids_s1;
+        jb.m = m;
+        jb.pair_s0 = pair_s0;
+        jb.pack = &pk;
+        /* The direct path reads 8 rows at a time, interleaved: software prefetch of a later
+         * candidate pays even on one linear stream (unlike the staged paths). */
+        jb.pf_ahead = prefetch_distance(MODE_PAIR, r_c, D, jb.esz, d_s0, d_s1);
+        const int64_t nitems = mode == MODE_FULL ? m : nq * m;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        status = run_job(&jb, run_range_avx512_direct, nitems, nthreads);
+        Py_END_ALLOW_THREADS
+        free(pk.hi);
+        free(pk.lo);
+        if (status != 0) return PyErr_NoMemory();
+        Py_RETURN_NONE;
+    }
+#endif
 
     /* AVX-512 with r_q <= 8: two candidate vectors per register (lanes = 8 queries x 2). */
     const int pairs = isa == ISA_AVX512 && r_q <= 8 && !no_pairs;
@@ -759,17 +824,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
     jb.qchunk = qc < 1 ? 1 : qc;
     /* staged group (J * Dp floats) and packed query block (Dp * vw floats) share the L1 */
     jb.maxj = Dp <= 256 ? 16 : 8;
-    /* prefetch ~32 KiB ahead, at least 2 candidates */
-    jb.pf_ahead = (int64_t)32768 / (r_c * D * jb.esz);
-    if (jb.pf_ahead < 2) jb.pf_ahead = 2;
-    if (jb.pf_ahead > 16) jb.pf_ahead = 16;
-    /* A full-mode pass over whole, adjacent candidates is one linear stream: the hardware
-     * prefetcher follows it and software prefetch only costs (-10-20% measured at (16,64)). */
-    if (mode == MODE_FULL && d_s1 == D && d_s0 == r_c * D) jb.pf_ahead = (int64_t)1 << 62;
-    {
-        const char *env = getenv("METAEMBED_RAG_MAXSIM_PREFETCH"); /* tuning knob */
-        if (env) jb.pf_ahead = atoi(env) > 0 ? atoi(env) : (int64_t)1 << 62;
-    }
+    jb.pf_ahead = prefetch_distance(mode, r_c, D, jb.esz, d_s0, d_s1);
     {
         const char *env = getenv("METAEMBED_RAG_MAXSIM_MAXJ"); /* tuning knob */
         if (env && (atoi(env) == 8 || atoi(env) == 16)) jb.maxj = atoi(env);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping, Sequence
 
 from ..data import BeirDataset, ImageCaptions
@@ -13,6 +14,7 @@ __all__ = [
     "caption_pairs",
     "title_pairs",
     "group_pairs",
+    "ict_pairs",
     "with_negatives",
 ]
 
@@ -66,6 +68,60 @@ def title_pairs(
         title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
         if title and text:
             out.append(TrainExample(title, text, source=source, query_id=did, positive_id=did))
+    return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def ict_pairs(
+    ds: BeirDataset,
+    per_document: int = 1,
+    keep_probability: float = 0.0,
+    min_words: int = 6,
+    min_sentences: int = 3,
+    seed: int = 0,
+    source: str = "ict",
+    exclude: set[str] | None = None,
+) -> list[TrainExample]:
+    """Self-supervised Inverse Cloze Task pairs (Lee et al., 2019) from a corpus: a sentence of a
+    document is the query, the document (title + the other sentences) is the positive.
+
+    Args:
+        ds: the dataset whose corpus is used (no relevance judgments are read).
+        per_document: pairs drawn per document, each from its own source
+            (``"<source>0"``, ``"<source>1"``, ...), so a batch never holds one document twice.
+        keep_probability: chance that the sentence is left in the positive (the rest of the
+            time it is removed, so the pair cannot be matched on the sentence's words alone).
+        min_words: sentences shorter than this are never queries.
+        min_sentences: documents with fewer sentences are skipped.
+        seed: seed of the sentence choice.
+        exclude: document ids to leave out.
+    """
+    if per_document < 1:
+        raise ValueError(f"per_document must be >= 1, got {per_document}")
+    if not 0.0 <= keep_probability <= 1.0:
+        raise ValueError(f"keep_probability must be in [0, 1], got {keep_probability}")
+    rng = random.Random(seed)
+    out: list[TrainExample] = []
+    for did in sorted(ds.corpus):
+        if exclude and did in exclude:
+            continue
+        doc = ds.corpus[did]
+        sentences = [s for s in _SENTENCE_END.split(doc.get("text", "").strip()) if s]
+        choices = [i for i, s in enumerate(sentences) if len(s.split()) >= min_words]
+        if len(sentences) < min_sentences or not choices:
+            continue
+        title = doc.get("title", "").strip()
+        for k in range(per_document):
+            i = rng.choice(choices)
+            keep = rng.random() < keep_probability
+            body = sentences if keep else sentences[:i] + sentences[i + 1 :]
+            positive = f"{title} {' '.join(body)}".strip()
+            out.append(
+                TrainExample(sentences[i], positive, source=f"{source}{k}", query_id=did,
+                             positive_id=did)  # fmt: skip
+            )
     return out
 
 

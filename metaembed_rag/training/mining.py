@@ -80,12 +80,14 @@ def mine_hard_negatives(
 
     Args:
         model: the first-round model.
-        queries / corpus: id -> input.
+        queries: query id -> input.
+        corpus: document id -> input.
         positives: query id -> ids of its positives.
         budget: scoring budget for retrieval (default: the model's largest).
-        top_n / min_rank: retrieve ``top_n``; right-modality negatives come from ranks
-            ``min_rank + 1 .. top_n``.
-        query_modality / modality: target modality per query and modality per candidate.
+        top_n: documents retrieved per query.
+        min_rank: right-modality negatives come from ranks ``min_rank + 1 .. top_n``.
+        query_modality: target modality per query.
+        modality: modality per candidate.
         doc_vectors: precomputed (len(corpus), R_c, D) vectors in ``corpus`` order.
 
     Returns:

@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..data import load_beir, load_image_captions
 from ..model import DEFAULT_BACKBONE, MetaEmbedModel
-from .examples import beir_pairs, caption_pairs, title_pairs, with_negatives
+from .examples import beir_pairs, caption_pairs, ict_pairs, title_pairs, with_negatives
 from .mining import mine_hard_negatives
 from .trainer import MMRTrainer, TrainExample, TrainingConfig
+from .warmstart import WarmStartConfig, warm_start_meta_tokens
 
 __all__ = ["RecipeConfig", "run_recipe"]
 
@@ -31,11 +32,17 @@ class RecipeConfig:
     beir_split: str = "train"
     captions: list[str] = field(default_factory=list)
     titles: bool = False
+    ict: int = 0  # Inverse Cloze Task pairs per corpus document (0: none)
+    ict_keep: float = 0.0  # chance the ICT sentence stays in its document
+    warm_start_steps: int = 0  # Meta-token warm start before each round (0: none)
+    warm_start_lr: float = 1e-3
     rounds: int = 2
     round1_steps: int = 300
     steps: int = 600
     mine_top_n: int = 50
     mine_min_rank: int = 45
+    mine_budget: str | None = None  # "r_q,r_c" used to retrieve when mining (default: largest)
+    hard_negative_repeat: int = 1  # round 2: each mined BEIR pair used this many times per epoch
     num_query_tokens: int = 16
     num_candidate_tokens: int = 64
     projection_dim: int | None = None
@@ -45,6 +52,10 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         if self.rounds not in (1, 2):
             raise ValueError(f"rounds must be 1 or 2, got {self.rounds}")
+        if self.ict < 0 or self.warm_start_steps < 0:
+            raise ValueError("ict and warm_start_steps must be >= 0")
+        if self.hard_negative_repeat < 1:
+            raise ValueError(f"hard_negative_repeat must be >= 1, got {self.hard_negative_repeat}")
         if not self.beir and not self.captions:
             raise ValueError("No training data: pass at least one BEIR folder or caption CSV.")
 
@@ -58,6 +69,20 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         append_both_sides=cfg.append_both_sides,
         device="cpu" if cfg.training.get("device") == "cpu" else None,
         seed=seed,
+    )
+
+
+def _warm_config(cfg: RecipeConfig, seed: int) -> WarmStartConfig:
+    t = cfg.training
+    return WarmStartConfig(
+        steps=cfg.warm_start_steps,
+        batch_size=int(t.get("batch_size", 32)),
+        lr=cfg.warm_start_lr,
+        query_max_length=int(t.get("query_max_length", 64)),
+        doc_max_length=int(t.get("doc_max_length", 256)),
+        seed=seed,
+        autocast=t.get("autocast"),
+        show_progress_bar=bool(t.get("show_progress_bar", True)),
     )
 
 
@@ -82,6 +107,10 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         pair_sets.append((ds, pairs))
         if cfg.titles:
             base += title_pairs(ds, source=f"titles{i}")
+        if cfg.ict:
+            base += ict_pairs(
+                ds, cfg.ict, keep_probability=cfg.ict_keep, seed=seed, source=f"ict{i}-"
+            )
     for i, csv_path in enumerate(cfg.captions):
         base += caption_pairs(
             load_image_captions(csv_path, verify_images=False), source=f"captions{i}", seed=seed
@@ -91,6 +120,18 @@ def run_recipe(cfg: RecipeConfig) -> Path:
 
     steps1 = cfg.round1_steps if cfg.rounds == 2 else cfg.steps
     model = _new_model(cfg, seed)
+    warm_state = None
+    if cfg.warm_start_steps:
+        everything = base + [e for _, p in pair_sets for e in p]
+        queries = list(dict.fromkeys(e.query for e in everything if isinstance(e.query, str)))
+        documents = list(dict.fromkeys(e.positive for e in everything if isinstance(e.positive, str)))
+        for ds, _ in pair_sets:
+            documents += [ds.doc_text(d) for d in sorted(ds.corpus)]
+        documents = list(dict.fromkeys(documents))
+        history = warm_start_meta_tokens(model, queries, documents, _warm_config(cfg, seed))
+        (out / "warm_start.json").write_text(json.dumps(history, indent=1) + "\n")
+        warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()
+                      if not k.startswith("backbone.")}  # fmt: skip
     round1 = MMRTrainer(
         model,
         base + [e for _, p in pair_sets for e in p],
@@ -98,7 +139,10 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     )
     round1.train()
     final = model
+    # Encode at the length the model was trained at unless the user asks otherwise.
+    doc_len = int(cfg.training.get("doc_max_length", model.config.max_length))
     if cfg.rounds == 2:
+        model.config.max_length = doc_len  # mining encodes the corpus like training does
         mined: list[TrainExample] = []
         for i, (ds, pairs) in enumerate(pair_sets):
             corpus = {d: ds.doc_text(d) for d in ds.corpus}
@@ -109,13 +153,21 @@ def run_recipe(cfg: RecipeConfig) -> Path:
                 {q: set(docs) for q, docs in ds.qrels.items()},
                 top_n=cfg.mine_top_n,
                 min_rank=cfg.mine_min_rank,
+                budget=cfg.mine_budget,
             )
-            mined += with_negatives(pairs, negatives, corpus, seed=seed)
+            with_neg = with_negatives(pairs, negatives, corpus, seed=seed)
+            for r in range(cfg.hard_negative_repeat):
+                # separate sources, so a batch never holds the same pair twice
+                suffix = f"-x{r}" if cfg.hard_negative_repeat > 1 else ""
+                mined += [replace(e, source=e.source + suffix) for e in with_neg]
             (out / f"negatives-beir{i}.json").write_text(json.dumps(negatives))
         logger.info("Round 2: %d BEIR pairs with mined negatives", len(mined))
-        final = _new_model(cfg, seed)  # retrain from the base weights
+        final = _new_model(cfg, seed)  # retrain from the base weights ...
+        if warm_state is not None:  # ... and the same warm-started Meta tokens
+            final.load_state_dict(warm_state, strict=False)
         round2 = MMRTrainer(final, base + mined, _train_config(cfg, out / "round2", cfg.steps))
         round2.train()
+    final.config.max_length = doc_len
     folder = final.save_pretrained(out / "final")
     (out / "train_stats.json").write_text(
         json.dumps({**stats, "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n"

