@@ -539,6 +539,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "autocast": None if args.autocast == "none" else args.autocast,
         "train_backbone": args.train_backbone,
         "dropout": args.dropout,
+        "pooled_loss_weight": args.pooled_loss_weight,
+        "pooled_temperature": args.pooled_temperature,
     }
     cfg = RecipeConfig(
         output_dir=args.output,
@@ -562,6 +564,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         num_candidate_tokens=args.num_candidate_tokens,
         projection_dim=args.projection_dim,
         append_both_sides=not args.own_side_only,
+        meta_attention=args.meta_attention,
         training=training,
     )
     folder = run_recipe(cfg)
@@ -846,6 +849,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the backbone's dropout while training (off by default: ~3x slower on CPU)",
     )
+    tr.add_argument(
+        "--meta-attention",
+        default="causal",
+        choices=("causal", "full"),
+        help="causal: input tokens do not attend to Meta tokens (default); full: all attend",
+    )
+    tr.add_argument(
+        "--pooled-loss-weight",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary InfoNCE on the backbone's mean-pooled states (0: off)",
+    )
+    tr.add_argument("--pooled-temperature", type=float, default=0.05)
     tr.add_argument("--save-every", type=int, default=100)
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=_cmd_train)

@@ -47,6 +47,7 @@ class RecipeConfig:
     num_candidate_tokens: int = 64
     projection_dim: int | None = None
     append_both_sides: bool = True
+    meta_attention: str = "causal"  # "causal": input states untouched by Meta tokens; or "full"
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +68,7 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         num_candidate_tokens=cfg.num_candidate_tokens,
         projection_dim=cfg.projection_dim,
         append_both_sides=cfg.append_both_sides,
+        meta_attention=cfg.meta_attention,
         device="cpu" if cfg.training.get("device") == "cpu" else None,
         seed=seed,
     )
