@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from _index_utils import BUDGETS, D, K, as_pairs, make_index, queries, unit
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metaembed_rag.index import Hit, MultiVectorIndex
@@ -85,6 +85,8 @@ def test_two_stage_scores_are_exact_and_sorted():
     budget=st.sampled_from(BUDGETS),
     dtype=st.sampled_from(DTYPES),
 )
+# duplicate rows 34 == 36: BLAS once scored them 1 ulp apart depending on batch position
+@example(n=38, k=3, dup=8, seed=9818, budget=(1, 1), dtype="int8")
 def test_property_two_stage_full_fetch_is_exhaustive(n, k, dup, seed, budget, dtype):
     rng = np.random.default_rng(seed)
     docs = unit(rng, n, K, D)

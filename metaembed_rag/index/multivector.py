@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike, resolve_budget
-from ..scoring import maxsim, maxsim_ids, maxsim_pairwise
+from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
 from .coarse import CoarseIndex
 from .filters import Filter, compile_filter, filter_mask
 from .hits import Hit, stable_topk
@@ -53,6 +53,13 @@ def _as_float_array(x: Any, what: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     return arr
 
+
+
+def _backend() -> Literal["kernel", "torch"]:
+    """The scoring backend for rerank and exhaustive search: one code path for both, so a
+    document gets bit-identical scores however it was reached (BLAS rounding depends on a row's
+    position in the batch, which would break ties between duplicate documents differently)."""
+    return "kernel" if kernel_available() else "torch"
 
 class MultiVectorIndex:
     """A multi-vector document index with two-stage (coarse + exact MaxSim) search.
@@ -519,11 +526,11 @@ class MultiVectorIndex:
             return np.zeros(cand.shape, dtype=np.float32)
         view = self.codec.torch_view(self._vectors.array)
         if view is not None:
-            out = maxsim_ids(q, view, torch.from_numpy(cand), budget.as_tuple())
+            out = maxsim_ids(q, view, torch.from_numpy(cand), budget.as_tuple(), backend=_backend())
         else:  # int8: dequantise the candidate rows, then score
             rows = self._decode_rows(cand.reshape(-1), budget.r_c)
             rows = rows.view(cand.shape[0], cand.shape[1], budget.r_c, self.dim)
-            out = maxsim_pairwise(q, rows, budget.as_tuple())
+            out = maxsim_pairwise(q, rows, budget.as_tuple(), backend=_backend())
         return out.numpy()
 
     def _select(
@@ -628,10 +635,10 @@ class MultiVectorIndex:
             if not ok.any():
                 continue
             if view is not None:
-                scores = maxsim(q, view[s:e], budget.as_tuple()).numpy()
+                scores = maxsim(q, view[s:e], budget.as_tuple(), backend=_backend()).numpy()
             else:
                 docs = self._decode_rows(np.arange(s, e), budget.r_c)
-                scores = maxsim(q, docs, budget.as_tuple()).numpy()
+                scores = maxsim(q, docs, budget.as_tuple(), backend=_backend()).numpy()
             scores = np.where(ok[None, :], scores, -np.inf)
             rows = np.arange(s, e, dtype=np.int64)
             cat_s = np.concatenate([best_s, scores], axis=1)
