@@ -186,7 +186,7 @@ def test_direct_path_matches_reference(monkeypatch, dtype, dim):
     # (r_q 2 | 3-4 | 5-8 | 9-16 | >16 in blocks), r_c remainders (groups of 8, 4, 2, 1), id
     # gather, pairwise, and strided vectors (a D-wide slice of wider rows). bfloat16 uses
     # vdpbf16ps with a hi + lo query split where the CPU has AVX512_BF16.
-    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "avx512")
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "avx512-direct")
     g = torch.Generator().manual_seed(dim)
     q = torch.randn(2, 20, dim, generator=g)
     wide = torch.randn(11, 23, dim + 32, generator=g).to(dtype)

@@ -84,13 +84,16 @@ _CHUNK_BYTES = 256 * 1024 * 1024
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # "avx512-nodirect" disables the direct (no staging) AVX-512 path for float32 and bfloat16;
-# "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8.
+# "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8;
+# "avx512-direct" uses the direct path for bfloat16 on any CPU with AVX512_BF16 (by default
+# only on AMD, where vdpbf16ps runs at full rate).
 _ISA_CODES = {
     "generic": 0,
     "avx2": 1,
     "avx512": 2,
     "avx512-nodirect": 2 | 32,
     "avx512-nopairs": 2 | 16 | 32,
+    "avx512-direct": 2 | 64,
 }
 _MODE_FULL, _MODE_PAIR, _MODE_IDS = 0, 1, 2
 
