@@ -1,5 +1,5 @@
-"""Fixtures for the LlamaIndex integration tests (run from the repository root with
-``python -m pytest -q integrations/llama-index-metaembed``).
+"""Fixtures shared by the tests of all four LlamaIndex packages below this folder (run from
+the repository root with ``python -m pytest -q integrations/llama-index-metaembed``).
 
 Models are loaded once per session: the default MetaEmbed model (packaged all-MiniLM-L6-v2
 backbone) and a tiny random Qwen2-VL built by the core test suite's ``tests/tiny_models.py``,
