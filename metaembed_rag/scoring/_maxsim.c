@@ -690,6 +690,31 @@ static int run_job(const job_t *jb, run_fn fn, int64_t nitems, int nthreads)
  *       nthreads, isa)
  * All pointers are integers (tensor.data_ptr()), all strides in elements; the last dimension of
  * queries and documents must be contiguous. isa: -1 = best available. */
+
+/* The job fields every path shares, from the arguments of the entry point below (the rest
+ * zeroed; each path then sets its own). */
+#define JOB_INIT(jb)                                    \
+    do {                                                \
+        memset(&(jb), 0, sizeof(jb));                   \
+        (jb).out = (float *)(uintptr_t)out_p;           \
+        (jb).out_s0 = out_s0;                           \
+        (jb).out_s1 = out_s1;                           \
+        (jb).nq = nq;                                   \
+        (jb).d = (const char *)(uintptr_t)d_p;          \
+        (jb).dtype = dtype;                             \
+        (jb).esz = dtype == DT_F32 ? 4 : 2;             \
+        (jb).d_s0 = d_s0;                               \
+        (jb).d_s1 = d_s1;                               \
+        (jb).r_c = r_c;                                 \
+        (jb).D = D;                                     \
+        (jb).mode = mode;                               \
+        (jb).ids = (const int64_t *)(uintptr_t)ids_p;   \
+        (jb).ids_s0 = ids_s0;                           \
+        (jb).ids_s1 = ids_s1;                           \
+        (jb).m = m;                                     \
+        (jb).pair_s0 = pair_s0;                         \
+    } while (0)
+
 static PyObject *py_score(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -735,24 +760,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
                     dtype == DT_BF16) != 0)
             return PyErr_NoMemory();
         job_t jb;
-        memset(&jb, 0, sizeof jb);
-        jb.out = (float *)(uintptr_t)out_p;
-        jb.out_s0 = out_s0;
-        jb.out_s1 = out_s1;
-        jb.nq = nq;
-        jb.d = (const char *)(uintptr_t)d_p;
-        jb.dtype = dtype;
-        jb.esz = dtype == DT_F32 ? 4 : 2;
-        jb.d_s0 = d_s0;
-        jb.d_s1 = d_s1;
-        jb.r_c = r_c;
-        jb.D = D;
-        jb.mode = mode;
-        jb.ids = (const int64_t *)(uintptr_t)ids_p;
-        jb.ids_s0 = ids_s0;
-        jb.ids_s1 = ids_s1;
-        jb.m = m;
-        jb.pair_s0 = pair_s0;
+        JOB_INIT(jb);
         jb.pack = &pk;
         /* The direct path reads 8 rows at a time, interleaved: software prefetch of a later
          * candidate pays even on one linear stream (unlike the staged paths). */
@@ -806,25 +814,9 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         }
 
     job_t jb;
-    jb.out = (float *)(uintptr_t)out_p;
-    jb.out_s0 = out_s0;
-    jb.out_s1 = out_s1;
+    JOB_INIT(jb);
     jb.qt = qt;
-    jb.nq = nq;
     jb.nqb = nqb;
-    jb.d = (const char *)(uintptr_t)d_p;
-    jb.dtype = dtype;
-    jb.esz = dtype == DT_F32 ? 4 : 2;
-    jb.d_s0 = d_s0;
-    jb.d_s1 = d_s1;
-    jb.r_c = r_c;
-    jb.D = D;
-    jb.mode = mode;
-    jb.ids = (const int64_t *)(uintptr_t)ids_p;
-    jb.ids_s0 = ids_s0;
-    jb.ids_s1 = ids_s1;
-    jb.m = m;
-    jb.pair_s0 = pair_s0;
     jb.g2_db = Dp / 16;
     jb.g2_bf16 = bf16_pairs;
     /* keep the packed queries of one pass in ~1 MiB (L2) */
