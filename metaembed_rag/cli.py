@@ -560,6 +560,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         mine_min_rank=args.mine_min_rank,
         mine_budget=args.mine_budget,
         hard_negative_repeat=args.hard_negative_repeat,
+        beir_repeat=args.beir_repeat,
+        round2_beir_only=args.round2_beir_only,
         num_query_tokens=args.num_query_tokens,
         num_candidate_tokens=args.num_candidate_tokens,
         projection_dim=args.projection_dim,
@@ -817,6 +819,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="round 2: use each BEIR pair with its mined negative N times per epoch",
+    )
+    tr.add_argument(
+        "--beir-repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="round 1 (or the only round): use each BEIR pair N times per epoch, so the BEIR "
+        "pairs are not drowned by larger title / caption / ICT sources",
+    )
+    tr.add_argument(
+        "--round2-beir-only",
+        action="store_true",
+        help="round 2 trains on the BEIR pairs with their mined negatives only (the other "
+        "sources are used in round 1, for the mining model)",
     )
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--grad-accum-steps", type=int, default=1)

@@ -9,6 +9,8 @@ import pytest
 
 from metaembed_rag import MetaEmbedModel
 from metaembed_rag.cli import main
+from metaembed_rag.training import TrainExample
+from metaembed_rag.training.recipe import RecipeConfig, _repeated
 
 
 def _beir(root: Path) -> Path:
@@ -121,12 +123,31 @@ def test_train_two_rounds_with_ict_and_warm_start(tiny_bert_path: Path, tmp_path
                str(data), "--titles", "--ict", "1", "--warm-start-steps", "3",
                "--round1-steps", "2", "--steps", "2", "--batch-size", "4", "--doc-max-length",
                "32", "--num-query-tokens", "4", "--num-candidate-tokens", "8",
-               "--mine-top-n", "6", "--mine-min-rank", "2", "--save-every", "1"])  # fmt: skip
+               "--mine-top-n", "6", "--mine-min-rank", "2", "--save-every", "1",
+               "--beir-repeat", "2", "--round2-beir-only"])  # fmt: skip
     assert rc == 0
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["ict"] == 1 and recipe["warm_start_steps"] == 3
+    assert recipe["beir_repeat"] == 2 and recipe["round2_beir_only"] is True
     warm = json.loads((out / "warm_start.json").read_text())
     assert warm[-1]["step"] == 3
     assert (out / "negatives-beir0.json").is_file()
     model = MetaEmbedModel.from_pretrained(out / "final")
     assert model.encode_documents(["a document"]).shape == (1, 8, model.dim)
+
+
+def test_recipe_repeat_and_round2_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="beir_repeat must be >= 1"):
+        RecipeConfig(output_dir=str(tmp_path), beir=["b"], beir_repeat=0)
+    with pytest.raises(ValueError, match="round2_beir_only needs"):
+        RecipeConfig(output_dir=str(tmp_path), captions=["c.csv"], round2_beir_only=True)
+
+
+def test_repeated_pairs_get_their_own_sources() -> None:
+    """N copies, each copy its own source (a batch holds one source, so never a pair twice)."""
+    pairs = [TrainExample("q1", "d1", source="beir0", query_id="q1"),
+             TrainExample("q2", "d2", source="beir0", query_id="q2")]  # fmt: skip
+    assert _repeated(pairs, 1) == pairs
+    three = _repeated(pairs, 3)
+    assert [e.source for e in three] == ["beir0-x0"] * 2 + ["beir0-x1"] * 2 + ["beir0-x2"] * 2
+    assert [(e.query, e.positive) for e in three] == [("q1", "d1"), ("q2", "d2")] * 3

@@ -43,6 +43,8 @@ class RecipeConfig:
     mine_min_rank: int = 45
     mine_budget: str | None = None  # "r_q,r_c" used to retrieve when mining (default: largest)
     hard_negative_repeat: int = 1  # round 2: each mined BEIR pair used this many times per epoch
+    beir_repeat: int = 1  # round 1 (or the only round): each BEIR pair used this many times per epoch
+    round2_beir_only: bool = False  # round 2 trains on the mined BEIR pairs alone
     num_query_tokens: int = 16
     num_candidate_tokens: int = 64
     projection_dim: int | None = None
@@ -57,6 +59,10 @@ class RecipeConfig:
             raise ValueError("ict and warm_start_steps must be >= 0")
         if self.hard_negative_repeat < 1:
             raise ValueError(f"hard_negative_repeat must be >= 1, got {self.hard_negative_repeat}")
+        if self.beir_repeat < 1:
+            raise ValueError(f"beir_repeat must be >= 1, got {self.beir_repeat}")
+        if self.round2_beir_only and not self.beir:
+            raise ValueError("round2_beir_only needs at least one BEIR folder (--beir).")
         if not self.beir and not self.captions:
             raise ValueError("No training data: pass at least one BEIR folder or caption CSV.")
 
@@ -86,6 +92,14 @@ def _warm_config(cfg: RecipeConfig, seed: int) -> WarmStartConfig:
         autocast=t.get("autocast"),
         show_progress_bar=bool(t.get("show_progress_bar", True)),
     )
+
+
+def _repeated(examples: list[TrainExample], times: int) -> list[TrainExample]:
+    """``times`` copies of ``examples``, each copy its own source, so a batch never holds the
+    same pair twice and one epoch uses every pair ``times`` times."""
+    if times == 1:
+        return list(examples)
+    return [replace(e, source=f"{e.source}-x{r}") for r in range(times) for e in examples]
 
 
 def _train_config(cfg: RecipeConfig, output: Path, steps: int) -> TrainingConfig:
@@ -136,7 +150,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
                       if not k.startswith("backbone.")}  # fmt: skip
     round1 = MMRTrainer(
         model,
-        base + [e for _, p in pair_sets for e in p],
+        base + _repeated([e for _, p in pair_sets for e in p], cfg.beir_repeat),
         _train_config(cfg, out / "round1", steps1),
     )
     round1.train()
@@ -158,16 +172,14 @@ def run_recipe(cfg: RecipeConfig) -> Path:
                 budget=cfg.mine_budget,
             )
             with_neg = with_negatives(pairs, negatives, corpus, seed=seed)
-            for r in range(cfg.hard_negative_repeat):
-                # separate sources, so a batch never holds the same pair twice
-                suffix = f"-x{r}" if cfg.hard_negative_repeat > 1 else ""
-                mined += [replace(e, source=e.source + suffix) for e in with_neg]
+            mined += _repeated(with_neg, cfg.hard_negative_repeat)
             (out / f"negatives-beir{i}.json").write_text(json.dumps(negatives))
         logger.info("Round 2: %d BEIR pairs with mined negatives", len(mined))
         final = _new_model(cfg, seed)  # retrain from the base weights ...
         if warm_state is not None:  # ... and the same warm-started Meta tokens
             final.load_state_dict(warm_state, strict=False)
-        round2 = MMRTrainer(final, base + mined, _train_config(cfg, out / "round2", cfg.steps))
+        round2_data = mined if cfg.round2_beir_only else base + mined
+        round2 = MMRTrainer(final, round2_data, _train_config(cfg, out / "round2", cfg.steps))
         round2.train()
     final.config.max_length = doc_len
     folder = final.save_pretrained(out / "final")
