@@ -41,6 +41,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from metaembed_rag import scoring  # noqa: E402
 from metaembed_rag.scoring import kernel_info, maxsim  # noqa: E402
 
 BUDGETS = [(1, 1), (2, 4), (4, 8), (8, 16), (16, 64)]
@@ -239,6 +240,8 @@ def main() -> None:
                     path = "torch" if (r_q, r_c) == (1, 1) and dname == "fp32" else "kernel"
                     if not info["available"]:
                         path = "torch"
+                    elif path == "kernel":  # which kernel path ran: amx, direct, pairs, r1, staged
+                        path = f"kernel ({scoring._ext.last_path()})"
                     flops = 2.0 * args.nq * n * r_q * r_c * dim
                     nbytes = float(n) * r_c * dim * itemsize
                     t_floor = max(nbytes / bw, flops / gemm)

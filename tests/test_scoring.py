@@ -85,13 +85,19 @@ BACKENDS = [
 def _isa_param(name: str):
     reason = _kernel_skip_reason()
     if reason is None:
-        code = scoring._ISA_CODES[name] & 15
-        if not scoring._ext.isa_supported(code):
+        code = scoring._ISA_CODES[name]
+        if not scoring._ext.isa_supported(code & 15):
             reason = f"CPU does not support {name}"
+        elif code & scoring._AMX_FLAG and not scoring._ext.amx_supported():
+            reason = "CPU (or OS) does not support AMX-BF16"
     return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
 
 
-ISAS = [_isa_param(n) for n in ("generic", "avx2", "avx512", "avx512-nodirect", "avx512-nopairs")]
+ISAS = [
+    _isa_param(n)
+    for n in ("generic", "avx2", "avx512", "avx512-noamx", "avx512-nodirect", "avx512-nopairs",
+              "amx")
+]  # fmt: skip
 
 
 @pytest.fixture(params=BACKENDS)
@@ -209,6 +215,90 @@ def test_direct_path_matches_reference(monkeypatch, dtype, dim):
         bound = np.array([ref_full([qa[i]], [as_lists(x) for x in pair[i]], 16, 23)[1][0]
                           for i in range(2)])  # fmt: skip
         assert_close(maxsim_pairwise(q, pair, (16, 23), backend="kernel"), ref, bound, rtol=1e-5)
+
+
+def _ref64(q: torch.Tensor, d: torch.Tensor, r_q: int, r_c: int) -> tuple[np.ndarray, ...]:
+    """float64 reference (nq, Kq, D) x (N, Kc, D) -> (nq, N) scores and sum_i max_j |q_i||c_j|
+    bounds, for the sizes the triple loop is too slow for."""
+    qa = q[:, :r_q].double().numpy()
+    da = d[:, :r_c].double().numpy()
+    sim = np.einsum("aid,bjd->abij", qa, da)
+    bound = np.einsum("aid,bjd->abij", np.abs(qa), np.abs(da))
+    return sim.max(axis=3).sum(axis=2), bound.max(axis=3).sum(axis=2)
+
+
+@pytest.mark.parametrize("isa", [_isa_param("amx")])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [32, 64, 128, 384])
+def test_amx_path_matches_reference(monkeypatch, isa, dtype, dim):
+    # AMX path (16-bit storage, D a multiple of 32): candidate blocks of 16 vectors (r_c < 16:
+    # one block of r_c rows; r_c % 16 != 0: an overlapping last block), groups of up to four
+    # blocks (several candidates per group when r_c <= 32, several groups when r_c > 64), query
+    # blocks of 16, float16 staged as exact bf16 hi + lo; full, id and pairwise forms, strided
+    # vectors (a D-wide slice of wider rows). Tolerance 1e-5 of sum |q c|, as the direct path.
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", isa)
+    g = torch.Generator().manual_seed(dim)
+    q = torch.randn(3, 20, dim, generator=g)
+    wide = torch.randn(9, 72, dim + 32, generator=g).to(dtype)
+    for d in (wide[..., :dim].contiguous(), wide[..., :dim]):
+        for r_q, r_c in [(2, 1), (2, 4), (3, 5), (8, 16), (16, 64), (17, 33), (20, 72), (16, 15),
+                         (5, 17), (4, 48), (16, 65)]:  # fmt: skip
+            ref, bound = _ref64(q, d, r_q, r_c)
+            assert_close(maxsim(q, d, (r_q, r_c), backend="kernel"), ref, bound, rtol=1e-5)
+            assert scoring._ext.last_path() == "amx"
+            ids = torch.tensor([[8, 0, 5, 5, 2], [3, 3, 1, 7, 6], [0, 1, 2, 3, 4]])
+            assert_close(
+                maxsim_ids(q, d, ids, (r_q, r_c), backend="kernel"),
+                np.take_along_axis(ref, ids.numpy(), axis=1),
+                np.take_along_axis(bound, ids.numpy(), axis=1),
+                rtol=1e-5,
+            )
+        sel = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 0]])
+        pair = d[sel]
+        ref, bound = _ref64(q, d, 16, 64)
+        assert_close(
+            maxsim_pairwise(q, pair, (16, 64), backend="kernel"),
+            np.take_along_axis(ref, sel.numpy(), axis=1),
+            np.take_along_axis(bound, sel.numpy(), axis=1),
+            rtol=1e-5,
+        )
+    # float16 extremes: subnormals, the largest finite value, values that round up across a
+    # binade in the hi / lo split
+    if dtype == torch.float16:
+        special = torch.tensor([6e-8, 6.1e-5, 65504.0, 1.0 + 2**-8 + 2**-10, -0.0, 2.0 - 2**-10])
+        d = special[torch.randint(0, 6, (4, 16, dim), generator=g)].to(dtype)
+        qs = torch.randn(2, 4, dim, generator=g) * 1e-3
+        ref, bound = _ref64(qs, d, 4, 16)
+        assert_close(maxsim(qs, d, (4, 16), backend="kernel"), ref, bound, rtol=1e-5)
+
+
+@pytest.mark.parametrize("isa", [_isa_param("avx512")])
+def test_amx_dispatch(monkeypatch, isa):
+    """Which path runs: AMX only for 16-bit storage with D a multiple of 32 and r_q >= 2, and
+    never under avx512-noamx."""
+    if not scoring._ext.amx_supported():
+        pytest.skip("CPU (or OS) does not support AMX-BF16")
+    q = torch.randn(1, 16, 64)
+    d = torch.randn(5, 64, 64)
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "amx")
+    for dtype, dim, budget, amx in [(torch.bfloat16, 64, (16, 64), True),
+                                    (torch.float16, 64, (8, 16), True),
+                                    (torch.float32, 64, (16, 64), False),
+                                    (torch.bfloat16, 48, (16, 64), False),
+                                    (torch.bfloat16, 64, (1, 1), False)]:  # fmt: skip
+        maxsim(q[..., :dim], d[..., :dim].to(dtype), budget, backend="kernel")
+        assert (scoring._ext.last_path() == "amx") == amx, (dtype, dim, budget)
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "avx512-noamx")
+    maxsim(q, d.bfloat16(), (16, 64), backend="kernel")
+    assert scoring._ext.last_path() != "amx"
+
+
+def test_amx_isa_refused_without_amx(monkeypatch):
+    if not kernel_available() or scoring._ext.amx_supported():
+        pytest.skip("needs the compiled kernel on a CPU without AMX")
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "amx")
+    with pytest.raises(RuntimeError, match="not supported by this CPU"):
+        maxsim(torch.randn(1, 2, 32), torch.randn(3, 4, 32).bfloat16(), (2, 4), backend="kernel")
 
 
 @HSET
@@ -485,6 +575,7 @@ def test_kernel_info():
     assert info["available"] == kernel_available()
     if kernel_available():
         assert info["isa"] in ("avx512", "avx2", "generic")
+        assert info["amx"] == scoring._ext.amx_supported()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

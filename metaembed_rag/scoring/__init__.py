@@ -27,6 +27,9 @@ Two backends compute the same numbers (float32 arithmetic, float32 output):
   in the natural ``(N, Kc, D)`` layout, keeps running maxima in SIMD registers (query vectors in
   the lanes), converts float16/bfloat16 storage exactly to float32, picks AVX-512 / AVX2 /
   portable C at run time and uses ``torch.get_num_threads()`` threads with the GIL released.
+  On CPUs with AMX-BF16 (Intel Sapphire Rapids and later, Linux) 16-bit storage runs on the
+  tile unit, with the float32 query split into two bf16 halves so results keep float32
+  accuracy (about 1e-6 of ``sum |q c|``).
 * ``"auto"`` (default) - the kernel for CPU inputs when it is built, otherwise torch; float32
   ``(1, 1)`` always uses the single BLAS product, bit-identical to ``q[:, 0] @ d[:, 0].T`` (the
   kernel agrees with it to float32 rounding). If the kernel cannot be loaded a warning is logged
@@ -39,8 +42,8 @@ zero vectors (a zero query vector adds exactly 0) and documents by repeating one
 vectors (a duplicate never changes a max), so a budget means "the first ``r`` vectors, or all the
 item has if fewer".
 
-The environment variable ``METAEMBED_RAG_MAXSIM_ISA`` (``avx512``, ``avx2`` or ``generic``) forces
-the kernel's instruction set, for testing.
+The environment variable ``METAEMBED_RAG_MAXSIM_ISA`` (``avx512``, ``avx2``, ``generic``, or a
+path variant such as ``avx512-noamx`` or ``amx``) forces the kernel's instruction set, for testing.
 
 >>> import torch
 >>> from metaembed_rag.scoring import maxsim
@@ -86,15 +89,20 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # "avx512-nodirect" disables the direct (no staging) AVX-512 path for float32 and bfloat16;
 # "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8;
 # "avx512-direct" uses the direct path for bfloat16 on any CPU with AVX512_BF16 (by default
-# only on AMD, where vdpbf16ps runs at full rate).
+# only on AMD, where vdpbf16ps runs at full rate). These three and "avx512-noamx" turn the AMX
+# path off; "amx" uses it for every 16-bit budget it can run (D a multiple of 32, r_q >= 2), not
+# only where it is the default, and is refused on CPUs without AMX-BF16.
 _ISA_CODES = {
     "generic": 0,
     "avx2": 1,
     "avx512": 2,
-    "avx512-nodirect": 2 | 32,
-    "avx512-nopairs": 2 | 16 | 32,
-    "avx512-direct": 2 | 64,
+    "avx512-noamx": 2 | 128,
+    "avx512-nodirect": 2 | 32 | 128,
+    "avx512-nopairs": 2 | 16 | 32 | 128,
+    "avx512-direct": 2 | 64 | 128,
+    "amx": 2 | 256,
 }
+_AMX_FLAG = 256
 _MODE_FULL, _MODE_PAIR, _MODE_IDS = 0, 1, 2
 
 try:  # the compiled kernel is optional
@@ -128,12 +136,15 @@ def kernel_available() -> bool:
 def kernel_info() -> dict[str, Any]:
     """Describe the compiled kernel: availability, instruction set and load error if any.
 
+    ``amx`` says whether the AMX-BF16 path for 16-bit storage can run here.
+
     >>> sorted(kernel_info())
-    ['available', 'error', 'isa', 'threads']
+    ['amx', 'available', 'error', 'isa', 'threads']
     """
     return {
         "available": _ext is not None,
         "isa": _ext.best_isa() if _ext is not None else None,
+        "amx": bool(_ext.amx_supported()) if _ext is not None else False,
         "threads": torch.get_num_threads(),
         "error": None if _EXT_ERROR is None else repr(_EXT_ERROR),
     }
@@ -159,7 +170,7 @@ def _isa_code() -> int:
         raise ValueError(f"METAEMBED_RAG_MAXSIM_ISA={name!r}: expected one of {sorted(_ISA_CODES)}")
     code = _ISA_CODES[name]
     assert _ext is not None
-    if not _ext.isa_supported(code & 15):
+    if not _ext.isa_supported(code & 15) or (code & _AMX_FLAG and not _ext.amx_supported()):
         raise RuntimeError(f"METAEMBED_RAG_MAXSIM_ISA={name!r} is not supported by this CPU")
     return code
 

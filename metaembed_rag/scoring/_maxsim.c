@@ -32,7 +32,7 @@ typedef struct {
     int dtype;
     int64_t esz;                /* bytes per document element */
     int64_t d_s0, d_s1;         /* candidate stride, vector stride (elements) */
-    int64_t r_c, D;
+    int64_t r_q, r_c, D;
     int mode;
     const int64_t *ids;
     int64_t ids_s0, ids_s1;
@@ -576,12 +576,29 @@ static int run_range_avx512_r1(const job_t *jb, int64_t start, int64_t end)
 }
 #pragma GCC pop_options
 #include "_maxsim_direct.h"
+/* AMX needs Linux (the OS grants the tile state per process) and a compiler with the AMX
+ * intrinsics (GCC 11+, Clang 12+). */
+#if defined(__linux__) && ((!defined(__clang__) && __GNUC__ >= 11) || \
+                           (defined(__clang__) && __clang_major__ >= 12))
+#define HAVE_AMX 1
+#include "_maxsim_amx.h"
+#else
+static int amx_available(void) { return 0; }
+#endif
 
 /* vdpbf16ps is full rate on AMD Zen 4/5 but retires at about a quarter of the float32 FMA
  * rate on Intel Sapphire Rapids (measured: bf16 (16,64) 120k vs 245k cand/s staged, D=384), so
  * by default the bfloat16 direct path is used on AMD, and elsewhere only for r_q <= 4 (where it
  * still beat staging: D=384 (2,4) 6.5M vs 3.2M cand/s); "avx512-direct" forces it. */
 static int bf16_dp_fast(void) { return __builtin_cpu_is("amd"); }
+
+/* Budgets where the AMX path is used by default (when available). */
+static int amx_default(Py_ssize_t r_q, Py_ssize_t r_c)
+{
+    (void)r_q;
+    (void)r_c;
+    return 1;
+}
 #endif /* x86-64 */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -705,6 +722,7 @@ static int run_job(const job_t *jb, run_fn fn, int64_t nitems, int nthreads)
         (jb).esz = dtype == DT_F32 ? 4 : 2;             \
         (jb).d_s0 = d_s0;                               \
         (jb).d_s1 = d_s1;                               \
+        (jb).r_q = r_q;                                 \
         (jb).r_c = r_c;                                 \
         (jb).D = D;                                     \
         (jb).mode = mode;                               \
@@ -714,6 +732,10 @@ static int run_job(const job_t *jb, run_fn fn, int64_t nitems, int nthreads)
         (jb).m = m;                                     \
         (jb).pair_s0 = pair_s0;                         \
     } while (0)
+
+/* Name of the path the last score() call ran (set with the GIL held; for tests and the
+ * benchmark). */
+static const char *last_path = "";
 
 static PyObject *py_score(PyObject *self, PyObject *args)
 {
@@ -729,6 +751,8 @@ static PyObject *py_score(PyObject *self, PyObject *args)
     const int no_pairs = isa >= 0 && (isa & 16);
     const int no_direct = isa >= 0 && (isa & 48);
     const int force_direct = isa >= 0 && (isa & 64);
+    const int no_amx = isa >= 0 && (isa & 128);
+    const int force_amx = isa >= 0 && (isa & 256);
     if (isa >= 0) isa &= 15;
     if (isa < 0) isa = best_isa();
     if (isa > ISA_AVX512 || !isa_supported(isa)) {
@@ -744,9 +768,41 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad sizes or null pointer");
         return NULL;
     }
-    if (nq == 0 || m == 0) Py_RETURN_NONE;
+    if (nq == 0 || m == 0) {
+        last_path = "";
+        Py_RETURN_NONE;
+    }
 
 #ifdef HAVE_X86_VARIANTS
+    /* AMX path (16-bit storage, D a multiple of 32, CPUs with AMX-BF16 and the OS's grant);
+     * "amx" (force_amx) uses it at every budget where it can run, not only the default ones. */
+#ifdef HAVE_AMX
+    const int amx = isa == ISA_AVX512 && !no_amx && dtype != DT_F32 && D % 32 == 0 &&
+                    r_q >= 2 && amx_available() && (force_amx || amx_default(r_q, r_c));
+    if (amx) {
+        amx_pack_t pk;
+        if (amx_pack(&pk, (const float *)(uintptr_t)q_p, nq, q_s0, q_s1, r_q, r_c, D) != 0)
+            return PyErr_NoMemory();
+        job_t jb;
+        JOB_INIT(jb);
+        jb.pack = &pk;
+        jb.pf_ahead = prefetch_distance(MODE_PAIR, r_c, D, jb.esz, d_s0, d_s1);
+        const int64_t nitems = mode == MODE_FULL ? m : nq * m;
+        int status;
+        Py_BEGIN_ALLOW_THREADS
+        status = run_job(&jb, run_range_amx, nitems, nthreads);
+        Py_END_ALLOW_THREADS
+        last_path = "amx";
+        free(pk.hi);
+        free(pk.lo);
+        if (status != 0) return PyErr_NoMemory();
+        Py_RETURN_NONE;
+    }
+#else
+    (void)no_amx;
+    (void)force_amx;
+#endif
+
     /* AVX-512 direct path (float32, or bfloat16 with AVX512_BF16): rows read in place. */
     const int direct = isa == ISA_AVX512 && !no_direct && r_q >= 2 && D % 32 == 0 &&
                        d_s1 >= D && (dtype == DT_F32 || dtype == DT_BF16) &&
@@ -770,6 +826,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         Py_BEGIN_ALLOW_THREADS
         status = run_job(&jb, run_range_avx512_direct, nitems, nthreads);
         Py_END_ALLOW_THREADS
+        last_path = "direct";
         free(pk.hi);
         free(pk.lo);
         if (status != 0) return PyErr_NoMemory();
@@ -840,6 +897,7 @@ static PyObject *py_score(PyObject *self, PyObject *args)
 #endif
     status = run_job(&jb, fn, nitems, nthreads);
     Py_END_ALLOW_THREADS
+    last_path = single ? "r1" : pairs ? "pairs" : "staged";
     free(qt);
     if (status != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -860,12 +918,34 @@ static PyObject *py_isa_supported(PyObject *self, PyObject *arg)
     return PyBool_FromLong(isa >= 0 && isa <= ISA_AVX512 && isa_supported((int)isa));
 }
 
+static PyObject *py_last_path(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(last_path);
+}
+
+static PyObject *py_amx_supported(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+#ifdef HAVE_X86_VARIANTS
+    return PyBool_FromLong(isa_supported(ISA_AVX512) && amx_available());
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"score", py_score, METH_VARARGS,
      "score(out, out_s0, out_s1, q, nq, q_s0, q_s1, r_q, d, dtype, d_s0, d_s1, r_c, D, mode, "
      "ids, ids_s0, ids_s1, m, pair_s0, nthreads, isa) -> None. Raw-pointer budgeted MaxSim."},
     {"best_isa", py_best_isa, METH_NOARGS, "Name of the instruction set used by default."},
     {"isa_supported", py_isa_supported, METH_O, "Whether ISA code 0/1/2 runs on this CPU."},
+    {"last_path", py_last_path, METH_NOARGS,
+     "Path the last score() call ran: amx, direct, pairs, r1 or staged ('' before any)."},
+    {"amx_supported", py_amx_supported, METH_NOARGS,
+     "Whether the AMX-BF16 path runs here (CPU support and the OS's grant of the tile state)."},
     {NULL, NULL, 0, NULL},
 };
 
