@@ -519,6 +519,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_weights(text: str) -> list[float]:
+    """``"1,1,2"`` -> ``[1.0, 1.0, 2.0]`` (argparse type for ``--group-weights``)."""
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated numbers, e.g. 1,1,1,1,1"
+        ) from None
+    if any(not w >= 0 for w in weights) or not any(w > 0 for w in weights):
+        raise argparse.ArgumentTypeError(f"{text!r}: weights must be >= 0, at least one > 0")
+    return weights
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training.recipe import RecipeConfig, run_recipe
 
@@ -542,6 +555,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "pooled_loss_weight": args.pooled_loss_weight,
         "pooled_temperature": args.pooled_temperature,
     }
+    if args.group_weights is not None:
+        training["group_weights"] = args.group_weights
     cfg = RecipeConfig(
         output_dir=args.output,
         backbone=args.backbone,
@@ -842,6 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--warmup-steps", type=int, default=50)
     tr.add_argument("--temperature", type=float, default=0.03)
+    tr.add_argument(
+        "--group-weights",
+        type=_group_weights,
+        default=None,
+        metavar="W,W,...",
+        help="MMR loss weight of each prefix group, smallest budget first, one per budget "
+        "(default: 1 each), e.g. 1,1,1,1.5,2 for (1,1) .. (16,64)",
+    )
     tr.add_argument("--lora", action="store_true", help="train LoRA adapters on the backbone")
     tr.add_argument("--train-backbone", action="store_true", help="fine-tune the whole backbone")
     tr.add_argument(

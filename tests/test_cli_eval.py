@@ -151,3 +151,14 @@ def test_repeated_pairs_get_their_own_sources() -> None:
     three = _repeated(pairs, 3)
     assert [e.source for e in three] == ["beir0-x0"] * 2 + ["beir0-x1"] * 2 + ["beir0-x2"] * 2
     assert [(e.query, e.positive) for e in three] == [("q1", "d1"), ("q2", "d2")] * 3
+
+
+def test_group_weights_option(capsys) -> None:
+    from metaembed_rag.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--output", "o", "--group-weights", "1,1,2"])
+    assert args.group_weights == [1.0, 1.0, 2.0]
+    for bad in ("1,x", "0,0", "1,-1"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--output", "o", "--group-weights", bad])
+        assert "--group-weights" in capsys.readouterr().err

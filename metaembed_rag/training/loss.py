@@ -107,7 +107,10 @@ class MMRLoss(torch.nn.Module):
         self.temperature = float(temperature)
         self.weights = [1.0] * len(self.groups) if weights is None else [float(w) for w in weights]
         if len(self.weights) != len(self.groups):
-            raise ValueError(f"{len(self.weights)} weights for {len(self.groups)} groups")
+            raise ValueError(
+                f"{len(self.weights)} group weights for {len(self.groups)} groups "
+                f"({', '.join(f'({g})' for g in self.groups)}): give one weight per group"
+            )
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
