@@ -90,8 +90,9 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8;
 # "avx512-direct" uses the direct path for bfloat16 on any CPU with AVX512_BF16 (by default
 # only on AMD, where vdpbf16ps runs at full rate). These three and "avx512-noamx" turn the AMX
-# path off; "amx" uses it for every 16-bit budget it can run (D a multiple of 32, r_q >= 2), not
-# only where it is the default, and is refused on CPUs without AMX-BF16.
+# path (16-bit storage, D a multiple of 32, r_q >= 2; on by default where the CPU has AMX-BF16)
+# off; "amx" is the default dispatch but refused on CPUs without AMX-BF16, so a test or
+# benchmark that asks for it cannot silently run another path.
 _ISA_CODES = {
     "generic": 0,
     "avx2": 1,
