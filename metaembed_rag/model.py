@@ -427,6 +427,12 @@ class MetaEmbedModel(nn.Module):
             config.has_lora = hasattr(base, "peft_config")
             if config.has_lora:
                 base.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
+                # peft records the folder the backbone was read from (a local path on this
+                # machine); record the portable reference the model config uses instead
+                adapter_cfg = tmp / ADAPTER_DIR / "adapter_config.json"
+                meta = json.loads(adapter_cfg.read_text())
+                meta["base_model_name_or_path"] = config.backbone
+                adapter_cfg.write_text(json.dumps(meta, indent=2) + "\n")
                 base = base.get_base_model()
             if save_backbone:
                 base.save_pretrained(str(tmp / BACKBONE_DIR), safe_serialization=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -96,6 +98,10 @@ def test_lora_trains_adapters_only(tmp_path) -> None:
     trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     again = MetaEmbedModel.from_pretrained(tmp_path / "checkpoint-000002")
+    adapter_cfg = json.loads(
+        (tmp_path / "checkpoint-000002" / "adapter" / "adapter_config.json").read_text()
+    )
+    assert adapter_cfg["base_model_name_or_path"] == model.config.backbone  # no local path
     torch.testing.assert_close(
         again.encode_queries(["moon orbit"]),
         model.encode_queries(["moon orbit"]),
