@@ -736,6 +736,24 @@ static int run_job(const job_t *jb, run_fn fn, int64_t nitems, int nthreads)
  * benchmark). */
 static const char *last_path = "";
 
+#ifdef HAVE_X86_VARIANTS
+/* Run a job of a path with a packed query (AMX, direct) without the GIL, record the path and
+ * free the packed query halves. */
+static PyObject *run_packed(const job_t *jb, run_fn fn, int64_t nitems, int nthreads,
+                            const char *name, void *hi, void *lo)
+{
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = run_job(jb, fn, nitems, nthreads);
+    Py_END_ALLOW_THREADS
+    last_path = name;
+    free(hi);
+    free(lo);
+    if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+#endif
+
 static PyObject *py_score(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -790,16 +808,8 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         /* AMX: ~48 KiB ahead, at least 1 candidate, on every stream (without it, float16
          * (8,16) / (16,64) at D=384 ran at about half speed from DRAM) */
         jb.pf_ahead = prefetch_distance_bytes(MODE_PAIR, r_c, D, jb.esz, d_s0, d_s1, 49152, 1);
-        const int64_t nitems = mode == MODE_FULL ? m : nq * m;
-        int status;
-        Py_BEGIN_ALLOW_THREADS
-        status = run_job(&jb, run_range_amx, nitems, nthreads);
-        Py_END_ALLOW_THREADS
-        last_path = "amx";
-        free(pk.hi);
-        free(pk.lo);
-        if (status != 0) return PyErr_NoMemory();
-        Py_RETURN_NONE;
+        return run_packed(&jb, run_range_amx, mode == MODE_FULL ? m : nq * m, nthreads, "amx",
+                          pk.hi, pk.lo);
     }
 #else
     (void)no_amx;
@@ -823,16 +833,8 @@ static PyObject *py_score(PyObject *self, PyObject *args)
         /* The direct path reads 8 rows at a time, interleaved: software prefetch of a later
          * candidate pays even on one linear stream (unlike the staged paths). */
         jb.pf_ahead = prefetch_distance(MODE_PAIR, r_c, D, jb.esz, d_s0, d_s1);
-        const int64_t nitems = mode == MODE_FULL ? m : nq * m;
-        int status;
-        Py_BEGIN_ALLOW_THREADS
-        status = run_job(&jb, run_range_avx512_direct, nitems, nthreads);
-        Py_END_ALLOW_THREADS
-        last_path = "direct";
-        free(pk.hi);
-        free(pk.lo);
-        if (status != 0) return PyErr_NoMemory();
-        Py_RETURN_NONE;
+        return run_packed(&jb, run_range_avx512_direct, mode == MODE_FULL ? m : nq * m,
+                          nthreads, "direct", pk.hi, pk.lo);
     }
 #endif
 
