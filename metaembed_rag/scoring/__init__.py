@@ -93,6 +93,7 @@ _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # path (16-bit storage, D a multiple of 32, r_q >= 2; on by default where the CPU has AMX-BF16)
 # off; "amx" is the default dispatch but refused on CPUs without AMX-BF16, so a test or
 # benchmark that asks for it cannot silently run another path.
+_AMX_FLAG = 256  # "amx": require the AMX path's CPU support (checked here, in _isa_code)
 _ISA_CODES = {
     "generic": 0,
     "avx2": 1,
@@ -101,9 +102,8 @@ _ISA_CODES = {
     "avx512-nodirect": 2 | 32 | 128,
     "avx512-nopairs": 2 | 16 | 32 | 128,
     "avx512-direct": 2 | 64 | 128,
-    "amx": 2 | 256,
+    "amx": 2 | _AMX_FLAG,
 }
-_AMX_FLAG = 256
 _MODE_FULL, _MODE_PAIR, _MODE_IDS = 0, 1, 2
 
 try:  # the compiled kernel is optional

@@ -64,9 +64,11 @@ static inline void prefetch_prefix(const job_t *jb, const char *doc)
     prefetch_rows(jb, doc, 0, jb->r_c);
 }
 
-/* Software-prefetch distance in candidates: ~32 KiB ahead, 2 to 16 candidates. A full-mode pass
- * over whole, adjacent candidates is one linear stream that the hardware prefetcher follows, so
- * software prefetch is off there (it cost 10-20% at (16,64) when measured). */
+/* Software-prefetch distance in candidates: about `bytes` of prefixes ahead, `min` to 16
+ * candidates (METAEMBED_RAG_MAXSIM_PREFETCH overrides it; 0 = off). Callers that pass
+ * MODE_FULL: a full-mode pass over whole, adjacent candidates is one linear stream that the
+ * hardware prefetcher follows, so software prefetch is off there (it cost 10-20% at (16,64) on
+ * the staged paths when measured). */
 static int64_t prefetch_distance_bytes(int mode, int64_t r_c, int64_t D, int64_t esz,
                                        int64_t d_s0, int64_t d_s1, int64_t bytes, int64_t min)
 {

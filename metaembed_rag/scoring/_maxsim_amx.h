@@ -73,7 +73,8 @@ typedef struct __attribute__((aligned(64))) {
 } amx_cfg_t;
 
 /* The packed query: for query qi, block b, step s (32 dims): 16 rows (dim pairs) x 16 query
- * vectors x 2 bf16, i.e. 512 uint16 (1 KiB) per step, hi and lo arrays. */
+ * vectors x 2 bf16, i.e. 512 uint16 (1 KiB) per step, hi and lo arrays (lo is NULL when
+ * paired: both halves are in hi). */
 typedef struct {
     int64_t nqb, S;     /* query blocks of 16, steps of 32 dims */
     size_t block;       /* uint16 per (query, block) = S * 512 */
@@ -95,13 +96,13 @@ static int amx_pack(amx_pack_t *pk, const float *q, int64_t nq, int64_t q_s0, in
     const size_t n = (size_t)nq * (size_t)pk->nqb * pk->block;
     pk->hi = pk->lo = NULL;
     if (posix_memalign((void **)&pk->hi, 64, n * 2) != 0) return -1;
-    if (posix_memalign((void **)&pk->lo, 64, n * 2) != 0) {
+    if (!pk->paired && posix_memalign((void **)&pk->lo, 64, n * 2) != 0) {
         free(pk->hi);
         pk->hi = NULL;
         return -1;
     }
     memset(pk->hi, 0, n * 2);
-    memset(pk->lo, 0, n * 2);
+    if (pk->lo) memset(pk->lo, 0, n * 2);
     for (int64_t qi = 0; qi < nq; qi++)
         for (int64_t i = 0; i < r_q; i++) {
             const float *src = q + qi * q_s0 + i * q_s1;
@@ -283,7 +284,7 @@ static void amx_group(const job_t *jb, const amx_pack_t *pk, const char *const *
     for (int c = 0; c < nc; c++) scores[c] = 0.0f;
     for (int64_t b = 0; b < pk->nqb; b++) {
         const size_t off = ((size_t)qi * (size_t)pk->nqb + (size_t)b) * pk->block;
-        const uint16_t *bh = pk->hi + off, *bl = pk->lo + off;
+        const uint16_t *bh = pk->hi + off, *bl = pk->lo ? pk->lo + off : NULL;
         __m512 mx[4];
         for (int c = 0; c < 4; c++) mx[c] = _mm512_set1_ps(-INFINITY);
         for (int64_t u0 = 0; u0 < total; u0 += 4) {
@@ -322,6 +323,12 @@ static void amx_group(const job_t *jb, const amx_pack_t *pk, const char *const *
     }
 }
 
+/* Candidate of work item p: row p of the corpus (full mode) or the item's row. */
+static inline const char *amx_doc(const job_t *jb, int64_t p)
+{
+    return jb->mode == MODE_FULL ? jb->d + (size_t)(p * jb->d_s0 * jb->esz) : item_ptr(jb, p);
+}
+
 static int run_range_amx(const job_t *jb, int64_t start, int64_t end)
 {
     const amx_pack_t *pk = (const amx_pack_t *)jb->pack;
@@ -357,13 +364,9 @@ static int run_range_amx(const job_t *jb, int64_t start, int64_t end)
         const int nc = lim - p < cg ? (int)(lim - p) : cg;
         pf.n = 0;
         for (int c = 0; c < nc; c++) {
-            docs[c] = jb->mode == MODE_FULL ? jb->d + (size_t)((p + c) * jb->d_s0 * jb->esz)
-                                            : item_ptr(jb, p + c);
+            docs[c] = amx_doc(jb, p + c);
             const int64_t ahead = p + c + jb->pf_ahead;
-            if (pf_on && ahead < end)
-                pf.p[pf.n++] = jb->mode == MODE_FULL
-                                   ? jb->d + (size_t)(ahead * jb->d_s0 * jb->esz)
-                                   : item_ptr(jb, ahead);
+            if (pf_on && ahead < end) pf.p[pf.n++] = amx_doc(jb, ahead);
         }
         if (jb->mode == MODE_FULL) {
             for (int64_t q = 0; q < jb->nq; q++) {
