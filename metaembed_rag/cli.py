@@ -520,7 +520,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _group_weights(text: str) -> list[float]:
-    """``"1,1,2"`` -> ``[1.0, 1.0, 2.0]`` (argparse type for ``--group-weights``)."""
+    """``"1,1,2"`` -> ``[1.0, 1.0, 2.0]`` (argparse type for the ``--*group-weights`` options)."""
     try:
         weights = [float(w) for w in text.split(",")]
     except ValueError:
@@ -577,6 +577,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hard_negative_repeat=args.hard_negative_repeat,
         beir_repeat=args.beir_repeat,
         round2_beir_only=args.round2_beir_only,
+        round2_group_weights=args.round2_group_weights,
         num_query_tokens=args.num_query_tokens,
         num_candidate_tokens=args.num_candidate_tokens,
         projection_dim=args.projection_dim,
@@ -864,6 +865,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="W,W,...",
         help="MMR loss weight of each prefix group, smallest budget first, one per budget "
         "(default: 1 each), e.g. 1,1,1,1.5,2 for (1,1) .. (16,64)",
+    )
+    tr.add_argument(
+        "--round2-group-weights",
+        type=_group_weights,
+        default=None,
+        metavar="W,W,...",
+        help="round 2's MMR group weights, same form as --group-weights (default: those of "
+        "round 1); round 1 only trains the model that mines the hard negatives",
     )
     tr.add_argument("--lora", action="store_true", help="train LoRA adapters on the backbone")
     tr.add_argument("--train-backbone", action="store_true", help="fine-tune the whole backbone")

@@ -124,11 +124,16 @@ def test_train_two_rounds_with_ict_and_warm_start(tiny_bert_path: Path, tmp_path
                "--round1-steps", "2", "--steps", "2", "--batch-size", "4", "--doc-max-length",
                "32", "--num-query-tokens", "4", "--num-candidate-tokens", "8",
                "--mine-top-n", "6", "--mine-min-rank", "2", "--save-every", "1",
-               "--beir-repeat", "2", "--round2-beir-only"])  # fmt: skip
+               "--beir-repeat", "2", "--round2-beir-only",
+               "--group-weights", "1,1,1", "--round2-group-weights", "1,2,3"])  # fmt: skip
     assert rc == 0
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["ict"] == 1 and recipe["warm_start_steps"] == 3
     assert recipe["beir_repeat"] == 2 and recipe["round2_beir_only"] is True
+    assert recipe["round2_group_weights"] == [1, 2, 3]
+    used = {r: json.loads(next((out / r).glob("checkpoint-*/trainer_state.json")).read_text())
+            ["config"]["group_weights"] for r in ("round1", "round2")}  # fmt: skip
+    assert used == {"round1": [1, 1, 1], "round2": [1, 2, 3]}
     warm = json.loads((out / "warm_start.json").read_text())
     assert warm[-1]["step"] == 3
     assert (out / "negatives-beir0.json").is_file()
@@ -141,6 +146,8 @@ def test_recipe_repeat_and_round2_options_are_checked(tmp_path: Path) -> None:
         RecipeConfig(output_dir=str(tmp_path), beir=["b"], beir_repeat=0)
     with pytest.raises(ValueError, match="round2_beir_only needs"):
         RecipeConfig(output_dir=str(tmp_path), captions=["c.csv"], round2_beir_only=True)
+    with pytest.raises(ValueError, match="round2_group_weights needs rounds=2"):
+        RecipeConfig(output_dir=str(tmp_path), beir=["b"], rounds=1, round2_group_weights=[1.0])
 
 
 def test_repeated_pairs_get_their_own_sources() -> None:
@@ -157,7 +164,9 @@ def test_group_weights_option(capsys) -> None:
     from metaembed_rag.cli import build_parser
 
     args = build_parser().parse_args(["train", "--output", "o", "--group-weights", "1,1,2"])
-    assert args.group_weights == [1.0, 1.0, 2.0]
+    assert args.group_weights == [1.0, 1.0, 2.0] and args.round2_group_weights is None
+    args = build_parser().parse_args(["train", "--output", "o", "--round2-group-weights", "1,2"])
+    assert args.round2_group_weights == [1.0, 2.0]
     for bad in ("1,x", "0,0", "1,-1"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", "--output", "o", "--group-weights", bad])

@@ -45,6 +45,8 @@ class RecipeConfig:
     hard_negative_repeat: int = 1  # round 2: each mined BEIR pair used this many times per epoch
     beir_repeat: int = 1  # round 1 (or the only round): each BEIR pair used this many times per epoch
     round2_beir_only: bool = False  # round 2 trains on the mined BEIR pairs alone
+    # round 2's MMR group weights, smallest budget first (None: training["group_weights"])
+    round2_group_weights: list[float] | None = None
     num_query_tokens: int = 16
     num_candidate_tokens: int = 64
     projection_dim: int | None = None
@@ -61,6 +63,8 @@ class RecipeConfig:
             raise ValueError(f"hard_negative_repeat must be >= 1, got {self.hard_negative_repeat}")
         if self.beir_repeat < 1:
             raise ValueError(f"beir_repeat must be >= 1, got {self.beir_repeat}")
+        if self.round2_group_weights is not None and self.rounds != 2:
+            raise ValueError("round2_group_weights needs rounds=2.")
         if self.round2_beir_only and not self.beir:
             raise ValueError("round2_beir_only needs at least one BEIR folder (--beir).")
         if not self.beir and not self.captions:
@@ -102,8 +106,12 @@ def _repeated(examples: list[TrainExample], times: int) -> list[TrainExample]:
     return [replace(e, source=f"{e.source}-x{r}") for r in range(times) for e in examples]
 
 
-def _train_config(cfg: RecipeConfig, output: Path, steps: int) -> TrainingConfig:
+def _train_config(
+    cfg: RecipeConfig, output: Path, steps: int, group_weights: list[float] | None = None
+) -> TrainingConfig:
     kw = {k: v for k, v in cfg.training.items() if k != "device"}
+    if group_weights is not None:
+        kw["group_weights"] = list(group_weights)
     return TrainingConfig(output_dir=str(output), max_steps=steps, **kw)
 
 
@@ -179,7 +187,11 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         if warm_state is not None:  # ... and the same warm-started Meta tokens
             final.load_state_dict(warm_state, strict=False)
         round2_data = mined if cfg.round2_beir_only else base + mined
-        round2 = MMRTrainer(final, round2_data, _train_config(cfg, out / "round2", cfg.steps))
+        round2 = MMRTrainer(
+            final,
+            round2_data,
+            _train_config(cfg, out / "round2", cfg.steps, cfg.round2_group_weights),
+        )
         round2.train()
     final.config.max_length = doc_len
     folder = final.save_pretrained(out / "final")
