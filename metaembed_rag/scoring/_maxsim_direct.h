@@ -21,7 +21,8 @@
  * bf16 denormals (below 1.2e-38) as zero.
  *
  * Two accumulator sets (hi/lo for bf16, even/odd t for float32) keep 16 independent FMA chains
- * in flight per group of 8 candidate vectors.
+ * in flight per group of 8 candidate vectors; float32 at r_q > 8 (W = 1) takes 4 vectors x 4
+ * consecutive chunks instead (also 16 chains, fewer row streams at once).
  */
 
 #pragma GCC push_options
@@ -54,36 +55,43 @@ static inline __attribute__((always_inline)) __m512i dr_bc_w32(const uint16_t *p
     return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
 }
 
-/* J candidate vectors (vs elements apart) against one packed query block (T chunks). */
+/* J candidate vectors (vs elements apart) against one packed query block (T chunks), TT
+ * consecutive chunks per step: J * TT <= 16 independent accumulators (FMA chains) in flight. */
 static inline __attribute__((always_inline)) void dr_f32_group(
-    const float *qp, const float *c, int64_t vs, int64_t T, __m512 *mx, const int W, const int J)
+    const float *qp, const float *c, int64_t vs, int64_t T, __m512 *mx, const int W, const int J,
+    const int TT)
 {
-    __m512 a0[8], a1[8];
+    __m512 a[16];
     const float *p[8];
+#pragma GCC unroll 16
+    for (int k = 0; k < J * TT; k++) a[k] = _mm512_setzero_ps();
 #pragma GCC unroll 8
-    for (int jj = 0; jj < J; jj++) {
-        a0[jj] = _mm512_setzero_ps();
-        a1[jj] = _mm512_setzero_ps();
-        p[jj] = c + jj * vs;
-    }
+    for (int jj = 0; jj < J; jj++) p[jj] = c + jj * vs;
     int64_t t = 0;
-    for (; t + 2 <= T; t += 2) {
-        const __m512 q0 = _mm512_load_ps(qp + t * 16), q1 = _mm512_load_ps(qp + t * 16 + 16);
+    for (; t + TT <= T; t += TT) {
 #pragma GCC unroll 8
-        for (int jj = 0; jj < J; jj++) {
-            a0[jj] = _mm512_fmadd_ps(q0, dr_bc_f32(p[jj] + t * W, W), a0[jj]);
-            a1[jj] = _mm512_fmadd_ps(q1, dr_bc_f32(p[jj] + (t + 1) * W, W), a1[jj]);
+        for (int u = 0; u < TT; u++) {
+            const __m512 q = _mm512_load_ps(qp + (t + u) * 16);
+#pragma GCC unroll 8
+            for (int jj = 0; jj < J; jj++)
+                a[jj * TT + u] =
+                    _mm512_fmadd_ps(q, dr_bc_f32(p[jj] + (t + u) * W, W), a[jj * TT + u]);
         }
     }
-    if (t < T) {
-        const __m512 q0 = _mm512_load_ps(qp + t * 16);
+    for (; t < T; t++) {
+        const __m512 q = _mm512_load_ps(qp + t * 16);
 #pragma GCC unroll 8
         for (int jj = 0; jj < J; jj++)
-            a0[jj] = _mm512_fmadd_ps(q0, dr_bc_f32(p[jj] + t * W, W), a0[jj]);
+            a[jj * TT] = _mm512_fmadd_ps(q, dr_bc_f32(p[jj] + t * W, W), a[jj * TT]);
     }
     __m512 m = *mx;
 #pragma GCC unroll 8
-    for (int jj = 0; jj < J; jj++) m = _mm512_max_ps(m, dr_reduce(_mm512_add_ps(a0[jj], a1[jj]), W));
+    for (int jj = 0; jj < J; jj++) {
+        __m512 sum = a[jj * TT];
+#pragma GCC unroll 8
+        for (int u = 1; u < TT; u++) sum = _mm512_add_ps(sum, a[jj * TT + u]);
+        m = _mm512_max_ps(m, dr_reduce(sum, W));
+    }
     *mx = m;
 }
 
@@ -131,14 +139,19 @@ static inline __attribute__((always_inline)) void dr_prefetch(const char *pf, in
     {                                                                                           \
         const size_t vb = (size_t)vs * 4;                                                       \
         int64_t j = 0;                                                                          \
+        if (W == 1) /* 4 vectors x 4 chunks: 5-10% faster than 8 x 2 at r_q > 8 (A/B run) */   \
+            for (; j + 4 <= r_c; j += 4) {                                                      \
+                dr_prefetch(pf, j, 4, vb, rb);                                                  \
+                dr_f32_group(qp, c + j * vs, vs, T, mx, W, 4, 4);                               \
+            }                                                                                   \
         for (; j + 8 <= r_c; j += 8) {                                                          \
             dr_prefetch(pf, j, 8, vb, rb);                                                      \
-            dr_f32_group(qp, c + j * vs, vs, T, mx, W, 8);                                      \
+            dr_f32_group(qp, c + j * vs, vs, T, mx, W, 8, 2);                                   \
         }                                                                                       \
         dr_prefetch(pf, j, r_c - j, vb, rb);                                                    \
-        if (j + 4 <= r_c) { dr_f32_group(qp, c + j * vs, vs, T, mx, W, 4); j += 4; }           \
-        if (j + 2 <= r_c) { dr_f32_group(qp, c + j * vs, vs, T, mx, W, 2); j += 2; }           \
-        if (j < r_c) dr_f32_group(qp, c + j * vs, vs, T, mx, W, 1);                             \
+        if (j + 4 <= r_c) { dr_f32_group(qp, c + j * vs, vs, T, mx, W, 4, 2); j += 4; }        \
+        if (j + 2 <= r_c) { dr_f32_group(qp, c + j * vs, vs, T, mx, W, 2, 2); j += 2; }        \
+        if (j < r_c) dr_f32_group(qp, c + j * vs, vs, T, mx, W, 1, 2);                          \
     }                                                                                           \
     static void dr_bf16_w##W(const int32_t *qh, const int32_t *ql, const uint16_t *c,           \
                              int64_t vs, int64_t T, int64_t r_c, __m512 *mx, const char *pf,    \
