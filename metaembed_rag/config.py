@@ -61,8 +61,8 @@ class MetaEmbedConfig:
     projection_dim: int | None = None
     append_both_sides: bool = True
     budgets: list[list[int]] = field(
-        default_factory=lambda: [b.as_tuple() for b in DEFAULT_BUDGETS]
-    )  # type: ignore[misc]
+        default_factory=lambda: [list(b.as_tuple()) for b in DEFAULT_BUDGETS]
+    )
     max_length: int = 512
     query_prefix: str = "Query: "
     document_prefix: str = ""

@@ -521,6 +521,7 @@ def _load_pdf(
                 textpage.close()
                 out.extend(_text_chunks(text, base, source, number, size, overlap, tokenizer))
                 if page_images:
+                    assert image_dir is not None  # set above whenever page_images is
                     img_path = image_dir / f"{stem}-p{number}.png"
                     page.render(scale=PDF_RENDER_DPI / 72).to_pil().save(img_path)
                     meta = dict(base, page=number, chunk=0, image=str(img_path))

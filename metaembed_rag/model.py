@@ -363,7 +363,7 @@ class MetaEmbedModel(nn.Module):
 
     @staticmethod
     def _check_state(state: dict[str, torch.Tensor], config: MetaEmbedConfig, path: Path) -> None:
-        expected = {
+        expected: dict[str, tuple[int, ...]] = {
             "query_tokens": (config.num_query_tokens, config.hidden_size),
             "candidate_tokens": (config.num_candidate_tokens, config.hidden_size),
         }
@@ -423,7 +423,7 @@ class MetaEmbedModel(nn.Module):
             save_file(
                 state, str(tmp / WEIGHTS_NAME), metadata={"format": "metaembed", "version": "1"}
             )
-            base = self.backbone
+            base: Any = self.backbone  # a peft model or a transformers model
             config.has_lora = hasattr(base, "peft_config")
             if config.has_lora:
                 base.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
@@ -507,7 +507,7 @@ class MetaEmbedModel(nn.Module):
         cfg.pop("extra", None)
         cfg.pop("has_lora", None)  # set at save time; the adapters themselves are hashed below
         h.update(json.dumps(cfg, sort_keys=True).encode())
-        tensors = [self.query_tokens, self.candidate_tokens]
+        tensors: list[torch.Tensor] = [self.query_tokens, self.candidate_tokens]
         if self.projection is not None:
             tensors += [self.projection.weight, self.projection.bias]
         for t in tensors:

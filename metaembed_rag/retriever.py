@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .budget import BudgetLike
 from .index import Filter, Hit, MultiVectorIndex
@@ -103,6 +103,34 @@ class TwoStageRetriever:
         write(list(ids), vectors, texts, metadatas)
         return list(ids)
 
+    @overload
+    def search(
+        self,
+        query: ItemLike,
+        k: int = 10,
+        *,
+        fetch_k: int = 200,
+        recall_budget: BudgetLike = (1, 1),
+        rerank_budget: BudgetLike | None = None,
+        filter: Filter | None = None,
+        mode: Literal["two_stage", "exhaustive"] = "two_stage",
+        instruction: str | None = None,
+    ) -> list[Hit]: ...
+
+    @overload
+    def search(
+        self,
+        query: list[ItemLike],
+        k: int = 10,
+        *,
+        fetch_k: int = 200,
+        recall_budget: BudgetLike = (1, 1),
+        rerank_budget: BudgetLike | None = None,
+        filter: Filter | None = None,
+        mode: Literal["two_stage", "exhaustive"] = "two_stage",
+        instruction: str | None = None,
+    ) -> list[list[Hit]]: ...
+
     def search(
         self,
         query: ItemLike | list[ItemLike],
@@ -121,7 +149,7 @@ class TwoStageRetriever:
         every query text by the encoder.
         """
         single = not isinstance(query, list)
-        items: list[Any] = [query] if single else list(query)
+        items: list[Any] = list(query) if isinstance(query, list) else [query]
         vectors = self.model.encode_queries(items, instruction=instruction)
         hits = self.index.search(
             vectors, k, fetch_k=fetch_k, recall_budget=recall_budget,

@@ -97,7 +97,11 @@ def safe_filename(name: str) -> str:
 def _report_dict(report: Any) -> dict[str, Any]:
     """An ``IngestReport`` as JSON: its fields, ``skipped`` as ``[{"path", "reason"}]`` and
     ``summary``."""
-    data = asdict(report) if is_dataclass(report) else dict(vars(report))
+    data = (
+        asdict(report)
+        if is_dataclass(report) and not isinstance(report, type)
+        else dict(vars(report))
+    )
     skipped = []
     for entry in getattr(report, "skipped", []) or []:
         path, reason = entry
@@ -355,7 +359,7 @@ class DemoState:
         ``Collection.search(query, k=k, budget=budget)``.
         """
         query, k = self._check_query(body)
-        rows = []
+        rows: list[dict[str, Any]] = []
         with self.lock:
             index = self.collection.index
             if len(index) == 0:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -80,7 +80,8 @@ class BackboneAdapter(ABC):
     needs_position_ids: ClassVar[bool] = True
 
     def __init__(self, model: nn.Module, processor: Any, config: Any) -> None:
-        self.model = model
+        #: the transformers model, used duck-typed (``config``, ``get_input_embeddings``, ...)
+        self.model: Any = model
         self.processor = processor
         self.config = config
 
@@ -113,11 +114,18 @@ class BackboneAdapter(ABC):
 
     # ------------------------------------------------------------------ properties
     @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """The backbone's text tokenizer (inside the processor for vision-language models)."""
+
+    @property
     def hidden_size(self) -> int:
         return int(self.input_embeddings().weight.shape[1])
 
-    def input_embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
+    def input_embeddings(self) -> nn.Embedding:
+        """The backbone's token-embedding table (an ``nn.Embedding`` or a subclass in every
+        supported family)."""
+        return cast(nn.Embedding, self.model.get_input_embeddings())
 
     @property
     @abstractmethod

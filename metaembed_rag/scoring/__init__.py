@@ -60,7 +60,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -280,10 +280,10 @@ def _prepare_queries(
     queries: ArrayLike | Sequence[ArrayLike], ndim: int = 3
 ) -> tuple[torch.Tensor, int, bool]:
     """Return (queries (nq, Kq, D) float32, available vectors, ragged?)."""
-    if _is_ragged_list(queries):
+    if isinstance(queries, (list, tuple)):  # ragged (the same test as _is_ragged_list)
         q, longest = _stack_ragged(queries, "queries", None, "zero")
         return q.to(torch.float32), longest, True
-    q = _to_tensor(queries)
+    q = _to_tensor(cast(ArrayLike, queries))
     if q.dim() != ndim:
         raise ValueError(
             f"queries must be a {ndim}-D (nq, Kq, D) array or a list of 2-D arrays, got shape "
@@ -522,12 +522,12 @@ def maxsim(
     q_ragged = _is_ragged_list(queries)
     d_ragged = _is_ragged_list(documents)
     q, kq, _ = _prepare_queries(queries)
-    if d_ragged:
+    if isinstance(documents, (list, tuple)):  # d_ragged
         pair = _budget_pair(budget)
         d, kc = _stack_ragged(documents, "documents", None if pair is None else pair[1], "repeat")
         d_shape: Any = f"list of {len(documents)} arrays (longest {kc} vectors)"
     else:
-        d = _to_tensor(documents)
+        d = _to_tensor(cast(ArrayLike, documents))
         if d.dim() != 3:
             raise ValueError(
                 f"documents must be a 3-D (N, Kc, D) array or a list of 2-D arrays, got shape "
@@ -670,7 +670,9 @@ def maxsim_ids(
     if ids_t.dtype.is_floating_point or ids_t.dtype == torch.bool:
         raise TypeError(f"ids must be integers, got {ids_t.dtype}")
     ids_t = ids_t.to(torch.int64)
-    is_numpy = isinstance(documents, np.ndarray)
+    # exactly one of the two is set: a numpy array / memmap or a torch tensor
+    np_docs = documents if isinstance(documents, np.ndarray) else None
+    t_docs = None if isinstance(documents, np.ndarray) else documents
     shape = tuple(int(s) for s in documents.shape)
     if len(shape) != 3:
         raise ValueError(f"documents must be a 3-D (N, Kc, D) index, got shape {shape}")
@@ -685,9 +687,9 @@ def maxsim_ids(
             f"has N = {n_docs} rows"
         )
     m = int(ids_t.shape[1])
-    device = torch.device("cpu") if is_numpy else documents.device
-    if is_numpy:
-        arr = documents
+    device = torch.device("cpu") if t_docs is None else t_docs.device
+    arr = np_docs
+    if arr is not None:
         if arr.dtype.name == "bfloat16":
             arr = arr.view(np.uint16)
             dtype = torch.bfloat16
@@ -700,24 +702,26 @@ def maxsim_ids(
                 f"numpy documents must be float32, float16 or bfloat16, got {arr.dtype}"
             )
     else:
-        dtype = _doc_dtype(documents[:0]).dtype
+        assert t_docs is not None
+        dtype = _doc_dtype(t_docs[:0]).dtype
     if _choose_backend(backend, device, r_q, r_c, dtype) == "torch":
         ids_dev = ids_t.to(device)
 
         def fetch(qs: int, qe: int, ks: int, ke: int) -> torch.Tensor:
             sel = ids_t[qs:qe, ks:ke]
-            if is_numpy:
+            if arr is not None:
                 rows = np.asarray(arr[:, :r_c][sel.numpy().reshape(-1)])
                 t = torch.from_numpy(rows)
                 if dtype == torch.bfloat16:
                     t = t.view(torch.bfloat16)
             else:
-                t = documents[:, :r_c][ids_dev[qs:qe, ks:ke].reshape(-1)]
+                assert t_docs is not None
+                t = t_docs[:, :r_c][ids_dev[qs:qe, ks:ke].reshape(-1)]
             return t.to(torch.float32).view(qe - qs, ke - ks, r_c, dim)
 
         return _torch_grouped(q, fetch, m, r_q, r_c, dim, chunk_size, device)
     ids_c = ids_t.to("cpu")
-    if is_numpy:
+    if arr is not None:
         item = arr.dtype.itemsize
         strides = arr.strides
         if strides[2] != item or any(s % item for s in strides):
@@ -727,7 +731,8 @@ def maxsim_ids(
         s0, s1 = strides[0] // item, strides[1] // item
         keep: Any = arr
     else:
-        d = _kernel_layout(documents)
+        assert t_docs is not None
+        d = _kernel_layout(t_docs)
         ptr, s0, s1, keep = d.data_ptr(), d.stride(0), d.stride(1), d
     out = _kernel_call(q, r_q, ptr, dtype, s0, s1, r_c, dim, _MODE_IDS, m, ids=ids_c)
     del keep

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -124,7 +124,7 @@ def _dropout_off(model: torch.nn.Module) -> None:
             module.p = 0.0
         rate = getattr(module, "attention_dropout", None)
         if isinstance(rate, float) and rate > 0:
-            module.attention_dropout = 0.0
+            cast(Any, module).attention_dropout = 0.0  # a float attribute, not a submodule
 
 
 class _Batcher:
@@ -311,9 +311,9 @@ class MMRTrainer:
         tensors = load_file(str(folder / OPTIMIZER_NAME))
         new_state: dict[int, dict[str, Any]] = {}
         rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("rng.")}
-        for key, value in tensors.items():
+        for key, tensor in tensors.items():
             pid, name = key.split(".", 1)
-            new_state.setdefault(int(pid), {})[name] = value
+            new_state.setdefault(int(pid), {})[name] = tensor
         for key, value in state["optimizer_scalars"].items():
             pid, name = key.split(".", 1)
             new_state.setdefault(int(pid), {})[name] = value
