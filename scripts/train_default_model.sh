@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE=1
 
 metaembed-rag -v train --output "$OUT" \
     --beir "$DATA/scifact" --titles --captions "$DATA/flickr8k/captions.csv" \
-    --beir-repeat 5 --rounds 2 --round1-steps 300 --steps 500 --mine-budget 1,1 \
+    --beir-repeat 5 --rounds 2 --round1-steps 300 --steps 700 --mine-budget 1,1 \
     --round2-beir-only --batch-size 32 --lora --lr 2e-4 --autocast bfloat16 --own-side-only \
     --meta-attention full --save-every 100 --seed 0
 metaembed-rag -v eval --data "$DATA/scifact" --model "$OUT/final" --budgets all \

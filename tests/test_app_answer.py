@@ -317,9 +317,10 @@ def sample_collection(tmp_path_factory: pytest.TempPathFactory):
             "giant-impact hypothesis",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="known miss of the 2026-12-03 default model: it ranks 'The Moon is "
-                "Earth's only natural satellite.' above the giant-impact sentence (semantic "
-                "0.600 vs 0.555 at every budget; the previous default ranked it first)",
+                reason="known miss of the 2026-12-03 default models (500 and 700 round-2 "
+                "steps): they rank 'The Moon is Earth's only natural satellite.' above the "
+                "giant-impact sentence (500 steps: semantic 0.600 vs 0.555 at every budget); "
+                "the 2026-12-02 default ranked it first",
             ),
         ),
         ("What causes type 2 diabetes?", "insulin resistance"),
