@@ -280,8 +280,8 @@ def _prepare_queries(
     queries: ArrayLike | Sequence[ArrayLike], ndim: int = 3
 ) -> tuple[torch.Tensor, int, bool]:
     """Return (queries (nq, Kq, D) float32, available vectors, ragged?)."""
-    if isinstance(queries, (list, tuple)):  # ragged (the same test as _is_ragged_list)
-        q, longest = _stack_ragged(queries, "queries", None, "zero")
+    if _is_ragged_list(queries):
+        q, longest = _stack_ragged(cast(Sequence[ArrayLike], queries), "queries", None, "zero")
         return q.to(torch.float32), longest, True
     q = _to_tensor(cast(ArrayLike, queries))
     if q.dim() != ndim:
@@ -522,9 +522,12 @@ def maxsim(
     q_ragged = _is_ragged_list(queries)
     d_ragged = _is_ragged_list(documents)
     q, kq, _ = _prepare_queries(queries)
-    if isinstance(documents, (list, tuple)):  # d_ragged
+    if d_ragged:
         pair = _budget_pair(budget)
-        d, kc = _stack_ragged(documents, "documents", None if pair is None else pair[1], "repeat")
+        d, kc = _stack_ragged(
+            cast(Sequence[ArrayLike], documents), "documents",
+            None if pair is None else pair[1], "repeat",
+        )  # fmt: skip
         d_shape: Any = f"list of {len(documents)} arrays (longest {kc} vectors)"
     else:
         d = _to_tensor(cast(ArrayLike, documents))
@@ -671,7 +674,7 @@ def maxsim_ids(
         raise TypeError(f"ids must be integers, got {ids_t.dtype}")
     ids_t = ids_t.to(torch.int64)
     # exactly one of the two is set: a numpy array / memmap or a torch tensor
-    np_docs = documents if isinstance(documents, np.ndarray) else None
+    arr = documents if isinstance(documents, np.ndarray) else None
     t_docs = None if isinstance(documents, np.ndarray) else documents
     shape = tuple(int(s) for s in documents.shape)
     if len(shape) != 3:
@@ -688,7 +691,6 @@ def maxsim_ids(
         )
     m = int(ids_t.shape[1])
     device = torch.device("cpu") if t_docs is None else t_docs.device
-    arr = np_docs
     if arr is not None:
         if arr.dtype.name == "bfloat16":
             arr = arr.view(np.uint16)
