@@ -30,9 +30,7 @@ metaembed-rag -v train --output "$OUT" \
     --own-side-only --meta-attention causal --distill-weight 1.0 --meta-lr 2e-3 \
     --warmup-steps 30 --save-every 50 --seed 0
 metaembed-rag -v eval --model "$OUT/final" --budgets all --baselines bm25,mean-pool \
-    --data "$DATA/scifact" "$DATA/nfcorpus-pre" "$DATA/cacm" "$DATA/med" "$DATA/cf" \
-    "$DATA/squad-dev" "$DATA/wikiqa-test" \
-    --json "$OUT/suite.json" --plot "$OUT/suite.png"
+    --suite benchmarks/zero-shot-suite.txt --json "$OUT/suite.json" --plot "$OUT/suite.png"
 
 if [ "$INSTALL" = "--install" ]; then
     dest=metaembed_rag/pretrained/metaembed-minilm-l6
