@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .index.params import DEFAULT_FETCH_K
+
 __all__ = ["main"]
 
 logger = logging.getLogger("metaembed_rag.cli")
@@ -19,8 +21,6 @@ logger = logging.getLogger("metaembed_rag.cli")
 DEFAULT_INDEX = ".metaembed/index"
 #: Files listed by `info`.
 INFO_MAX_FILES = 50
-#: Coarse candidates reranked exactly by `search` (as Collection.search).
-FETCH_K = 200
 
 SAMPLE_PASSAGES = [
     "Meta tokens are learnable vectors appended to a model's input; their final hidden states "
@@ -332,17 +332,18 @@ def _result_label(r: object) -> str:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .budget import resolve_budget
     from .collection import Collection
+    from .index import SearchParams
 
     if not args.query.strip():
         raise ValueError(
             'the query is empty; pass a question in quotes, e.g. metaembed-rag search "What is '
             'a retrieval budget?"'
         )
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}.")
-    if args.fetch_k is not None and args.fetch_k < 1:
-        raise ValueError(f"--fetch-k must be >= 1, got {args.fetch_k}.")
     filt = _parse_filters(args.filter)
+    try:  # flag mistakes fail before anything loads
+        params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
+    except ValueError as exc:
+        raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
     query: object = args.query
     if args.image:
         query = Path(args.query).expanduser()
@@ -356,19 +357,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 f"`metaembed-rag index PATH --index {args.index}`."
             )
         budget = resolve_budget(args.budget, col.index.budgets)
-        fetch_k = FETCH_K if args.fetch_k is None else args.fetch_k
         t0 = time.perf_counter()
         col.model  # noqa: B018 - load (and check) the model before timing the search
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = col.search(query, k=args.k, budget=budget, fetch_k=fetch_k, filter=filt)
+        results = col.search(query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt)
         search_ms = (time.perf_counter() - t0) * 1000
         total = len(col)
     finally:
         col.close()
     if args.json:
         out = {
-            "query": args.query, "budget": str(budget), "k": args.k, "fetch_k": fetch_k,
+            "query": args.query, "budget": str(budget), "k": params.k, "fetch_k": params.fetch_k,
             "filter": filt, "results": [r.to_dict() for r in results],
         }  # fmt: skip
         print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -738,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fetch-k",
         type=int,
         default=None,
-        help=f"coarse candidates reranked exactly (default {FETCH_K})",
+        help=f"coarse candidates reranked exactly (default {DEFAULT_FETCH_K})",
     )
     se.add_argument(
         "--filter",

@@ -44,8 +44,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .budget import BudgetLike, resolve_budget
-from .index import Filter, IndexMismatchError, MultiVectorIndex
+from .budget import BudgetLike
+from .index import Filter, IndexMismatchError, MultiVectorIndex, SearchParams
 from .index.persist import atomic_writer, fsync_dir
 from .ingest import (
     DEFAULT_CHUNK_OVERLAP,
@@ -1027,15 +1027,16 @@ class Collection:
         fetch_k: int | None = None,
         filter: Filter | None = None,
     ) -> list[SearchResult]:
-        """Two-stage search; exactly ``TwoStageRetriever(model, index).search(query, k,
-        fetch_k=fetch_k, rerank_budget=budget, filter=filter)``.
+        """Two-stage search; exactly ``TwoStageRetriever(model, index).search(query,
+        params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter))``.
 
         Args:
             query: text (a ``str`` is always text), or an image (``PIL.Image``, ``Path``,
                 bytes) for vision-language models.
             k: results.
             budget: rerank budget ``(r_q, r_c)`` / ``"8,16"`` (default: the largest).
-            fetch_k: coarse candidates (default 200).
+            fetch_k: coarse candidates (default
+                :data:`~metaembed_rag.index.params.DEFAULT_FETCH_K`).
             filter: metadata filter, e.g. ``{"type": "pdf"}`` (see
                 :mod:`metaembed_rag.index.filters`).
 
@@ -1048,11 +1049,9 @@ class Collection:
                 f"The collection at {self.folder} holds no documents; add some first "
                 f"(`metaembed-rag index PATH --index {self.folder}` or add_paths)."
             )
-        resolve_budget(budget, self.index.budgets)  # a wrong budget fails before encoding
-        hits = self.retriever.search(
-            query, k, fetch_k=200 if fetch_k is None else fetch_k, rerank_budget=budget,
-            filter=filter,
-        )  # fmt: skip
+        params = SearchParams.of(k, fetch_k=fetch_k, rerank_budget=budget, filter=filter)
+        params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
+        hits = self.retriever.search(query, params=params)
         out = []
         for h in hits:
             image = h.metadata.get("image")

@@ -291,7 +291,7 @@ def test_unreadable_files_are_listed_and_counted(tmp_path: Path, capsys, tiny_mo
          r"Budget (3,5) is not one this model was trained with. Valid budgets: (1,1)"),
         (["search", "q", "--index", "{tmp}/full", "--budget", "big"], "Cannot parse budget"),
         (["search", "q", "--index", "{tmp}/full", "--filter", "type"], "--filter takes key=value"),
-        (["search", "q", "--index", "{tmp}/full", "--k", "0"], "--k must be >= 1"),
+        (["search", "q", "--index", "{tmp}/full", "--k", "0"], "k must be a positive int, got 0"),
         (["info", "--index", "{tmp}/nothing"], "No collection at"),
         (["index", "{tmp}/full/collection.json", "--index", "{tmp}/docs"],
          "not an empty folder"),

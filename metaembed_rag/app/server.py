@@ -45,7 +45,6 @@ PAGE_CACHE = "app-cache"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MAX_K = 50
 #: Coarse candidates per query (the Collection.search default).
-FETCH_K = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]+")
 
 _INSTALL_HINT = 'pip install "metaembed-rag[app]"'
@@ -291,7 +290,7 @@ class DemoState:
         with self.lock:
             t0 = time.perf_counter()
             try:
-                results = self.collection.search(query, k=k, budget=budget, fetch_k=FETCH_K)
+                results = self.collection.search(query, k=k, budget=budget)
             except ValueError as exc:  # empty collection, bad budget, ...
                 raise DemoError(str(exc)) from exc
             ms = (time.perf_counter() - t0) * 1000.0
@@ -361,15 +360,15 @@ class DemoState:
         query, k = self._check_query(body)
         rows: list[dict[str, Any]] = []
         with self.lock:
-            index = self.collection.index
-            if len(index) == 0:
+            if len(self.collection.index) == 0:
                 raise DemoError("The index is empty: upload and index documents first.")
+            retriever = self.collection.retriever
             t0 = time.perf_counter()
             vectors = self.collection.model.encode_queries([query])
             encode_ms = (time.perf_counter() - t0) * 1000.0
             for budget in self.budgets:
                 t0 = time.perf_counter()
-                hits = index.search(vectors, k, fetch_k=FETCH_K, rerank_budget=budget)[0]
+                hits = retriever.search_vectors(vectors, k, rerank_budget=budget)[0]
                 score_ms = (time.perf_counter() - t0) * 1000.0
                 rows.append(
                     {

@@ -23,16 +23,18 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 import torch
 
-from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike, resolve_budget
+from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike
 from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
 from .coarse import CoarseIndex
 from .filters import Filter, compile_filter, filter_mask
 from .hits import Hit, stable_topk
+from .params import SearchOptions, SearchParams
+from .persist import IndexMismatchError
 from .saving import load_index, manifest_files, new_tag, save_index
 from .storage import RowStore, VectorCodec
 
@@ -47,7 +49,7 @@ _EXHAUSTIVE_CHUNK = 16384
 _TORCH_FLAT_MAX_QUERIES = 8
 
 
-def _as_float_array(x: Any, what: str) -> np.ndarray:
+def _as_float_array(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float32).numpy()
     arr = np.asarray(x, dtype=np.float32)
@@ -169,6 +171,45 @@ class MultiVectorIndex:
             **kwargs,
         )
 
+    def check_compatible(
+        self, model: Any = None, *, fingerprint: str | None = None, dim: int | None = None
+    ) -> None:
+        """The one model/index compatibility check: ``model`` (a ``MetaEmbedModel``), or an
+        expected ``fingerprint`` / ``dim``, must be what the index was built with.
+
+        An empty index that records no fingerprint adopts the model's.
+
+        Raises:
+            IndexMismatchError: another model fingerprint, vector width or vectors per
+                document; or a non-empty index that records no fingerprint (its vectors cannot
+                be checked). The message says what to do.
+        """
+        where = "" if self.path is None else f" at {self.path}"
+        num_vectors = None
+        if model is not None:
+            fingerprint = fingerprint or model.fingerprint()
+            dim = dim or model.dim
+            num_vectors = model.config.num_candidate_tokens
+        if fingerprint is not None and self.fingerprint is None:
+            if self.num_rows:
+                raise IndexMismatchError(
+                    f"The index{where} records no model fingerprint, so its vectors cannot be "
+                    f"checked against this model ({fingerprint}); build it with "
+                    "MultiVectorIndex.for_model(model) or pass fingerprint=model.fingerprint()."
+                )
+            self.fingerprint = fingerprint
+        for what, stored, expected in (
+            ("model fingerprint", self.fingerprint, fingerprint),
+            ("dim", self.dim, dim),
+            ("vectors per document", self.num_vectors, num_vectors),
+        ):
+            if expected is not None and stored != expected:
+                raise IndexMismatchError(
+                    f"The index{where} was built with {what} {stored!r}, but {expected!r} was "
+                    "requested (the model's): load the model the index was built with, or "
+                    "rebuild the index with this model."
+                )
+
     def _store_path(self, kind: str, tag: str) -> Path | None:
         return None if self.path is None else self.path / f"{kind}-{tag}.bin"
 
@@ -266,7 +307,7 @@ class MultiVectorIndex:
         if isinstance(ids, str):
             raise TypeError("ids must be a sequence of strings, not one string; wrap it: [id].")
         ids = [str(i) if not isinstance(i, str) else i for i in ids]
-        arr = _as_float_array(vectors, "vectors")
+        arr = _as_float_array(vectors)
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3 or arr.shape[1:] != (self.num_vectors, self.dim):
@@ -485,16 +526,6 @@ class MultiVectorIndex:
             )
         return q.contiguous()
 
-    def _budget(self, budget: BudgetLike | None, kq: int, what: str) -> Budget:
-        b = resolve_budget(budget, self.budgets)
-        if b.r_q > kq:
-            raise ValueError(
-                f"{what} {b} uses {b.r_q} query vectors but the queries have {kq}; encode "
-                "queries with the model's encode_queries (all query vectors) or pick a smaller "
-                "budget."
-            )
-        return b
-
     def _allowed(self, filter: Filter | None) -> np.ndarray:
         if filter is None:
             return self._alive
@@ -584,31 +615,25 @@ class MultiVectorIndex:
     def search_rows(
         self,
         queries: torch.Tensor | np.ndarray,
-        k: int = 10,
+        k: int | None = None,
         *,
-        fetch_k: int = 200,
-        recall_budget: BudgetLike = (1, 1),
-        rerank_budget: BudgetLike | None = None,
-        filter: Filter | None = None,
-        mode: Literal["two_stage", "exhaustive"] = "two_stage",
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns arrays: ``(scores (nq, k) float32, rows (nq, k)
         int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match. Map rows
         to ids with :meth:`ids_of`."""
-        if k < 1 or fetch_k < 1:
-            raise ValueError(f"k and fetch_k must be >= 1, got k={k}, fetch_k={fetch_k}.")
-        if mode not in ("two_stage", "exhaustive"):
-            raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {mode!r}.")
+        p = SearchParams.of(k, params, **options)
         q = self._prepare_queries(queries)
-        rerank = self._budget(rerank_budget, q.shape[1], "rerank_budget")
-        recall = self._budget(recall_budget, q.shape[1], "recall_budget")
+        recall, rerank = p.check_budgets(self.budgets, q.shape[1])
         if len(self) == 0:
             raise ValueError(
                 "The index is empty: add documents (index.add or retriever.add_documents) "
                 "before searching."
             )
+        k, fetch_k, filter = p.k, p.fetch_k, p.filter
         allowed = self._allowed(filter)
-        if mode == "exhaustive":
+        if p.mode == "exhaustive":
             return self._exhaustive(q, k, rerank, allowed)
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
@@ -657,19 +682,20 @@ class MultiVectorIndex:
     def search(
         self,
         queries: torch.Tensor | np.ndarray,
-        k: int = 10,
+        k: int | None = None,
         *,
-        fetch_k: int = 200,
-        recall_budget: BudgetLike = (1, 1),
-        rerank_budget: BudgetLike | None = None,
-        filter: Filter | None = None,
-        mode: Literal["two_stage", "exhaustive"] = "two_stage",
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
     ) -> list[list[Hit]]:
         """Two-stage search: coarse recall of ``fetch_k`` rows, exact MaxSim rerank to ``k``.
 
+        The options are those of :class:`~metaembed_rag.index.params.SearchParams`, given as
+        ``params=`` or as keywords (keywords override ``params``).
+
         Args:
             queries: ``(nq, Kq, D)`` float query vectors (or one ``(Kq, D)`` query).
-            k: hits per query.
+            k: hits per query (default 10, or ``params.k``).
+            params: the search options as one value.
             fetch_k: coarse candidates per query (raised to ``k`` if smaller). When
                 ``fetch_k`` (times ``recall_pool_factor`` for a cascade) covers every matching
                 document, all of them are reranked, so the result equals ``mode="exhaustive"``.
@@ -690,10 +716,7 @@ class MultiVectorIndex:
             ValueError: empty index, a budget the index was not built for (the message lists
                 the valid ones), wrong query shape, a malformed filter.
         """
-        scores, rows = self.search_rows(
-            queries, k, fetch_k=fetch_k, recall_budget=recall_budget,
-            rerank_budget=rerank_budget, filter=filter, mode=mode,
-        )  # fmt: skip
+        scores, rows = self.search_rows(queries, k, params=params, **options)
         out: list[list[Hit]] = []
         for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True):
             hits = []
