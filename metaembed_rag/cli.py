@@ -464,19 +464,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _load_model(name: str | None, device: str | None = None):
-    from . import MetaEmbedModel
-    from .hub import BUILTIN_MODELS
+    from .hub import load_model
 
-    if name:
-        return MetaEmbedModel.from_pretrained(name, device=device)
-    from .model import DEFAULT_MODEL
-
-    if DEFAULT_MODEL not in BUILTIN_MODELS:
-        raise FileNotFoundError(
-            f"The default model {DEFAULT_MODEL!r} is not shipped in this installation; pass "
-            "--model FOLDER (for example the output of `metaembed-rag train`)."
-        )
-    return MetaEmbedModel.from_pretrained(DEFAULT_MODEL, device=device)
+    return load_model(name or None, device)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -253,17 +253,12 @@ def _model_reference(model: Any) -> str | None:
 
 
 def _load_model(model: Any, device: str | None) -> Any:
+    """A loaded model as is; a name, folder or ``None`` (the default) through the process-wide
+    cache of :func:`metaembed_rag.hub.load_model`."""
     if model is None or isinstance(model, (str, os.PathLike)):
-        from .hub import BUILTIN_MODELS
-        from .model import DEFAULT_MODEL, MetaEmbedModel
+        from .hub import load_model
 
-        name = DEFAULT_MODEL if model is None else str(model)
-        if name == DEFAULT_MODEL and name not in BUILTIN_MODELS and not Path(name).is_dir():
-            raise FileNotFoundError(
-                f"The default model {DEFAULT_MODEL!r} is not shipped in this installation; "
-                "pass a model folder (model=... / --model FOLDER)."
-            )
-        return MetaEmbedModel.from_pretrained(name, device=device)
+        return load_model(model, device)
     return model
 
 

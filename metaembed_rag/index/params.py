@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
 
-from ..budget import Budget, BudgetLike, resolve_budget
+from ..budget import Budget, BudgetLike, parse_budget, resolve_budget
 from .filters import Filter, compile_filter
 
 __all__ = ["DEFAULT_FETCH_K", "SearchMode", "SearchOptions", "SearchParams"]
@@ -38,18 +38,6 @@ def _positive(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive int, got {value!r}.")
     return value
-
-
-def _budget(value: Any, what: str) -> Budget | None:
-    if value is None:
-        return None
-    try:
-        return Budget.parse(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{what}={value!r} is not a budget: write it as (r_q, r_c), e.g. (8, 16), or "
-            f"'8,16'. ({exc})"
-        ) from exc
 
 
 @dataclass(frozen=True, eq=True)
@@ -80,9 +68,9 @@ class SearchParams:
     def __post_init__(self) -> None:
         _positive(self.k, "k")
         _positive(self.fetch_k, "fetch_k")
-        recall = _budget(self.recall_budget, "recall_budget") or Budget(1, 1)
+        recall = parse_budget(self.recall_budget, "recall_budget") or Budget(1, 1)
         object.__setattr__(self, "recall_budget", recall)
-        object.__setattr__(self, "rerank_budget", _budget(self.rerank_budget, "rerank_budget"))
+        object.__setattr__(self, "rerank_budget", parse_budget(self.rerank_budget, "rerank_budget"))
         if self.mode not in get_args(SearchMode):
             raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {self.mode!r}.")
         if self.filter is not None:

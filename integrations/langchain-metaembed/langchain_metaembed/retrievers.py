@@ -11,10 +11,10 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
+from metaembed_rag.budget import check_budget, parse_budget
 from metaembed_rag.index import compile_filter
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ._models import check_budget, parse_budget
 from .vectorstores import MetaEmbedVectorStore
 
 __all__ = ["MetaEmbedRetriever"]
