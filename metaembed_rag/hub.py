@@ -7,10 +7,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import MetaEmbedModel
+from typing import Any
 
 __all__ = [
     "resolve_model_folder",
@@ -107,7 +104,8 @@ def resolve_backbone_path(reference: str, model_folder: Path | None = None) -> s
     return reference
 
 
-_CACHE: dict[tuple[str, str | None, str | None], MetaEmbedModel] = {}
+#: Loaded models (``MetaEmbedModel``; typed ``Any`` because model.py imports this module).
+_CACHE: dict[tuple[str, str | None, str | None], Any] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -133,7 +131,7 @@ def load_model(
     dtype: Any = None,
     *,
     cache: bool = True,
-) -> MetaEmbedModel:
+) -> Any:
     """``MetaEmbedModel.from_pretrained(name, device=device, dtype=dtype)``, once per process;
     ``name=None`` is the packaged default model.
 

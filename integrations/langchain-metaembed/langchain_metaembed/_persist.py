@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams
 from metaembed_rag.index.settings import StoreSettings
 
 from .embeddings import MetaEmbedEmbeddings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .vectorstores import MetaEmbedVectorStore
 
 __all__ = ["CONFIG_NAME", "INDEX_DIR", "KIND", "read_store", "save_store"]
 
@@ -27,7 +24,7 @@ KIND = "MetaEmbedVectorStore/langchain"
 _OLD_FORMAT = "langchain-metaembed/vectorstore"  # before metaembed-rag/settings (migrated)
 
 
-def save_store(store: MetaEmbedVectorStore, folder: str | os.PathLike[str]) -> Path:
+def save_store(store: Any, folder: str | os.PathLike[str]) -> Path:
     """:meth:`MetaEmbedVectorStore.save`: the index, then the settings (last)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 from llama_index.embeddings.metaembed import MetaEmbedEmbedding
 
 from metaembed_rag.index import MultiVectorIndex, SearchParams
 from metaembed_rag.index.settings import StoreSettings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import MetaEmbedVectorStore
 
 __all__ = ["KIND", "index_dir_of", "read_store", "write_store"]
 
@@ -32,9 +29,7 @@ def index_dir_of(persist_path: Path) -> Path:
     return persist_path.with_name(persist_path.stem + ".metaembed")
 
 
-def write_store(
-    store: MetaEmbedVectorStore, path: Path, fs: fsspec.AbstractFileSystem | None
-) -> None:
+def write_store(store: Any, path: Path, fs: fsspec.AbstractFileSystem | None) -> None:
     """:meth:`MetaEmbedVectorStore.persist` on the local filesystem: index, then settings."""
     if fs is not None and "file" not in (
         fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
