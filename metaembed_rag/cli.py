@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -625,9 +624,9 @@ def _quiet_dependencies() -> None:
     """Keep the command's output readable: no weight-loading progress bars from
     ``transformers`` and no deprecation warnings raised inside dependencies (the CLI only;
     the library leaves both alone)."""
-    warnings.filterwarnings(
-        "ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning
-    )
+    from .model import ignore_peft_deprecation
+
+    ignore_peft_deprecation()
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - transformers is a dependency

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .budget import BudgetLike
 from .index import Filter, IndexMismatchError, MultiVectorIndex, SearchParams
-from .index.persist import atomic_writer, fsync_dir
+from .index.persist import atomic_writer, fsync_dir, sha256_file
 from .ingest import (
     DEFAULT_CHUNK_OVERLAP,
     DEFAULT_CHUNK_SIZE,
@@ -205,14 +204,6 @@ class IngestReport:
                 "are never split: split long records into several)."
             )
         return "\n".join(lines)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _display(path: Path) -> str:
@@ -811,7 +802,7 @@ class Collection:
             self._adopt_moved(key, display, owner)
         prev = self._files.get(key)
         try:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             stat = path.stat()
         except OSError as exc:
             report.skipped.append((display, f"cannot read the file ({exc.strerror or exc})"))
@@ -933,9 +924,12 @@ class Collection:
         Returns:
             the ids added.
         """
+        if isinstance(texts, str):  # list("abc") would index one character per document
+            raise TypeError(
+                "add_texts takes a list of strings, not one string; wrap a single text: "
+                "add_texts([text])."
+            )
         texts = list(texts)
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings; wrap one text: [text].")
         ids = self._default_ids("text", len(texts)) if ids is None else [str(i) for i in ids]
         metas = [dict(m or {}) for m in (metadatas or [None] * len(texts))]
         for m in metas:

@@ -152,9 +152,6 @@ class ImageCaptions:
     image_dir: Path
     captions: dict[str, list[str]] = field(default_factory=dict)
 
-    def image_path(self, name: str) -> Path:
-        return self.image_dir / name
-
 
 def load_image_captions(
     csv_path: str | Path,

@@ -67,14 +67,20 @@ def _load_backbone(
     return adapter_cls, model, processor
 
 
+def ignore_peft_deprecation() -> None:
+    """peft calls transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on
+    every load that users cannot act on); ignore exactly that warning (in the current
+    ``warnings`` context)."""
+    warnings.filterwarnings(
+        "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+    )
+
+
 @contextlib.contextmanager
 def _quiet_peft() -> Iterator[None]:
-    """peft calls transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on
-    every load that users cannot act on); silence exactly that warning."""
+    """:func:`ignore_peft_deprecation` for the duration of a ``with`` block."""
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
-        )
+        ignore_peft_deprecation()
         yield
 
 

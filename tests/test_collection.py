@@ -275,6 +275,12 @@ def test_errors(tmp_path: Path, model, model_dir) -> None:
         col.search("alpha", budget="3,3")
     with pytest.raises(ValueError, match="already in the index"):
         col.add_texts(["again"], ids=["a"])
+    # One bare string is one text, never one document per character: refused, nothing added.
+    with pytest.raises(
+        TypeError, match=r"not one string; wrap a single text: add_texts\(\[text\]\)"
+    ):
+        col.add_texts("a bare string")
+    assert len(col) == 2 and sorted(col.index.ids) == ["a", "b"]
     col.close()
     with pytest.raises(FileExistsError, match="already holds a collection"):
         Collection.create(tmp_path / "col", model)

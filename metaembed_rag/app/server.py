@@ -31,6 +31,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..ingest import IMAGE_SUFFIXES
 from .answer import LLMAdapter, extractive_answer, highlight_spans, query_terms, wrap_llm
 
 __all__ = ["DemoError", "DemoState", "bind_socket", "create_app", "serve"]
@@ -42,7 +43,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: leaves out files inside the collection's own folder).
 UPLOADS_SUFFIX = "-uploads"
 PAGE_CACHE = "app-cache"
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 MAX_K = 50
 #: Coarse candidates per query (the Collection.search default).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]+")

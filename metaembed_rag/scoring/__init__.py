@@ -468,56 +468,47 @@ def maxsim(
 ) -> torch.Tensor:
     """Budgeted MaxSim of every query against every document.
 
-    Parameters
-    ----------
-    queries
-        ``(nq, Kq, D)`` tensor or numpy array (any float dtype; computed in float32), or a list of
-        ``(Kq_i, D)`` arrays of different lengths.
-    documents
-        ``(N, Kc, D)`` tensor or numpy array stored as float32, float16 or bfloat16, or a list of
-        ``(Kc_i, D)`` arrays. Only the first ``r_c`` vectors of each document are read.
-    budget
-        ``None`` (all vectors), ``(r_q, r_c)`` or an object with ``r_q``/``r_c`` attributes
-        (e.g. :class:`metaembed_rag.budget.Budget`). Must satisfy ``1 <= r_q <= Kq`` and
-        ``1 <= r_c <= Kc`` (for ragged lists: at most the longest item).
-    chunk_size
-        Documents per chunk for the torch backend (default: chosen so the ``(nq, chunk, r_q,
-        r_c)`` float32 block plus the widened documents stay within ~256 MiB). The kernel
-        needs no chunking (its memory use does not grow with N beyond the output).
-    backend
-        ``"auto"``, ``"torch"`` or ``"kernel"`` (see the module docstring).
+    Args:
+        queries: ``(nq, Kq, D)`` tensor or numpy array (any float dtype; computed in float32), or a
+            list of ``(Kq_i, D)`` arrays of different lengths.
+        documents: ``(N, Kc, D)`` tensor or numpy array stored as float32, float16 or bfloat16, or
+            a list of ``(Kc_i, D)`` arrays. Only the first ``r_c`` vectors of each document are
+            read.
+        budget: ``None`` (all vectors), ``(r_q, r_c)`` or an object with ``r_q``/``r_c`` attributes
+            (e.g. :class:`metaembed_rag.budget.Budget`). Must satisfy ``1 <= r_q <= Kq`` and ``1 <=
+            r_c <= Kc`` (for ragged lists: at most the longest item).
+        chunk_size: Documents per chunk for the torch backend (default: chosen so the ``(nq, chunk,
+            r_q, r_c)`` float32 block plus the widened documents stay within ~256 MiB). The kernel
+            needs no chunking (its memory use does not grow with N beyond the output).
+        backend: ``"auto"``, ``"torch"`` or ``"kernel"`` (see the module docstring).
 
-    Returns
-    -------
-    torch.Tensor
-        float32 ``(nq, N)`` scores ``sum_{i<r_q} max_{j<r_c} <q_i, d_j>`` on the documents'
-        device.
+    Returns:
+        float32 ``(nq, N)`` scores ``sum_{i<r_q} max_{j<r_c} <q_i, d_j>`` on the documents' device.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim
-    >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
-    ...                         [[0.5, 0.5], [0.0, 0.0]]])
-    >>> documents = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]],
-    ...                           [[0.0, 1.0], [3.0, 0.0], [1.0, 1.0]]])
-    >>> maxsim(queries, documents, backend="torch")
-    tensor([[8.0000, 4.0000],
-            [4.0000, 1.5000]])
-    >>> maxsim(queries, documents, budget=(2, 2), backend="torch")
-    tensor([[3.0000, 4.0000],
-            [1.0000, 1.5000]])
-    >>> maxsim(queries, documents, budget=(1, 1), backend="torch")
-    tensor([[1.0000, 0.0000],
-            [0.5000, 0.5000]])
-    >>> maxsim(queries, documents.to(torch.bfloat16), budget=(2, 3), backend="torch").dtype
-    torch.float32
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim
+        >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+        ...                         [[0.5, 0.5], [0.0, 0.0]]])
+        >>> documents = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]],
+        ...                           [[0.0, 1.0], [3.0, 0.0], [1.0, 1.0]]])
+        >>> maxsim(queries, documents, backend="torch")
+        tensor([[8.0000, 4.0000],
+                [4.0000, 1.5000]])
+        >>> maxsim(queries, documents, budget=(2, 2), backend="torch")
+        tensor([[3.0000, 4.0000],
+                [1.0000, 1.5000]])
+        >>> maxsim(queries, documents, budget=(1, 1), backend="torch")
+        tensor([[1.0000, 0.0000],
+                [0.5000, 0.5000]])
+        >>> maxsim(queries, documents.to(torch.bfloat16), budget=(2, 3), backend="torch").dtype
+        torch.float32
 
-    Ragged lists: a budget means "first r vectors, or all the item has if fewer".
+        Ragged lists: a budget means "first r vectors, or all the item has if fewer".
 
-    >>> maxsim([torch.tensor([[1.0, 0.0]])], [torch.tensor([[2.0, 0.0]]),
-    ...        torch.tensor([[1.0, 0.0], [5.0, 0.0]])], budget=(1, 2), backend="torch")
-    tensor([[2., 5.]])
+        >>> maxsim([torch.tensor([[1.0, 0.0]])], [torch.tensor([[2.0, 0.0]]),
+        ...        torch.tensor([[1.0, 0.0], [5.0, 0.0]])], budget=(1, 2), backend="torch")
+        tensor([[2., 5.]])
     """
     q_ragged = _is_ragged_list(queries)
     d_ragged = _is_ragged_list(documents)
@@ -564,32 +555,28 @@ def maxsim_pairwise(
 ) -> torch.Tensor:
     """Budgeted MaxSim of each query against its own candidates (reranking form).
 
-    Parameters
-    ----------
-    queries
-        ``(n, Kq, D)`` array (computed in float32) or a list of ``n`` ``(Kq_i, D)`` arrays.
-    documents
-        ``(n, m, Kc, D)`` array stored as float32, float16 or bfloat16: ``documents[i]`` are the
-        ``m`` candidates of query ``i``.
-    budget, chunk_size, backend
-        As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+    Args:
+        queries: ``(n, Kq, D)`` array (computed in float32) or a list of ``n`` ``(Kq_i, D)``
+            arrays.
+        documents: ``(n, m, Kc, D)`` array stored as float32, float16 or bfloat16: ``documents[i]``
+            are the ``m`` candidates of query ``i``.
+        budget: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        chunk_size: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        backend: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         float32 ``(n, m)``: ``out[i, k] = s(queries[i], documents[i, k])``.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim_pairwise
-    >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    >>> documents = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]],
-    ...                            [[0.0, 0.0], [2.0, 0.0]]]])
-    >>> maxsim_pairwise(queries, documents, backend="torch")
-    tensor([[2., 2.]])
-    >>> maxsim_pairwise(queries, documents, budget=(1, 1), backend="torch")
-    tensor([[1., 0.]])
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim_pairwise
+        >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        >>> documents = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]],
+        ...                            [[0.0, 0.0], [2.0, 0.0]]]])
+        >>> maxsim_pairwise(queries, documents, backend="torch")
+        tensor([[2., 2.]])
+        >>> maxsim_pairwise(queries, documents, budget=(1, 1), backend="torch")
+        tensor([[1., 0.]])
     """
     q_ragged = _is_ragged_list(queries)
     q, kq, _ = _prepare_queries(queries)
@@ -635,32 +622,26 @@ def maxsim_ids(
     Only the first ``r_c`` vectors of the rows named in ``ids`` are read; ``documents`` is never
     copied as a whole, so it can be a large numpy memmap or a memory-mapped tensor.
 
-    Parameters
-    ----------
-    queries
-        ``(nq, Kq, D)`` array (computed in float32) or a list of ``(Kq_i, D)`` arrays.
-    documents
-        ``(N, Kc, D)`` index: a torch tensor (float32, float16 or bfloat16) or a numpy array /
-        memmap (float32, float16, or ``ml_dtypes.bfloat16``).
-    ids
-        ``(nq, m)`` integer ids into ``documents`` (0 <= id < N), one row per query.
-    budget, chunk_size, backend
-        As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+    Args:
+        queries: ``(nq, Kq, D)`` array (computed in float32) or a list of ``(Kq_i, D)`` arrays.
+        documents: ``(N, Kc, D)`` index: a torch tensor (float32, float16 or bfloat16) or a numpy
+            array / memmap (float32, float16, or ``ml_dtypes.bfloat16``).
+        ids: ``(nq, m)`` integer ids into ``documents`` (0 <= id < N), one row per query.
+        budget: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        chunk_size: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        backend: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         float32 ``(nq, m)``: ``out[i, k] = s(queries[i], documents[ids[i, k]])``.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim_ids
-    >>> queries = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-    >>> index = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]])
-    >>> maxsim_ids(queries, index, torch.tensor([[2, 0], [1, 1]]), backend="torch")
-    tensor([[5., 1.],
-            [4., 4.]])
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim_ids
+        >>> queries = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+        >>> index = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]])
+        >>> maxsim_ids(queries, index, torch.tensor([[2, 0], [1, 1]]), backend="torch")
+        tensor([[5., 1.],
+                [4., 4.]])
     """
     q_ragged = _is_ragged_list(queries)
     q, kq, _ = _prepare_queries(queries)
