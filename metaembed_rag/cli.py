@@ -182,16 +182,16 @@ def _print_problems(report: object) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from .chunking import check_options
     from .collection import CONFIG_FILE, Collection, _model_reference
     from .collection import _load_model as load_collection_model
-    from .ingest import SUPPORTED_SUFFIXES, check_chunking, discover_files
+    from .ingest import SUPPORTED_SUFFIXES, discover_files
 
     # Everything that can be checked without the model is, before anything is loaded or written.
     for p in args.paths:
         if not Path(p).expanduser().exists():
             raise FileNotFoundError(f"{p}: no such file or folder; check the path.")
-    if args.chunk_size is not None:
-        check_chunking(args.chunk_size, 0 if args.chunk_overlap is None else args.chunk_overlap)
+    check_options(args.chunk_size, args.chunk_overlap)
     folder = Path(args.index).expanduser()
     exists = (folder / CONFIG_FILE).is_file()
     if not exists and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):

@@ -396,9 +396,9 @@ def test_ctrl_c_keeps_finished_files(tmp_path: Path, model, model_dir) -> None:
 def test_block_encoding_gives_the_vectors_of_one_call(
     tmp_path: Path, model, model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metaembed_rag.collection as cmod
+    import metaembed_rag.collection.indexer as indexer
 
-    monkeypatch.setattr(cmod, "ENCODE_BLOCK", 3)  # -> blocks of 4 chunks with batch_size=2
+    monkeypatch.setattr(indexer, "ENCODE_BLOCK", 3)  # -> blocks of 4 chunks with batch_size=2
     texts = [" ".join(["word"] * (3 + (7 * i) % 11)) + f" doc{i}" for i in range(11)]
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"

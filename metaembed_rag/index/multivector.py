@@ -17,7 +17,6 @@ are deleted) rewrites the live rows into new files. See ``docs/index-and-search.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -37,16 +36,11 @@ from .persist import IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
 from .saving import expect
 from .storage import VectorCodec
+from .validate import check_batch, prepare_queries
 
 __all__ = ["MultiVectorIndex"]
 
 logger = logging.getLogger(__name__)
-
-
-def _as_float_array(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(x, dtype=np.float32)
 
 
 class MultiVectorIndex:
@@ -265,53 +259,6 @@ class MultiVectorIndex:
         )
 
     # ------------------------------------------------------------------ writing
-    def _check_batch(
-        self,
-        ids: Sequence[str],
-        vectors: Any,
-        texts: Sequence[str | None] | None,
-        metadatas: Sequence[dict[str, Any] | None] | None,
-    ) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, Any]]]:
-        if isinstance(ids, str):
-            raise TypeError("ids must be a sequence of strings, not one string; wrap it: [id].")
-        ids = [str(i) if not isinstance(i, str) else i for i in ids]
-        arr = _as_float_array(vectors)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1:] != (self.num_vectors, self.dim):
-            raise ValueError(
-                f"vectors must have shape (n, {self.num_vectors}, {self.dim}) for this index "
-                f"(num_vectors={self.num_vectors}, dim={self.dim}); got {tuple(arr.shape)}. "
-                "Encode documents with the model this index was built for."
-            )
-        if arr.shape[0] != len(ids):
-            raise ValueError(f"{len(ids)} ids but {arr.shape[0]} vector sets were given.")
-        if not np.isfinite(arr).all():
-            raise ValueError("vectors contain NaN or infinite values.")
-        seen: set[str] = set()
-        dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
-        if dups:
-            raise ValueError(f"Duplicate ids within one call: {sorted(set(dups))[:5]}.")
-        n = len(ids)
-        texts_l: list[str | None] = [None] * n if texts is None else list(texts)
-        metas_l: list[Any] = [None] * n if metadatas is None else list(metadatas)
-        if len(texts_l) != n or len(metas_l) != n:
-            raise ValueError(
-                f"{n} ids but {len(texts_l)} texts and {len(metas_l)} metadatas were given."
-            )
-        clean_metas: list[dict[str, Any]] = []
-        for i, m in zip(ids, metas_l, strict=True):
-            if m is None:
-                m = {}
-            if not isinstance(m, dict):
-                raise TypeError(f"metadata of {i!r} must be a dict, got {type(m).__name__}.")
-            try:
-                json.dumps(m)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"metadata of {i!r} is not JSON-serialisable: {exc}") from exc
-            clean_metas.append(m)
-        return ids, arr, texts_l, clean_metas
-
     def add(
         self,
         ids: Sequence[str],
@@ -330,7 +277,9 @@ class MultiVectorIndex:
         Raises:
             ValueError: wrong shape/dim, non-finite values, duplicate or existing ids.
         """
-        ids, arr, texts_l, metas = self._check_batch(ids, vectors, texts, metadatas)
+        ids, arr, texts_l, metas = check_batch(
+            self.num_vectors, self.dim, ids, vectors, texts, metadatas
+        )
         existing = [i for i in ids if i in self.backend.table]
         if existing:
             raise ValueError(
@@ -347,7 +296,9 @@ class MultiVectorIndex:
         metadatas: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
         """Add documents, replacing any with the same id (arguments as in :meth:`add`)."""
-        ids, arr, texts_l, metas = self._check_batch(ids, vectors, texts, metadatas)
+        ids, arr, texts_l, metas = check_batch(
+            self.num_vectors, self.dim, ids, vectors, texts, metadatas
+        )
         self.delete([i for i in ids if i in self.backend.table])
         self.backend.add(ids, arr, texts_l, metas)
 
@@ -402,24 +353,6 @@ class MultiVectorIndex:
         self.backend.compact()
 
     # ------------------------------------------------------------------ search
-    def _prepare_queries(self, queries: Any) -> torch.Tensor:
-        if isinstance(queries, np.ndarray):
-            queries = torch.from_numpy(queries)
-        if not isinstance(queries, torch.Tensor):
-            raise TypeError(
-                f"queries must be a (nq, Kq, D) tensor (MetaEmbedModel.encode_queries output), "
-                f"got {type(queries).__name__}; use TwoStageRetriever for text or images."
-            )
-        q = queries.detach().to("cpu", torch.float32)
-        if q.dim() == 2:
-            q = q.unsqueeze(0)
-        if q.dim() != 3 or q.shape[-1] != self.dim:
-            raise ValueError(
-                f"queries must have shape (nq, Kq, {self.dim}) for this index (dim={self.dim}); "
-                f"got {tuple(queries.shape)}."
-            )
-        return q.contiguous()
-
     def _select(
         self, scores: np.ndarray, cand: np.ndarray, valid: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -445,7 +378,7 @@ class MultiVectorIndex:
         int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match. Map rows
         to ids with :meth:`ids_of`."""
         p = SearchParams.of(k, params, **options)
-        q = self._prepare_queries(queries)
+        q = prepare_queries(queries, self.dim)
         recall, rerank = p.check_budgets(self.budgets, q.shape[1])
         if len(self) == 0:
             raise ValueError(
