@@ -12,7 +12,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BeirDataset", "DataError", "load_beir", "load_image_captions", "ImageCaptions"]
+__all__ = [
+    "BeirDataset",
+    "DataError",
+    "ImageCaptions",
+    "TextPair",
+    "load_beir",
+    "load_image_captions",
+    "load_pairs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +220,55 @@ def load_image_captions(
                     f"{path}:{lineno}: image {str(img_path)!r} does not decode ({exc})"
                 ) from exc
     return out
+
+
+@dataclass(frozen=True)
+class TextPair:
+    """One training pair from a ``pairs.jsonl`` file (``negative`` where the source has one)."""
+
+    query: str
+    positive: str
+    negative: str | None = None
+
+
+def load_pairs(path: str | Path) -> list[TextPair]:
+    """Read a pairs file: one JSON object a line with string ``query`` and ``positive`` fields
+    and an optional string ``negative`` (other fields are ignored). ``path`` is the file or a
+    folder holding ``pairs.jsonl``.
+
+    Raises:
+        DataError: a missing or empty file, a line that is not a JSON object, or a ``query`` /
+            ``positive`` / ``negative`` that is missing, not a string or blank (file and line
+            in the message).
+    """
+    file = Path(path)
+    if file.is_dir():
+        file = file / "pairs.jsonl"
+    if not file.is_file():
+        raise DataError(f"{file}: file not found (a pairs.jsonl file or a folder holding one)")
+    pairs: list[TextPair] = []
+    with file.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{file}:{lineno}: a JSON object expected")
+            fields: dict[str, str | None] = {}
+            for key in ("query", "positive", "negative"):
+                value = row.get(key)
+                if value is None and key == "negative":
+                    fields[key] = None
+                    continue
+                if not isinstance(value, str) or not value.strip():
+                    raise DataError(
+                        f"{file}:{lineno}: {key!r} must be a non-empty string, got {value!r:.60}"
+                    )
+                fields[key] = value
+            pairs.append(TextPair(fields["query"], fields["positive"], fields["negative"]))  # type: ignore[arg-type]
+    if not pairs:
+        raise DataError(f"{file}: empty file (no pairs)")
+    return pairs

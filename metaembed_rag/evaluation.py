@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from .budget import BudgetLike
 from .data import BeirDataset
 from .metrics import evaluate
 from .model import MetaEmbedModel
 from .scoring import maxsim
+from .vector_cache import cached_vectors, file_identity
 
-__all__ = ["evaluate_beir", "encode_corpus", "plot_budgets"]
+__all__ = [
+    "QUALITY_METRICS",
+    "evaluate_beir",
+    "encode_corpus",
+    "plot_budgets",
+    "ranking_metrics",
+    "top_rankings",
+]
 
 logger = logging.getLogger(__name__)
+
+
+QUALITY_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")
+"""The quality figures of a budget row (and of a baseline row)."""
 
 
 def encode_corpus(
@@ -36,33 +46,48 @@ def encode_corpus(
 
     Returns:
         (doc ids, (N, R_c, D) float32 vectors, seconds spent encoding — 0.0 when loaded from
-        ``cache_dir``). The cache key covers the model fingerprint, corpus file and max length.
+        ``cache_dir``). The cache key covers the model fingerprint, the corpus file (path,
+        size, mtime) and the max length.
     """
     doc_ids = sorted(ds.corpus)
-    cache_file = None
-    if cache_dir is not None:
-        corpus_file = ds.folder / "corpus.jsonl"
-        stat = corpus_file.stat()
-        key = f"{model.fingerprint()}|{corpus_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{max_length}"
-        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        cache_file = Path(cache_dir) / f"docs-{digest}.safetensors"
-        if cache_file.is_file():
-            logger.info("Loading cached document vectors from %s", cache_file)
-            return doc_ids, load_file(str(cache_file))["vectors"], 0.0
-    start = time.perf_counter()
-    vectors = model.encode_documents(
-        [ds.doc_text(d) for d in doc_ids],
-        batch_size=batch_size,
-        max_length=max_length,
-        show_progress_bar=True,
+    length = model.config.max_length if max_length is None else max_length
+    key = f"{model.fingerprint()}|{file_identity(ds.folder / 'corpus.jsonl')}|{length}"
+    vectors, seconds, _ = cached_vectors(
+        cache_dir,
+        "docs",
+        key,
+        lambda: model.encode_documents(
+            [ds.doc_text(d) for d in doc_ids],
+            batch_size=batch_size,
+            max_length=max_length,
+            show_progress_bar=True,
+        ),
     )
-    seconds = time.perf_counter() - start
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        save_file({"vectors": vectors.contiguous()}, str(tmp))
-        tmp.replace(cache_file)
     return doc_ids, vectors, seconds
+
+
+def top_rankings(
+    scores: torch.Tensor, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = 1000
+) -> dict[str, list[str]]:
+    """``{query id: the top-k doc ids, best first}`` from a (Q, N) score matrix."""
+    top = scores.topk(min(k, len(doc_ids)), dim=1).indices.tolist()
+    return {q: [doc_ids[i] for i in row] for q, row in zip(query_ids, top, strict=True)}
+
+
+def ranking_metrics(
+    rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """nDCG@10, Recall@10, Recall@100, MRR@10 on the top 100 and MAP on the whole ranking
+    (the top 1,000): the figures of a budget row, for the model and the baselines alike."""
+    m = evaluate({q: r[:100] for q, r in rankings.items()}, qrels, ks=(10, 100))
+    full = evaluate(rankings, qrels, ks=(10,))
+    return {
+        "ndcg@10": m["ndcg@10"],
+        "recall@10": m["recall@10"],
+        "recall@100": m["recall@100"],
+        "mrr@10": m["mrr@10"],
+        "map": full["map"],
+    }
 
 
 def evaluate_beir(
@@ -98,25 +123,17 @@ def evaluate_beir(
         query_times.append((time.perf_counter() - t0) * 1000)
     query_ms = statistics.median(query_times)
     out: dict[str, Any] = {"budgets": {}}
-    k_rank = min(1000, len(doc_ids))
     qrels = {q: ds.qrels[q] for q in qids}
     for b in bs:
         scores = maxsim(queries, docs, b)
-        top = scores.topk(k_rank, dim=1).indices.tolist()
-        rankings = {q: [doc_ids[i] for i in row] for q, row in zip(qids, top, strict=True)}
-        m10 = evaluate({q: r[:100] for q, r in rankings.items()}, qrels, ks=(10, 100))
-        full = evaluate(rankings, qrels, ks=(10,))
+        row: dict[str, Any] = ranking_metrics(top_rankings(scores, qids, doc_ids), qrels)
         score_times = []
         for i in range(len(sample)):
             t0 = time.perf_counter()
             maxsim(queries[i : i + 1], docs, b)
             score_times.append((time.perf_counter() - t0) * 1000)
         out["budgets"][str(b)] = {
-            "ndcg@10": m10["ndcg@10"],
-            "recall@10": m10["recall@10"],
-            "recall@100": m10["recall@100"],
-            "mrr@10": m10["mrr@10"],
-            "map": full["map"],
+            **row,
             "query_ms": query_ms,
             "score_ms": statistics.median(score_times),
         }

@@ -13,6 +13,12 @@ from metaembed_rag.training import TrainExample
 from metaembed_rag.training.recipe import RecipeConfig, _repeated
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval` caches document vectors in the user cache folder by default: keep it in tmp."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 def _beir(root: Path) -> Path:
     (root / "qrels").mkdir(parents=True)
     docs = [f"document number {i} about topic {i % 5}" for i in range(30)]
@@ -52,6 +58,7 @@ def test_eval_writes_the_documented_json(tiny_bert_path: Path, tmp_path: Path, c
         }
         assert 0.0 <= row["ndcg@10"] <= 1.0 and row["recall@100"] == 1.0  # 30 docs < 100
     assert res["model"] == str(model_dir) and res["num_queries"] == 5 and res["num_docs"] == 30
+    assert "baselines" not in res and "datasets" not in res
     assert plot.stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "(16,64)" in printed and "nDCG@10" in printed

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Mapping, Sequence
 
-from ..data import BeirDataset, ImageCaptions
+from ..data import BeirDataset, ImageCaptions, TextPair
 from .trainer import TrainExample
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "group_pairs",
     "ict_pairs",
     "with_negatives",
+    "pair_examples",
+    "split_dev",
 ]
 
 
@@ -146,3 +149,51 @@ def with_negatives(
             )
         )
     return out
+
+
+def pair_examples(
+    pairs: Sequence[TextPair], source: str, limit: int | None = None, seed: int = 0
+) -> list[TrainExample]:
+    """Examples from text pairs (``pairs.jsonl``), keeping a pair's own negative if it has one.
+
+    Pairs are keyed by their text, so a batch never holds one query or one positive twice (a
+    source with few distinct questions, such as a FAQ, would otherwise give in-batch false
+    negatives). Sources where only some pairs have a negative keep it on none (a batch is all
+    or nothing). ``limit`` keeps a seeded random sample of that many pairs.
+    """
+    rows = list(pairs)
+    if limit is not None and len(rows) > limit:
+        rows = random.Random(f"{seed}:{source}").sample(rows, limit)
+    all_negatives = all(p.negative is not None for p in rows)
+    return [
+        TrainExample(
+            p.query,
+            p.positive,
+            p.negative if all_negatives else None,
+            source=source,
+            query_id=p.query.strip().lower(),
+            positive_id=p.positive.strip().lower(),
+        )
+        for p in rows
+    ]
+
+
+def split_dev(
+    examples: Sequence[TrainExample], fraction: float, seed: int = 0
+) -> tuple[list[TrainExample], list[TrainExample]]:
+    """Hold out about ``fraction`` of the queries (by a hash of the query) as a dev split.
+    Training pairs whose positive is also a dev positive are dropped, so no query and no
+    positive is on both sides. Returns (train, dev)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+
+    def held(ex: TrainExample) -> bool:
+        digest = hashlib.sha256(f"{seed}|{ex.source}|{ex.query_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+    dev = [ex for ex in examples if held(ex)]
+    dev_positives = {(ex.source, ex.positive_id) for ex in dev}
+    train = [
+        ex for ex in examples if not held(ex) and (ex.source, ex.positive_id) not in dev_positives
+    ]
+    return train, dev

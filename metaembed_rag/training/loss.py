@@ -4,6 +4,12 @@ For every prefix group ``(r_q, r_c)`` an InfoNCE loss over budgeted MaxSim score
 denominator holds its positive, the other in-batch positives and **its own** hard negative (never
 other queries' negatives). The token-similarity tensor is computed once and sliced per group.
 Scores are unnormalised sums over query vectors (not divided by ``r_q``).
+
+Optionally (``distill_weight > 0``) every group also matches a teacher's in-batch score
+distribution: KL(softmax(teacher / distill_temperature) || softmax(group scores / temperature))
+over the same columns (in-batch positives and the query's own negative). The recipe's teacher is
+the backbone's own mean-pooled cosine, so training adds to what the backbone knows instead of
+overwriting it. This is a recipe choice of this package, not part of the MetaEmbed paper.
 """
 
 from __future__ import annotations
@@ -89,6 +95,9 @@ class MMRLoss(torch.nn.Module):
         temperature: InfoNCE temperature (0.03 in MetaEmbed).
         weights: one weight per group (default 1 each).
         reduction: ``"sum"`` or ``"mean"`` over groups.
+        distill_weight: weight of each group's KL term against the teacher scores passed to
+            :meth:`forward` (0: off).
+        distill_temperature: temperature of the teacher's distribution.
     """
 
     def __init__(
@@ -97,6 +106,8 @@ class MMRLoss(torch.nn.Module):
         temperature: float = 0.03,
         weights: Sequence[float] | None = None,
         reduction: str = "sum",
+        distill_weight: float = 0.0,
+        distill_temperature: float = 0.05,
     ) -> None:
         super().__init__()
         self.groups = [Budget.parse(g) for g in groups]
@@ -114,21 +125,44 @@ class MMRLoss(torch.nn.Module):
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
+        if distill_weight < 0 or distill_temperature <= 0:
+            raise ValueError(
+                "distill_weight must be >= 0 and distill_temperature > 0, got "
+                f"{distill_weight} and {distill_temperature}"
+            )
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
 
     def forward(
         self,
         queries: torch.Tensor,
         positives: torch.Tensor,
         negatives: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> MMRLossOutput:
-        """Loss for one batch; shapes as in :func:`group_logits`."""
+        """Loss for one batch; shapes as in :func:`group_logits`. ``teacher``: (B, B [+1])
+        teacher scores over the same columns, required when ``distill_weight > 0``."""
         logits = group_logits(queries, positives, negatives, self.groups)
         labels = torch.arange(queries.shape[0], device=queries.device)
         total = queries.new_zeros(())
         per_group: dict[str, float] = {}
+        target = None
+        if self.distill_weight > 0:
+            first = logits[self.groups[0]]
+            if teacher is None or teacher.shape != first.shape:
+                raise ValueError(
+                    f"distill_weight > 0 needs teacher scores of shape {tuple(first.shape)}, got "
+                    f"{None if teacher is None else tuple(teacher.shape)}"
+                )
+            target = F.softmax(teacher.float() / self.distill_temperature, dim=1)
         for weight, group in zip(self.weights, self.groups, strict=True):
-            loss = F.cross_entropy(logits[group].float() / self.temperature, labels)
+            scaled = logits[group].float() / self.temperature
+            loss = F.cross_entropy(scaled, labels)
             per_group[str(group)] = float(loss.detach())
+            if target is not None:
+                kl = F.kl_div(F.log_softmax(scaled, dim=1), target, reduction="batchmean")
+                per_group[f"kl{group}"] = float(kl.detach())
+                loss = loss + self.distill_weight * kl
             total = total + weight * loss
         if self.reduction == "mean":
             total = total / sum(self.weights)

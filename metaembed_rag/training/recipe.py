@@ -10,9 +10,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data import load_beir, load_image_captions
+from ..data import load_beir, load_image_captions, load_pairs
 from ..model import DEFAULT_BACKBONE, MetaEmbedModel
-from .examples import beir_pairs, caption_pairs, ict_pairs, title_pairs, with_negatives
+from .dev import evaluate_dev
+from .examples import (
+    beir_pairs,
+    caption_pairs,
+    ict_pairs,
+    pair_examples,
+    split_dev,
+    title_pairs,
+    with_negatives,
+)
 from .mining import mine_hard_negatives
 from .trainer import MMRTrainer, TrainExample, TrainingConfig
 from .warmstart import WarmStartConfig, warm_start_meta_tokens
@@ -28,6 +37,14 @@ class RecipeConfig:
 
     output_dir: str
     backbone: str = DEFAULT_BACKBONE
+    # start from a trained MetaEmbed model (folder or packaged name) instead of a new one:
+    # domain adaptation of the default model on one collection
+    init: str | None = None
+    # text-pair files or folders holding pairs.jsonl (one source each, named by the folder)
+    pairs: list[str] = field(default_factory=list)
+    pairs_max_per_source: int | None = None  # seeded sample of at most this many pairs a source
+    dev_fraction: float = 0.0  # queries held out of every source as a dev split (dev.json)
+    query_prefix: str | None = None  # None: the model's default ("Query: ")
     beir: list[str] = field(default_factory=list)
     beir_split: str = "train"
     captions: list[str] = field(default_factory=list)
@@ -67,11 +84,24 @@ class RecipeConfig:
             raise ValueError("round2_group_weights needs rounds=2.")
         if self.round2_beir_only and not self.beir:
             raise ValueError("round2_beir_only needs at least one BEIR folder (--beir).")
-        if not self.beir and not self.captions:
-            raise ValueError("No training data: pass at least one BEIR folder or caption CSV.")
+        if not self.beir and not self.captions and not self.pairs:
+            raise ValueError(
+                "No training data: pass at least one pairs file, BEIR folder or caption CSV."
+            )
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if self.pairs_max_per_source is not None and self.pairs_max_per_source < 1:
+            raise ValueError(
+                f"pairs_max_per_source must be >= 1, got {self.pairs_max_per_source}"
+            )
 
 
 def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
+    device = "cpu" if cfg.training.get("device") == "cpu" else None
+    if cfg.init is not None:
+        # keep LoRA adapters unmerged, so training continues them
+        return MetaEmbedModel.from_pretrained(cfg.init, merge_lora=False, device=device)
+    extra: dict[str, Any] = {} if cfg.query_prefix is None else {"query_prefix": cfg.query_prefix}
     return MetaEmbedModel.from_backbone(
         cfg.backbone,
         num_query_tokens=cfg.num_query_tokens,
@@ -79,8 +109,9 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         projection_dim=cfg.projection_dim,
         append_both_sides=cfg.append_both_sides,
         meta_attention=cfg.meta_attention,
-        device="cpu" if cfg.training.get("device") == "cpu" else None,
+        device=device,
         seed=seed,
+        **extra,
     )
 
 
@@ -135,11 +166,22 @@ def run_recipe(cfg: RecipeConfig) -> Path:
             base += ict_pairs(
                 ds, cfg.ict, keep_probability=cfg.ict_keep, seed=seed, source=f"ict{i}-"
             )
+    for pairs_path in map(Path, cfg.pairs):
+        name = pairs_path.name if pairs_path.is_dir() else pairs_path.parent.name
+        base += pair_examples(load_pairs(pairs_path), name, cfg.pairs_max_per_source, seed)
+    dev: list[TrainExample] = []
+    if cfg.dev_fraction:
+        base, dev = split_dev(base, cfg.dev_fraction, seed)
+        logger.info("Dev split: %d pairs held out of %d", len(dev), len(dev) + len(base))
     for i, csv_path in enumerate(cfg.captions):
         base += caption_pairs(
             load_image_captions(csv_path, verify_images=False), source=f"captions{i}", seed=seed
         )
-    stats = {"beir_pairs": sum(len(p) for _, p in pair_sets), "other_pairs": len(base)}
+    stats = {
+        "beir_pairs": sum(len(p) for _, p in pair_sets),
+        "other_pairs": len(base),
+        "dev_pairs": len(dev),
+    }
     logger.info("Training data: %s", stats)
 
     steps1 = cfg.round1_steps if cfg.rounds == 2 else cfg.steps
@@ -195,6 +237,10 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         round2.train()
     final.config.max_length = doc_len
     folder = final.save_pretrained(out / "final")
+    if dev:
+        report = evaluate_dev(final, dev, batch_size=int(cfg.training.get("batch_size", 32)))
+        (out / "dev.json").write_text(json.dumps(report, indent=2) + "\n")
+        logger.info("Dev nDCG@10 (macro over sources): %s", report["macro"])
     (out / "train_stats.json").write_text(
         json.dumps({**stats, "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n"
     )

@@ -8,6 +8,7 @@ Checkpoints are safetensors + JSON (no pickle) and training resumes from the new
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -92,6 +93,11 @@ class TrainingConfig:
     # It only shapes the backbone; retrieval still uses the Meta vectors alone.
     pooled_loss_weight: float = 0.0
     pooled_temperature: float = 0.05
+    # Distillation (0: off): every MMR group also matches the in-batch score distribution of
+    # the backbone's own mean-pooled cosine (the untrained backbone: adapters off), with
+    # teacher temperature distill_temperature. See metaembed_rag.training.loss.
+    distill_weight: float = 0.0
+    distill_temperature: float = 0.05
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,11 @@ class TrainingConfig:
             raise ValueError(
                 "pooled_loss_weight must be >= 0 and pooled_temperature > 0, got "
                 f"{self.pooled_loss_weight} and {self.pooled_temperature}"
+            )
+        if self.distill_weight > 0 and self.train_backbone:
+            raise ValueError(
+                "distill_weight needs a frozen backbone or LoRA (the teacher is the untrained "
+                "backbone); it cannot be combined with train_backbone."
             )
 
 
@@ -177,6 +188,19 @@ class _Batcher:
         return batches
 
 
+def _pair_scores(
+    queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, B [+1]) cosine scores of pooled states, columns as in ``group_logits``."""
+    qn = torch.nn.functional.normalize(queries.float(), dim=-1)
+    pn = torch.nn.functional.normalize(positives.float(), dim=-1)
+    scores = qn @ pn.T
+    if negatives is not None:
+        nn_ = torch.nn.functional.normalize(negatives.float(), dim=-1)
+        scores = torch.cat([scores, (qn * nn_).sum(-1, keepdim=True)], dim=1)
+    return scores
+
+
 class MMRTrainer:
     """Train a :class:`MetaEmbedModel` with the MMR loss.
 
@@ -207,6 +231,8 @@ class MMRTrainer:
             temperature=config.temperature,
             weights=config.group_weights,
             reduction=config.loss_reduction,
+            distill_weight=config.distill_weight,
+            distill_temperature=config.distill_temperature,
         )
         self.batcher = _Batcher(examples, config.batch_size, config.seed)
         self.examples = self.batcher.examples
@@ -335,37 +361,65 @@ class MMRTrainer:
         return True
 
     # ------------------------------------------------------------------ training
-    def _encode(self, items: list[ItemLike], side: str, max_length: int) -> Any:
-        """(B, R, D) vectors, or ``(vectors, (B, H) pooled)`` with the auxiliary loss on."""
+    def _teacher_in_forward(self) -> bool:
+        """Whether the same forward pass yields the teacher's pooled states: the backbone is
+        frozen and the input tokens do not attend to the Meta tokens."""
+        cfg = self.config
+        causal = (
+            getattr(self.model.config, "meta_attention", "full") == "causal"
+            or not self.model.adapter.bidirectional
+        )
+        return not cfg.lora and not cfg.train_backbone and causal
+
+    def _encode(
+        self, items: list[ItemLike], side: str, max_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, R, D) vectors, (B, H) pooled states of the trained backbone (for the pooled
+        loss) and (B, H) teacher states (for distillation); ``None`` where not needed."""
+        cfg = self.config
         batch = self.model.prepare(items, side, max_length=max_length)  # type: ignore[arg-type]
-        mixed = self.config.autocast
+        mixed = cfg.autocast
+        distill = cfg.distill_weight > 0
+        shared_teacher = distill and self._teacher_in_forward()
+        want_pooled = cfg.pooled_loss_weight > 0 or shared_teacher
         with torch.autocast(
             self.model.device.type,
             dtype=getattr(torch, mixed) if mixed else None,
             enabled=mixed is not None,
         ):
-            return self.model(
-                batch, side, return_pooled=self.config.pooled_loss_weight > 0  # type: ignore[arg-type]
-            )
+            out = self.model(batch, side, return_pooled=want_pooled)  # type: ignore[arg-type]
+            vectors, pooled = out if want_pooled else (out, None)
+            teacher = pooled.detach() if shared_teacher and pooled is not None else None
+            if distill and teacher is None:
+                with torch.no_grad(), self._adapters_off():
+                    teacher = self.model.adapter.mean_pooled(batch)
+        return vectors, pooled, teacher
+
+    def _adapters_off(self) -> Any:
+        """Context in which the backbone runs without its LoRA adapters (the teacher)."""
+        disable = getattr(self.model.backbone, "disable_adapter", None)
+        if disable is None:
+            return contextlib.nullcontext()
+        return disable()
 
     def _micro_loss(self, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         exs = [self.examples[i] for i in idx]
-        pooled = cfg.pooled_loss_weight > 0
-        q = self._encode([e.query for e in exs], "query", cfg.query_max_length)
-        p = self._encode([e.positive for e in exs], "document", cfg.doc_max_length)
+        q, qp, qt = self._encode([e.query for e in exs], "query", cfg.query_max_length)
+        p, pp, pt = self._encode([e.positive for e in exs], "document", cfg.doc_max_length)
         negs = [e.negative for e in exs]
-        n = None
+        n = np_ = nt = None
         if all(x is not None for x in negs):
-            n = self._encode(negs, "document", cfg.doc_max_length)  # type: ignore[arg-type]
+            n, np_, nt = self._encode(negs, "document", cfg.doc_max_length)  # type: ignore[arg-type]
         elif any(x is not None for x in negs):
             raise ValueError("Within a batch, either every example has a hard negative or none.")
-        if not pooled:
-            out = self.loss_fn(q, p, n)
+        teacher = None
+        if qt is not None and pt is not None:
+            teacher = _pair_scores(qt, pt, nt)
+        out = self.loss_fn(q, p, n, teacher)
+        if cfg.pooled_loss_weight <= 0:
             return out.loss, out.group_losses
-        (q, qp), (p, pp) = q, p
-        n, np_ = (None, None) if n is None else n
-        out = self.loss_fn(q, p, n)
+        assert qp is not None and pp is not None
         logits = qp @ pp.T
         if np_ is not None:
             logits = torch.cat([logits, (qp * np_).sum(-1, keepdim=True)], dim=1)

