@@ -338,11 +338,11 @@ def test_bench_lists_runs_and_explains_missing_scripts(tmp_path: Path, capsys) -
 
 
 def test_bench_without_a_repository_checkout(tmp_path: Path, capsys, monkeypatch) -> None:
-    import metaembed_rag.cli as cli
+    import metaembed_rag.cli.bench as bench
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(
-        cli, "__file__", str(tmp_path / "site-packages" / "metaembed_rag" / "cli.py")
+        bench, "__file__", str(tmp_path / "site-packages" / "metaembed_rag" / "cli" / "bench.py")
     )
     rc, _, err = _run(capsys, "bench")
     assert rc == 2 and "run from a clone" in _one_error_line(err)
