@@ -48,7 +48,8 @@ def _graph() -> dict[str, set[str]]:
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [base] + [f"{base}.{a.name}" for a in node.names]
             for t in targets:
-                if t in modules and t != name:
+                # a module's own parent packages are imported before it anyway: not an edge
+                if t in modules and t != name and not name.startswith(t + "."):
                     graph[name].add(t)
     return graph
 
