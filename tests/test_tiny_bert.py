@@ -72,7 +72,7 @@ def test_interrupted_save_keeps_previous(
 ) -> None:
     folder = tiny.save_pretrained(tmp_path / "keep")
     before = MetaEmbedModel.from_pretrained(folder).fingerprint()
-    import metaembed_rag.model as model_mod
+    import metaembed_rag.model_io as model_mod
 
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
