@@ -40,8 +40,9 @@ def _print_problems(report: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..chunking import check_options
-    from ..collection import CONFIG_FILE, Collection, _model_reference
-    from ..collection import _load_model as load_collection_model
+    from ..collection import Collection
+    from ..collection.folder import CONFIG_FILE, _model_reference
+    from ..collection.folder import _load_model as load_collection_model
     from ..ingest import SUPPORTED_SUFFIXES, discover_files
 
     # Everything that can be checked without the model is, before anything is loaded or written.

@@ -30,28 +30,7 @@ Files finished before the last completed commit are never re-encoded.
 from __future__ import annotations
 
 from .core import Collection
-from .folder import (
-    CONFIG_FILE,
-    FILES_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    INDEX_DIR,
-    CollectionError,
-    _load_model,
-    _model_reference,
-)
+from .folder import CollectionError
 from .report import IngestReport, SearchResult
 
-__all__ = [
-    "CONFIG_FILE",
-    "FILES_FILE",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "INDEX_DIR",
-    "Collection",
-    "CollectionError",
-    "IngestReport",
-    "SearchResult",
-    "_load_model",
-    "_model_reference",
-]
+__all__ = ["Collection", "CollectionError", "IngestReport", "SearchResult"]

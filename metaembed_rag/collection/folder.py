@@ -3,12 +3,11 @@ model reference a collection records (see the :mod:`metaembed_rag.collection` do
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..index.persist import atomic_writer, fsync_dir
+from ..index.persist import read_json_object, write_json_object
 
 __all__ = [
     "CONFIG_FILE",
@@ -53,19 +52,11 @@ def _display(path: Path) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_writer(path) as f:
-        f.write((json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
-    fsync_dir(path.parent)
+    write_json_object(path, data, indent=1, sort_keys=True)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CollectionError(f"{path}: cannot read the {what} ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise CollectionError(f"{path}: the {what} is not a JSON object.")
-    return data
+    return read_json_object(path, f"the {what} is damaged: restore the folder", CollectionError)
 
 
 def _model_reference(model: Any) -> str | None:

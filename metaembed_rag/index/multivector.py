@@ -265,42 +265,37 @@ class MultiVectorIndex:
         vectors: torch.Tensor | np.ndarray,
         texts: Sequence[str | None] | None = None,
         metadatas: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         """Add new documents.
 
         Args:
-            ids: unique string ids, none already in the index (use :meth:`upsert` to replace).
+            ids: unique string ids, none already in the index unless ``replace``.
             vectors: ``(n, K, D)`` float vectors (``MetaEmbedModel.encode_documents`` output).
             texts: optional texts, stored and returned with hits.
             metadatas: optional JSON-serialisable dicts, used by filters.
+            replace: replace documents whose id exists (what :meth:`upsert` does).
 
         Raises:
-            ValueError: wrong shape/dim, non-finite values, duplicate or existing ids.
+            ValueError: wrong shape/dim, non-finite values, duplicate ids in the call, or (not
+                ``replace``) ids already in the index.
         """
         ids, arr, texts_l, metas = check_batch(
             self.num_vectors, self.dim, ids, vectors, texts, metadatas
         )
         existing = [i for i in ids if i in self.backend.table]
-        if existing:
+        if existing and not replace:
             raise ValueError(
                 f"{len(existing)} id(s) already in the index, e.g. {existing[:5]}; use "
                 "upsert() to replace documents."
             )
+        self.delete(existing)
         self.backend.add(ids, arr, texts_l, metas)
 
-    def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: torch.Tensor | np.ndarray,
-        texts: Sequence[str | None] | None = None,
-        metadatas: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
+    def upsert(self, *args: Any, **kwargs: Any) -> None:
         """Add documents, replacing any with the same id (arguments as in :meth:`add`)."""
-        ids, arr, texts_l, metas = check_batch(
-            self.num_vectors, self.dim, ids, vectors, texts, metadatas
-        )
-        self.delete([i for i in ids if i in self.backend.table])
-        self.backend.add(ids, arr, texts_l, metas)
+        self.add(*args, replace=True, **kwargs)
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Delete documents by id (tombstones; rows are reclaimed by :meth:`compact`).

@@ -16,7 +16,6 @@ File (``"format": "metaembed-rag/settings"``, ``"format_version": 1``)::
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import SearchParams
-from .persist import IndexMismatchError, atomic_writer
+from .persist import IndexMismatchError, read_json_object, write_json_object
 
 __all__ = ["SETTINGS_FORMAT", "SETTINGS_VERSION", "StoreSettings"]
 
@@ -80,8 +79,7 @@ class StoreSettings:
         """Write atomically (temporary file, fsync, rename)."""
         path = Path(path)
         data = {"format": SETTINGS_FORMAT, "format_version": SETTINGS_VERSION, **asdict(self)}
-        with atomic_writer(path) as f:
-            f.write((json.dumps(data, indent=2) + "\n").encode("utf-8"))
+        write_json_object(path, data)
         return path
 
     @classmethod
@@ -112,12 +110,7 @@ class StoreSettings:
                 f"{path} is missing: {path.parent} holds no saved {kind} (write one with the "
                 "store's save / persist method)."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc}); {fix}.") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}.")
+        data = read_json_object(path, fix)
         if data.get("format") != SETTINGS_FORMAT:
             if migrate is None:
                 raise ValueError(f"{path} is not a {kind} settings file; {fix}.")

@@ -12,6 +12,7 @@ from langchain_core.embeddings import Embeddings
 from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams
 from metaembed_rag.index.settings import StoreSettings
 
+from . import _single as single
 from .embeddings import MetaEmbedEmbeddings
 
 __all__ = ["CONFIG_NAME", "INDEX_DIR", "KIND", "read_store", "save_store"]
@@ -165,11 +166,4 @@ def _check_saved_embeddings(
     width = settings.dim
     if width is None:  # an empty store: nothing to compare yet
         return
-    probe = emb.embed_query("width check")
-    if len(probe) != width:
-        raise ValueError(
-            f"The store at {folder} holds {width}-float vectors but "
-            f"{type(emb).__name__}.embed_query returns {len(probe)} floats: these are not the "
-            "embeddings the store was built with (another model or size). Open it with those, "
-            "or rebuild the store with these embeddings."
-        )
+    single.check_width(emb, len(emb.embed_query("width check")), "embed_query", width)
