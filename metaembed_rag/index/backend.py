@@ -24,6 +24,7 @@ import torch
 from ..budget import Budget
 from ..scoring import maxsim_pairwise
 from .filters import Filter
+from .validate import DocumentBatch
 
 __all__ = ["StorageBackend"]
 
@@ -39,14 +40,8 @@ class StorageBackend(ABC):
         """Live documents."""
 
     @abstractmethod
-    def add(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        texts: Sequence[str | None],
-        metas: Sequence[dict[str, Any]],
-    ) -> None:
-        """Store new documents (``vectors``: float32 ``(n, K, D)``; ids not present yet)."""
+    def add(self, batch: DocumentBatch) -> None:
+        """Store new documents (checked; their ids are not present yet)."""
 
     @abstractmethod
     def delete(self, ids: Sequence[str]) -> int:

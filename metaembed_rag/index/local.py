@@ -28,6 +28,7 @@ from .filters import Filter
 from .hits import stable_topk
 from .rowset import RowSet, new_tag
 from .saving import check_files, finish_save, manifest_files, write_faiss
+from .validate import DocumentBatch
 
 __all__ = ["LocalBackend"]
 
@@ -78,17 +79,11 @@ class LocalBackend(StorageBackend):
         return self.rows.folder
 
     # ------------------------------------------------------------------ writing
-    def add(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        texts: Sequence[str | None],
-        metas: Sequence[dict[str, Any]],
-    ) -> None:
-        if not ids:
+    def add(self, batch: DocumentBatch) -> None:
+        if not batch.ids:
             return
-        slots, coarse = self.rows.append(vectors)
-        self.table.append(ids, texts, metas)
+        slots, coarse = self.rows.append(batch.vectors)
+        self.table.append(batch.ids, batch.texts, batch.metadatas)
         target = self.coarse.target_kind(len(self))
         if target != self.coarse.kind:
             self.rebuild_coarse(target)

@@ -281,17 +281,15 @@ class MultiVectorIndex:
             ValueError: wrong shape/dim, non-finite values, duplicate ids in the call, or (not
                 ``replace``) ids already in the index.
         """
-        ids, arr, texts_l, metas = check_batch(
-            self.num_vectors, self.dim, ids, vectors, texts, metadatas
-        )
-        existing = [i for i in ids if i in self.backend.table]
+        batch = check_batch(self.num_vectors, self.dim, ids, vectors, texts, metadatas)
+        existing = [i for i in batch.ids if i in self.backend.table]
         if existing and not replace:
             raise ValueError(
                 f"{len(existing)} id(s) already in the index, e.g. {existing[:5]}; use "
                 "upsert() to replace documents."
             )
         self.delete(existing)
-        self.backend.add(ids, arr, texts_l, metas)
+        self.backend.add(batch)
 
     def upsert(self, *args: Any, **kwargs: Any) -> None:
         """Add documents, replacing any with the same id (arguments as in :meth:`add`)."""

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["as_float_array", "check_batch", "prepare_queries"]
+__all__ = ["DocumentBatch", "as_float_array", "check_batch", "prepare_queries"]
+
+
+@dataclass(frozen=True)
+class DocumentBatch:
+    """Documents to store: ids, float32 ``(n, K, D)`` vectors, texts and metadata dicts."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    texts: list[str | None]
+    metadatas: list[dict[str, Any]]
 
 
 def as_float_array(x: Any) -> np.ndarray:
@@ -26,7 +37,12 @@ def check_batch(
     vectors: Any,
     texts: Sequence[str | None] | None,
     metadatas: Sequence[dict[str, Any] | None] | None,
-) -> tuple[list[str], np.ndarray, list[str | None], list[dict[str, Any]]]:
+) -> DocumentBatch:
+    """The checked batch of a write (float32 ``(n, K, D)`` vectors, metadata dicts).
+
+    Raises:
+        TypeError / ValueError: what is wrong with the batch, and what to pass instead.
+    """
     if isinstance(ids, str):
         raise TypeError("ids must be a sequence of strings, not one string; wrap it: [id].")
     ids = [str(i) if not isinstance(i, str) else i for i in ids]
@@ -65,7 +81,7 @@ def check_batch(
         except (TypeError, ValueError) as exc:
             raise TypeError(f"metadata of {i!r} is not JSON-serialisable: {exc}") from exc
         clean_metas.append(m)
-    return ids, arr, texts_l, clean_metas
+    return DocumentBatch(ids, arr, texts_l, clean_metas)
 
 
 def prepare_queries(queries: Any, dim: int) -> torch.Tensor:
