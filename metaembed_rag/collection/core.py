@@ -195,30 +195,19 @@ class Collection(Indexer):
 
     @staticmethod
     def _load_index(root: Path, config: dict[str, Any], loaded: Any, arg: Any) -> MultiVectorIndex:
-        try:
-            return MultiVectorIndex.load(root / INDEX_DIR, model=loaded)
-        except IndexMismatchError as exc:
-            what = config.get("model") if arg is None else arg
-            fp = loaded.fingerprint() if loaded is not None else "?"
-            raise CollectionError(
-                f"The collection at {root} was indexed with model fingerprint "
-                f"{config.get('model_fingerprint')!r}, but the model {what!r} has fingerprint "
-                f"{fp!r} (another model, or its weights changed since indexing): open it with "
-                "the model it was built with, or re-index the documents into a new folder."
-            ) from exc
+        index = MultiVectorIndex.load(root / INDEX_DIR)
+        if loaded is not None:
+            _check_model(root, index, loaded, config.get("model") if arg is None else arg)
+        return index
 
     @property
     def model(self) -> Any:
         """The encoder (loaded on first use when opened with ``load_model=False``)."""
         if self._model is None:
             arg = self._model_arg
-            loaded = _load_model(self.config.get("model") if arg is None else arg, self._device)
-            if loaded.fingerprint() != self.index.fingerprint:
-                raise CollectionError(
-                    f"The collection at {self.folder} was indexed with model fingerprint "
-                    f"{self.index.fingerprint!r}, but the model has {loaded.fingerprint()!r}: "
-                    "open it with the model it was built with, or re-index into a new folder."
-                )
+            what = self.config.get("model") if arg is None else arg
+            loaded = _load_model(what, self._device)
+            _check_model(self.folder, self.index, loaded, what)
             self._model = loaded
         return self._model
 
@@ -321,3 +310,18 @@ class Collection(Indexer):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_model(root: Path, index: MultiVectorIndex, model: Any, what: Any) -> None:
+    """:meth:`MultiVectorIndex.check_compatible`, as a :class:`CollectionError` naming the
+    collection and the model."""
+    try:
+        index.check_compatible(model)
+    except IndexMismatchError as exc:
+        raise CollectionError(
+            f"The collection at {root} was indexed with model fingerprint "
+            f"{index.fingerprint!r}, but the model {what!r} has fingerprint "
+            f"{model.fingerprint()!r} (another model, or its weights changed since indexing): "
+            "open it with the model it was built with, or re-index the documents into a new "
+            f"folder. ({exc})"
+        ) from exc
