@@ -140,7 +140,9 @@ def test_add_delete_upsert_equals_rebuild(coarse_index):
     )
     index.compact()
     assert index.num_rows == len(current)
-    assert as_pairs(index.search(q, k=10, fetch_k=40)) == as_pairs(fresh.search(q, k=10, fetch_k=40))
+    assert as_pairs(index.search(q, k=10, fetch_k=40)) == as_pairs(
+        fresh.search(q, k=10, fetch_k=40)
+    )
 
 
 def test_deleted_documents_never_returned():

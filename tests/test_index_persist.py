@@ -48,7 +48,10 @@ def test_round_trip_identical(tmp_path, dtype, mmap):
     assert manifest["model_fingerprint"] == "fp-A" and manifest["vectors_per_doc"] == K
     loaded = MultiVectorIndex.load(tmp_path / "idx", mmap=mmap)
     assert _results(loaded, q) == before
-    assert loaded.get("d7")["text"] == "text 7" and loaded.get("d7")["metadata"] == {"i": 7, "odd": True}
+    assert loaded.get("d7")["text"] == "text 7" and loaded.get("d7")["metadata"] == {
+        "i": 7,
+        "odd": True,
+    }
     assert "d3" not in loaded
     np.testing.assert_array_equal(loaded.get("d9")["vectors"], index.get("d9")["vectors"])
     # the loaded index keeps working incrementally and saves again
