@@ -24,7 +24,11 @@ setup(
         Extension(
             "metaembed_rag.scoring._maxsim",
             sources=["metaembed_rag/scoring/_maxsim.c"],
-            depends=["metaembed_rag/scoring/_maxsim_impl.h", "metaembed_rag/scoring/_maxsim_direct.h"],
+            depends=[
+                "metaembed_rag/scoring/_maxsim_impl.h",
+                "metaembed_rag/scoring/_maxsim_direct.h",
+                "metaembed_rag/scoring/_maxsim_amx.h",
+            ],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             optional=True,

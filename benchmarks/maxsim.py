@@ -241,7 +241,7 @@ def main() -> None:
                     if not info["available"]:
                         path = "torch"
                     elif path == "kernel":  # which kernel path ran: amx, direct, pairs, r1, staged
-                        path = f"kernel ({scoring._ext.last_path()})"
+                        path = f"kernel ({scoring._kernel._ext.last_path()})"
                     flops = 2.0 * args.nq * n * r_q * r_c * dim
                     nbytes = float(n) * r_c * dim * itemsize
                     t_floor = max(nbytes / bw, flops / gemm)

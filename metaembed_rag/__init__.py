@@ -14,7 +14,7 @@ import logging
 
 from .budget import DEFAULT_BUDGETS, Budget, parse_budgets, resolve_budget
 from .config import MetaEmbedConfig
-from .index import MultiVectorIndex
+from .index import MultiVectorIndex, SearchParams
 from .index.hits import Hit
 from .model import DEFAULT_BACKBONE, DEFAULT_MODEL, MetaEmbedModel
 from .retriever import TwoStageRetriever
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "Hit",
     "MultiVectorIndex",
+    "SearchParams",
     "TwoStageRetriever",
     "MetaEmbedConfig",
     "MetaEmbedModel",

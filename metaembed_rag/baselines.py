@@ -161,11 +161,11 @@ class MeanPoolEncoder:
             ValueError: the backbone is not a text model (a vision-language backbone has no
                 plain text mean-pool baseline here).
         """
-        from .model import _load_backbone
+        from .model_io import load_backbone
 
         folder = Path(model_folder) if model_folder is not None else None
         path = resolve_backbone_path(reference, folder)
-        adapter_cls, model, processor = _load_backbone(path, trust_remote_code, dtype)
+        adapter_cls, model, processor = load_backbone(path, trust_remote_code, dtype)
         if adapter_cls.family != "text":
             raise ValueError(
                 f"the mean-pool baseline needs a text backbone; {reference!r} is a "

@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Budget", "BudgetLike", "DEFAULT_BUDGETS", "resolve_budget", "parse_budgets"]
+__all__ = [
+    "Budget",
+    "BudgetLike",
+    "DEFAULT_BUDGETS",
+    "check_budget",
+    "parse_budget",
+    "resolve_budget",
+    "parse_budgets",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -121,6 +130,50 @@ def resolve_budget(
             f"candidate). Valid budgets: {names}."
         )
     return b
+
+
+def parse_budget(value: Any, what: str) -> Budget | None:
+    """``None`` stays ``None``; a ``Budget``, ``(r_q, r_c)`` pair or ``"r_q,r_c"`` string
+    becomes a :class:`Budget`.
+
+    Raises:
+        ValueError: the value is not a budget (the message names ``what`` and the forms).
+    """
+    if value is None:
+        return None
+    try:
+        return Budget.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{what}={value!r} is not a budget: write it as (r_q, r_c), e.g. (8, 16), or "
+            f"'8,16'. ({exc})"
+        ) from exc
+
+
+def check_budget(value: Any, valid: Iterable[BudgetLike], what: str, owner: str) -> Budget | None:
+    """:func:`parse_budget`, then check the budget is one of ``valid`` (``None`` stays ``None``).
+
+    Args:
+        value: the budget as given (``None``, ``Budget``, ``(r_q, r_c)`` or ``"r_q,r_c"``).
+        valid: the trained budgets it must be one of.
+        what: the option name, for the message (``"budget"``, ``"recall_budget"``).
+        owner: whose budgets ``valid`` are, for the message (``"this store's model (...)"``).
+
+    Raises:
+        ValueError: not a budget, or not one of ``valid`` (the message names ``what`` and
+            ``owner`` and lists the valid budgets).
+    """
+    budget = parse_budget(value, what)
+    if budget is None:
+        return None
+    groups = sorted({Budget.parse(v) for v in valid})
+    if budget not in groups:
+        names = ", ".join(f"({b.r_q},{b.r_c})" for b in groups)
+        raise ValueError(
+            f"{what}=({budget.r_q},{budget.r_c}) is not a budget of {owner}. Valid budgets: "
+            f"{names}; pick one, or None for the default."
+        )
+    return budget
 
 
 def parse_budgets(text: str | Iterable[BudgetLike], valid: Iterable[BudgetLike]) -> list[Budget]:

@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,14 @@ class BeirDataset:
         return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
 
 
-def _read_jsonl(path: Path, id_key: str = "_id") -> dict[str, dict]:
+def _jsonl_objects(path: Path, what: str = "") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of every non-blank line of a JSONL file.
+
+    Raises:
+        DataError: a missing file, or a line that is not a JSON object (file and line named).
+    """
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    rows: dict[str, dict] = {}
+        raise DataError(f"{path}: file not found{what}")
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -64,12 +69,20 @@ def _read_jsonl(path: Path, id_key: str = "_id") -> dict[str, dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or id_key not in row:
-                raise DataError(f"{path}:{lineno}: a JSON object with an {id_key!r} field expected")
-            key = str(row[id_key])
-            if key in rows:
-                raise DataError(f"{path}:{lineno}: duplicate id {key!r}")
-            rows[key] = row
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: a JSON object expected")
+            yield lineno, row
+
+
+def _read_jsonl(path: Path, id_key: str = "_id") -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for lineno, row in _jsonl_objects(path):
+        if id_key not in row:
+            raise DataError(f"{path}:{lineno}: a JSON object with an {id_key!r} field expected")
+        key = str(row[id_key])
+        if key in rows:
+            raise DataError(f"{path}:{lineno}: duplicate id {key!r}")
+        rows[key] = row
     if not rows:
         raise DataError(f"{path}: empty file (no records)")
     return rows
@@ -160,9 +173,6 @@ class ImageCaptions:
     image_dir: Path
     captions: dict[str, list[str]] = field(default_factory=dict)
 
-    def image_path(self, name: str) -> Path:
-        return self.image_dir / name
-
 
 def load_image_captions(
     csv_path: str | Path,
@@ -247,31 +257,20 @@ def load_pairs(path: str | Path) -> list[TextPair]:
     file = Path(path)
     if file.is_dir():
         file = file / "pairs.jsonl"
-    if not file.is_file():
-        raise DataError(f"{file}: file not found (a pairs.jsonl file or a folder holding one)")
     pairs: list[TextPair] = []
-    with file.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    for lineno, row in _jsonl_objects(file, " (a pairs.jsonl file or a folder holding one)"):
+        fields: dict[str, str | None] = {}
+        for key in ("query", "positive", "negative"):
+            value = row.get(key)
+            if value is None and key == "negative":
+                fields[key] = None
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{file}:{lineno}: a JSON object expected")
-            fields: dict[str, str | None] = {}
-            for key in ("query", "positive", "negative"):
-                value = row.get(key)
-                if value is None and key == "negative":
-                    fields[key] = None
-                    continue
-                if not isinstance(value, str) or not value.strip():
-                    raise DataError(
-                        f"{file}:{lineno}: {key!r} must be a non-empty string, got {value!r:.60}"
-                    )
-                fields[key] = value
-            pairs.append(TextPair(fields["query"], fields["positive"], fields["negative"]))  # type: ignore[arg-type]
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(
+                    f"{file}:{lineno}: {key!r} must be a non-empty string, got {value!r:.60}"
+                )
+            fields[key] = value
+        pairs.append(TextPair(fields["query"], fields["positive"], fields["negative"]))  # type: ignore[arg-type]
     if not pairs:
         raise DataError(f"{file}: empty file (no pairs)")
     return pairs

@@ -5,9 +5,18 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
-__all__ = ["resolve_model_folder", "resolve_backbone_path", "BUILTIN_MODELS", "PACKAGE_PREFIX"]
+__all__ = [
+    "resolve_model_folder",
+    "resolve_backbone_path",
+    "load_model",
+    "clear_model_cache",
+    "BUILTIN_MODELS",
+    "PACKAGE_PREFIX",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +102,67 @@ def resolve_backbone_path(reference: str, model_folder: Path | None = None) -> s
     if model_folder is not None and (model_folder / reference).is_dir():
         return str(model_folder / reference)
     return reference
+
+
+#: Loaded models (``MetaEmbedModel``; typed ``Any`` because model.py imports this module).
+_CACHE: dict[tuple[str, str | None, str | None], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(name: str, device: Any, dtype: Any) -> tuple[str, str | None, str | None]:
+    """Key a model by its folder when it is local (so a built-in name and its folder share one
+    load), otherwise by the name as given."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        folder = str(path.resolve())
+    elif name in BUILTIN_MODELS:
+        folder = str(Path(BUILTIN_MODELS[name]).resolve())
+    else:
+        return name, None if device is None else str(device), None if dtype is None else str(dtype)
+    # A folder saved again (new weights) is a new model: its files' times are part of the key.
+    stamp = [f"{p.name}@{p.stat().st_mtime_ns}" for p in sorted(Path(folder).glob("metaembed*"))]
+    key = "|".join([folder, *stamp])
+    return key, None if device is None else str(device), None if dtype is None else str(dtype)
+
+
+def load_model(
+    name: str | os.PathLike[str] | None,
+    device: Any = None,
+    dtype: Any = None,
+    *,
+    cache: bool = True,
+) -> Any:
+    """``MetaEmbedModel.from_pretrained(name, device=device, dtype=dtype)``, once per process;
+    ``name=None`` is the packaged default model.
+
+    With ``cache=True`` the loaded model is kept in a process-wide table keyed by (model
+    folder, device, dtype) and shared by every caller asking for the same thing (the CLI, the
+    demo, both framework integrations): the model is only used for inference, so sharing it
+    is safe and saves a load (seconds) and a copy of the weights per user.
+    """
+    from .model import DEFAULT_MODEL, MetaEmbedModel
+
+    if name is None:
+        if DEFAULT_MODEL not in BUILTIN_MODELS:
+            raise FileNotFoundError(
+                f"The default model {DEFAULT_MODEL!r} is not shipped in this installation; "
+                "pass a model folder (model=... / --model FOLDER, for example the output of "
+                "`metaembed-rag train`)."
+            )
+        name = DEFAULT_MODEL
+    if not cache:
+        return MetaEmbedModel.from_pretrained(name, device=device, dtype=dtype)
+    key = _cache_key(str(name), device, dtype)
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            logger.info("loading MetaEmbed model %s (device=%s, dtype=%s)", name, device, dtype)
+            model = MetaEmbedModel.from_pretrained(name, device=device, dtype=dtype)
+            _CACHE[key] = model
+        return model
+
+
+def clear_model_cache() -> None:
+    """Forget every model loaded with ``cache=True`` (the next caller loads again)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -35,14 +35,6 @@ class Item:
     image: Any = None  # PIL.Image.Image, or a source not decoded yet
     source: str = ""  # short description of where the item came from, for error messages
 
-    @property
-    def has_image(self) -> bool:
-        return self.image is not None
-
-    @property
-    def has_text(self) -> bool:
-        return self.text is not None
-
 
 def _pil():
     try:
@@ -50,15 +42,6 @@ def _pil():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("Image inputs need Pillow: pip install 'metaembed-rag[image]'") from exc
     return Image
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, Path):
-        return str(value)
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_image(value: Any, *, where: str = "") -> Image:

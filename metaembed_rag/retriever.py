@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Any, Unpack, overload
 
-from .budget import BudgetLike
-from .index import Filter, Hit, MultiVectorIndex
+import numpy as np
+import torch
+
+from .index import Hit, MultiVectorIndex
+from .index.params import SearchOptions, SearchParams
 from .inputs import ItemLike
 
 __all__ = ["Hit", "TwoStageRetriever"]
@@ -33,33 +36,13 @@ class TwoStageRetriever:
         index: a :class:`~metaembed_rag.index.MultiVectorIndex` built for this model.
 
     Raises:
-        ValueError: the index was built with another model (fingerprint), dim or vector count;
-            or a non-empty index has no fingerprint recorded.
+        IndexMismatchError: the index was built with another model (fingerprint), dim or
+            vector count; or a non-empty index has no fingerprint recorded
+            (:meth:`MultiVectorIndex.check_compatible`).
     """
 
     def __init__(self, model: Any, index: MultiVectorIndex) -> None:
-        fp = model.fingerprint()
-        if index.fingerprint is None:
-            if len(index) or index.num_rows:
-                raise ValueError(
-                    "The index records no model fingerprint, so its vectors cannot be checked "
-                    f"against this model ({fp}); build it with MultiVectorIndex.for_model(model) "
-                    "or pass fingerprint=model.fingerprint()."
-                )
-            index.fingerprint = fp
-        elif index.fingerprint != fp:
-            raise ValueError(
-                f"The index was built with model fingerprint {index.fingerprint!r} but this model "
-                f"has {fp!r}: load the model the index was built with, or rebuild the index "
-                "with this model (TwoStageRetriever.create(model) + add_documents)."
-            )
-        if index.dim != model.dim:
-            raise ValueError(f"Index dim {index.dim} != model dim {model.dim}.")
-        if index.num_vectors != model.config.num_candidate_tokens:
-            raise ValueError(
-                f"Index stores {index.num_vectors} vectors per document but the model makes "
-                f"{model.config.num_candidate_tokens}."
-            )
+        index.check_compatible(model)
         self.model = model
         self.index = index
 
@@ -107,55 +90,59 @@ class TwoStageRetriever:
     def search(
         self,
         query: ItemLike,
-        k: int = 10,
+        k: int | None = None,
         *,
-        fetch_k: int = 200,
-        recall_budget: BudgetLike = (1, 1),
-        rerank_budget: BudgetLike | None = None,
-        filter: Filter | None = None,
-        mode: Literal["two_stage", "exhaustive"] = "two_stage",
         instruction: str | None = None,
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
     ) -> list[Hit]: ...
 
     @overload
     def search(
         self,
         query: list[ItemLike],
-        k: int = 10,
+        k: int | None = None,
         *,
-        fetch_k: int = 200,
-        recall_budget: BudgetLike = (1, 1),
-        rerank_budget: BudgetLike | None = None,
-        filter: Filter | None = None,
-        mode: Literal["two_stage", "exhaustive"] = "two_stage",
         instruction: str | None = None,
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
     ) -> list[list[Hit]]: ...
 
     def search(
         self,
         query: ItemLike | list[ItemLike],
-        k: int = 10,
+        k: int | None = None,
         *,
-        fetch_k: int = 200,
-        recall_budget: BudgetLike = (1, 1),
-        rerank_budget: BudgetLike | None = None,
-        filter: Filter | None = None,
-        mode: Literal["two_stage", "exhaustive"] = "two_stage",
         instruction: str | None = None,
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
     ) -> list[Hit] | list[list[Hit]]:
-        """Search with one query (returns ``list[Hit]``) or a list of queries (``list[list]``).
+        """Encode one query (returns ``list[Hit]``) or a list of queries (``list[list]``) and
+        search: :meth:`search_vectors` on ``model.encode_queries`` output.
 
-        Other arguments: see :meth:`MultiVectorIndex.search`; ``instruction`` is put before
-        every query text by the encoder.
+        ``instruction`` is put before every query text by the encoder; the search options are
+        :class:`~metaembed_rag.index.params.SearchParams` (``params=`` or keywords).
         """
         single = not isinstance(query, list)
         items: list[Any] = list(query) if isinstance(query, list) else [query]
         vectors = self.model.encode_queries(items, instruction=instruction)
-        hits = self.index.search(
-            vectors, k, fetch_k=fetch_k, recall_budget=recall_budget,
-            rerank_budget=rerank_budget, filter=filter, mode=mode,
-        )  # fmt: skip
+        hits = self.search_vectors(vectors, k, params=params, **options)
         return hits[0] if single else hits
+
+    def search_vectors(
+        self,
+        vectors: torch.Tensor | np.ndarray,
+        k: int | None = None,
+        *,
+        params: SearchParams | None = None,
+        **options: Unpack[SearchOptions],
+    ) -> list[list[Hit]]:
+        """Search with query vectors already computed (``(nq, Kq, D)``, e.g. a framework's
+        cached ``encode_queries`` output): one list of hits per query.
+
+        Other arguments: see :meth:`MultiVectorIndex.search`.
+        """
+        return self.index.search(vectors, k, params=params, **options)
 
 
 def _text_of(item: Any) -> str | None:

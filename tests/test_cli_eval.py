@@ -178,3 +178,49 @@ def test_group_weights_option(capsys) -> None:
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train", "--output", "o", "--group-weights", bad])
         assert "--group-weights" in capsys.readouterr().err
+
+
+def test_train_config_file_and_flags(tmp_path) -> None:
+    """`train --config`: the file gives recipe and [training] fields, flags override it, the
+    command's own default (save_every=100) applies, unknown fields are refused by name."""
+    import json as _json
+
+    from metaembed_rag.cli import build_parser
+    from metaembed_rag.cli.train import config_from_args
+
+    toml = tmp_path / "recipe.toml"
+    toml.write_text(
+        'output_dir = "from-file"\npairs = ["p1"]\nrounds = 1\nsteps = 50\n'
+        "[training]\nbatch_size = 8\nlora = true\n"
+    )
+    parse = build_parser().parse_args
+    cfg = config_from_args(parse(["train", "--config", str(toml), "--steps", "70", "--no-lora"]))
+    assert (cfg.output_dir, cfg.pairs, cfg.rounds, cfg.steps) == ("from-file", ["p1"], 1, 70)
+    assert cfg.training == {"save_every": 100, "batch_size": 8, "lora": False}
+    cfg = config_from_args(parse(["train", "--output", "o", "--beir", "b", "--own-side-only"]))
+    assert cfg.output_dir == "o" and cfg.beir == ["b"] and cfg.append_both_sides is False
+    assert cfg.rounds == 2 and cfg.training == {"save_every": 100}  # the recipe's defaults
+    saved = tmp_path / "recipe.json"  # a run's recipe.json is a config file too
+    saved.write_text(
+        _json.dumps({"output_dir": "x", "captions": ["c.csv"], "training": {"lr": 0.5}})
+    )
+    cfg = config_from_args(parse(["train", "--config", str(saved)]))
+    assert cfg.captions == ["c.csv"] and cfg.training["lr"] == 0.5
+    bad = tmp_path / "bad.toml"
+    bad.write_text('output_dir = "o"\npairs = ["p"]\nstepz = 3\n')
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['stepz'\]"):
+        config_from_args(parse(["train", "--config", str(bad)]))
+    with pytest.raises(ValueError, match="no output folder"):
+        config_from_args(parse(["train", "--pairs", "p"]))
+    for field_name in ("warm_start_lr", "pooled_temperature", "keep_checkpoints"):
+        assert "--" + field_name.replace("_", "-") in build_parser_help_train()
+
+
+def build_parser_help_train() -> str:
+    import argparse
+
+    from metaembed_rag.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["train"].format_help()

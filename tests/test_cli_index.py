@@ -291,7 +291,7 @@ def test_unreadable_files_are_listed_and_counted(tmp_path: Path, capsys, tiny_mo
          r"Budget (3,5) is not one this model was trained with. Valid budgets: (1,1)"),
         (["search", "q", "--index", "{tmp}/full", "--budget", "big"], "Cannot parse budget"),
         (["search", "q", "--index", "{tmp}/full", "--filter", "type"], "--filter takes key=value"),
-        (["search", "q", "--index", "{tmp}/full", "--k", "0"], "--k must be >= 1"),
+        (["search", "q", "--index", "{tmp}/full", "--k", "0"], "k must be a positive int, got 0"),
         (["info", "--index", "{tmp}/nothing"], "No collection at"),
         (["index", "{tmp}/full/collection.json", "--index", "{tmp}/docs"],
          "not an empty folder"),
@@ -338,11 +338,11 @@ def test_bench_lists_runs_and_explains_missing_scripts(tmp_path: Path, capsys) -
 
 
 def test_bench_without_a_repository_checkout(tmp_path: Path, capsys, monkeypatch) -> None:
-    import metaembed_rag.cli as cli
+    import metaembed_rag.cli.bench as bench
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(
-        cli, "__file__", str(tmp_path / "site-packages" / "metaembed_rag" / "cli.py")
+        bench, "__file__", str(tmp_path / "site-packages" / "metaembed_rag" / "cli" / "bench.py")
     )
     rc, _, err = _run(capsys, "bench")
     assert rc == 2 and "run from a clone" in _one_error_line(err)

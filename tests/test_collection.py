@@ -275,6 +275,12 @@ def test_errors(tmp_path: Path, model, model_dir) -> None:
         col.search("alpha", budget="3,3")
     with pytest.raises(ValueError, match="already in the index"):
         col.add_texts(["again"], ids=["a"])
+    # One bare string is one text, never one document per character: refused, nothing added.
+    with pytest.raises(
+        TypeError, match=r"not one string; wrap a single text: add_texts\(\[text\]\)"
+    ):
+        col.add_texts("a bare string")
+    assert len(col) == 2 and sorted(col.index.ids) == ["a", "b"]
     col.close()
     with pytest.raises(FileExistsError, match="already holds a collection"):
         Collection.create(tmp_path / "col", model)
@@ -390,9 +396,9 @@ def test_ctrl_c_keeps_finished_files(tmp_path: Path, model, model_dir) -> None:
 def test_block_encoding_gives_the_vectors_of_one_call(
     tmp_path: Path, model, model_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metaembed_rag.collection as cmod
+    import metaembed_rag.collection.indexer as indexer
 
-    monkeypatch.setattr(cmod, "ENCODE_BLOCK", 3)  # -> blocks of 4 chunks with batch_size=2
+    monkeypatch.setattr(indexer, "ENCODE_BLOCK", 3)  # -> blocks of 4 chunks with batch_size=2
     texts = [" ".join(["word"] * (3 + (7 * i) % 11)) + f" doc{i}" for i in range(11)]
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"

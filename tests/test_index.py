@@ -140,7 +140,9 @@ def test_add_delete_upsert_equals_rebuild(coarse_index):
     )
     index.compact()
     assert index.num_rows == len(current)
-    assert as_pairs(index.search(q, k=10, fetch_k=40)) == as_pairs(fresh.search(q, k=10, fetch_k=40))
+    assert as_pairs(index.search(q, k=10, fetch_k=40)) == as_pairs(
+        fresh.search(q, k=10, fetch_k=40)
+    )
 
 
 def test_deleted_documents_never_returned():
@@ -253,7 +255,7 @@ def test_disk_backed_index_grows(tmp_path):
         n = min(700, 3000 - s)
         index.add([str(i) for i in range(s, s + n)], unit(rng, n, K, D))
     assert len(index) == 3000
-    assert isinstance(index._vectors.array, np.memmap)
+    assert isinstance(index.backend.rows.vectors.array, np.memmap)
     q = queries(rng, 2)
     assert as_pairs(index.search(q, fetch_k=3000)) == as_pairs(index.search(q, mode="exhaustive"))
     with pytest.raises(FileExistsError):

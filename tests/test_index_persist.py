@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from _index_utils import K, as_pairs, make_index, queries, unit
 
-from metaembed_rag.index import IndexCorruptedError, IndexMismatchError, MultiVectorIndex
+from metaembed_rag.index import (
+    IndexCorruptedError,
+    IndexMismatchError,
+    MultiVectorIndex,
+    doctable,
+    rowset,
+)
 from metaembed_rag.index import saving as mv
 
 
@@ -42,7 +48,10 @@ def test_round_trip_identical(tmp_path, dtype, mmap):
     assert manifest["model_fingerprint"] == "fp-A" and manifest["vectors_per_doc"] == K
     loaded = MultiVectorIndex.load(tmp_path / "idx", mmap=mmap)
     assert _results(loaded, q) == before
-    assert loaded.get("d7")["text"] == "text 7" and loaded.get("d7")["metadata"] == {"i": 7, "odd": True}
+    assert loaded.get("d7")["text"] == "text 7" and loaded.get("d7")["metadata"] == {
+        "i": 7,
+        "odd": True,
+    }
     assert "d3" not in loaded
     np.testing.assert_array_equal(loaded.get("d9")["vectors"], index.get("d9")["vectors"])
     # the loaded index keeps working incrementally and saves again
@@ -92,11 +101,11 @@ def test_crash_mid_save_keeps_old_index(tmp_path, monkeypatch, in_place, fail_at
                 raise OSError("disk full (simulated)")
             return real(*a, **k)
 
-        monkeypatch.setattr(mv.json, "dumps", half)
+        monkeypatch.setattr(doctable.json, "dumps", half)
     elif fail_at == "faiss":
-        monkeypatch.setattr(index._coarse, "write", boom)
+        monkeypatch.setattr(index.backend.coarse, "write", boom)
     elif fail_at == "vectors":
-        monkeypatch.setattr(mv, "block_hashes", boom)
+        monkeypatch.setattr(rowset, "block_hashes", boom)
     else:
         monkeypatch.setattr(mv, "write_manifest", boom)
     with pytest.raises(OSError, match="simulated"):

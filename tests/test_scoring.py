@@ -85,10 +85,10 @@ BACKENDS = [
 def _isa_param(name: str):
     reason = _kernel_skip_reason()
     if reason is None:
-        code = scoring._ISA_CODES[name]
-        if not scoring._ext.isa_supported(code & 15):
+        code = scoring._kernel._ISA_CODES[name]
+        if not scoring._kernel._ext.isa_supported(code & 15):
             reason = f"CPU does not support {name}"
-        elif code & scoring._AMX_FLAG and not scoring._ext.amx_supported():
+        elif code & scoring._kernel._AMX_FLAG and not scoring._kernel._ext.amx_supported():
             reason = "CPU (or OS) does not support AMX-BF16"
     return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
 
@@ -181,7 +181,7 @@ def test_bf16_pair_staging_matches_reference(monkeypatch, isa, dim):
 
 
 def _direct_path_available() -> bool:
-    return kernel_available() and scoring._ext.isa_supported(2)
+    return kernel_available() and scoring._kernel._ext.isa_supported(2)
 
 
 @pytest.mark.skipif(not _direct_path_available(), reason="needs the AVX-512 kernel")
@@ -245,7 +245,7 @@ def test_amx_path_matches_reference(monkeypatch, isa, dtype, dim):
                          (5, 17), (4, 48), (16, 65)]:  # fmt: skip
             ref, bound = _ref64(q, d, r_q, r_c)
             assert_close(maxsim(q, d, (r_q, r_c), backend="kernel"), ref, bound, rtol=1e-5)
-            assert scoring._ext.last_path() == "amx"
+            assert scoring._kernel._ext.last_path() == "amx"
             ids = torch.tensor([[8, 0, 5, 5, 2], [3, 3, 1, 7, 6], [0, 1, 2, 3, 4]])
             assert_close(
                 maxsim_ids(q, d, ids, (r_q, r_c), backend="kernel"),
@@ -276,7 +276,7 @@ def test_amx_path_matches_reference(monkeypatch, isa, dtype, dim):
 def test_amx_dispatch(monkeypatch, isa):
     """Which path runs: AMX only for 16-bit storage with D a multiple of 32 and r_q >= 2, and
     never under avx512-noamx."""
-    if not scoring._ext.amx_supported():
+    if not scoring._kernel._ext.amx_supported():
         pytest.skip("CPU (or OS) does not support AMX-BF16")
     q = torch.randn(1, 16, 64)
     d = torch.randn(5, 64, 64)
@@ -287,14 +287,14 @@ def test_amx_dispatch(monkeypatch, isa):
                                     (torch.bfloat16, 48, (16, 64), False),
                                     (torch.bfloat16, 64, (1, 1), False)]:  # fmt: skip
         maxsim(q[..., :dim], d[..., :dim].to(dtype), budget, backend="kernel")
-        assert (scoring._ext.last_path() == "amx") == amx, (dtype, dim, budget)
+        assert (scoring._kernel._ext.last_path() == "amx") == amx, (dtype, dim, budget)
     monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "avx512-noamx")
     maxsim(q, d.bfloat16(), (16, 64), backend="kernel")
-    assert scoring._ext.last_path() != "amx"
+    assert scoring._kernel._ext.last_path() != "amx"
 
 
 def test_amx_isa_refused_without_amx(monkeypatch):
-    if not kernel_available() or scoring._ext.amx_supported():
+    if not kernel_available() or scoring._kernel._ext.amx_supported():
         pytest.skip("needs the compiled kernel on a CPU without AMX")
     monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", "amx")
     with pytest.raises(RuntimeError, match="not supported by this CPU"):
@@ -555,9 +555,9 @@ def test_numpy_inputs_full_form(backend):
 
 
 def test_kernel_unavailable_logs_once_and_raises(monkeypatch, caplog):
-    monkeypatch.setattr(scoring, "_ext", None)
-    monkeypatch.setattr(scoring, "_EXT_ERROR", ImportError("simulated"))
-    monkeypatch.setattr(scoring, "_warned_unavailable", False)
+    monkeypatch.setattr(scoring._kernel, "_ext", None)
+    monkeypatch.setattr(scoring._kernel, "_EXT_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(scoring._kernel, "_warned_unavailable", False)
     q, d = torch.randn(2, 4, 8), torch.randn(3, 6, 8)
     with caplog.at_level(logging.WARNING, logger="metaembed_rag.scoring"):
         a = maxsim(q, d, (2, 3))
@@ -575,7 +575,7 @@ def test_kernel_info():
     assert info["available"] == kernel_available()
     if kernel_available():
         assert info["isa"] in ("avx512", "avx2", "generic")
-        assert info["amx"] == scoring._ext.amx_supported()
+        assert info["amx"] == scoring._kernel._ext.amx_supported()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -72,7 +72,7 @@ def test_interrupted_save_keeps_previous(
 ) -> None:
     folder = tiny.save_pretrained(tmp_path / "keep")
     before = MetaEmbedModel.from_pretrained(folder).fingerprint()
-    import metaembed_rag.model as model_mod
+    import metaembed_rag.model_io as model_mod
 
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
@@ -102,7 +102,7 @@ def test_meta_attention_modes(tiny_bert_path: Path, mode: str, both: bool) -> No
         _, pooled = m(batch, "document", return_pooled=True)
         alone = torch.nn.functional.normalize(m.adapter.mean_pooled(batch), dim=-1)
         meta = m.candidate_tokens
-        prefix_gap = (m.adapter.forward(batch, meta)[:, :5] - m.adapter.forward(batch, meta[:5]))
+        prefix_gap = m.adapter.forward(batch, meta)[:, :5] - m.adapter.forward(batch, meta[:5])
     if mode == "causal":
         torch.testing.assert_close(pooled, alone, atol=1e-5, rtol=0)
         assert float(prefix_gap.abs().max()) < 1e-4

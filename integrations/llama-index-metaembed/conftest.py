@@ -106,6 +106,12 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    """The six passages of the corpus (texts only), for the retriever and reranker tests."""
+    return [text for text, _ in CORPUS]
+
+
 @pytest.fixture()
 def documents():
     """Six short ``Document``s with ids ``doc0..doc5`` and topic / year metadata."""

@@ -230,6 +230,14 @@ class CoarseIndex:
         return scores, slots
 
     # ------------------------------------------------------------------ persistence
+    def settings(self) -> dict[str, Any]:
+        """What a manifest records to rebuild this index object (see :meth:`read`)."""
+        return {
+            "setting": self.setting, "kind": self.kind, "stale": self.stale,
+            "hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search, "ivf_nlist": self.ivf_nlist, "nprobe": self.nprobe,
+        }  # fmt: skip
+
     def write(self, path: str) -> None:
         """Write with ``faiss.write_index`` (never pickle)."""
         self.faiss.write_index(self.index, path)

@@ -120,6 +120,32 @@ def block_hashes(
     return out
 
 
+def read_json_object(path: Path, fix: str, error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """The JSON object in ``path`` (which must exist).
+
+    Raises:
+        ``error``: unreadable, not JSON or not an object; the message names the file and
+            ends with ``fix`` (what to do about it).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc}); {fix}.") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a JSON {type(data).__name__}, not an object; {fix}.")
+    return data
+
+
+def write_json_object(
+    path: Path, data: dict[str, Any], indent: int = 2, sort_keys: bool = False
+) -> None:
+    """Write ``data`` as JSON atomically (:func:`atomic_writer`), then fsync the folder."""
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    with atomic_writer(path) as f:
+        f.write(text.encode("utf-8"))
+    fsync_dir(path.parent)
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """Read and sanity-check ``folder/manifest.json``."""
     path = Path(folder) / MANIFEST
@@ -128,14 +154,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"No index at {folder}: {MANIFEST} is missing. Save an index there first with "
             "MultiVectorIndex.save(path), or check the path."
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexCorruptedError(
-            f"{path} is not valid JSON ({exc}); the index is corrupt. Restore it from a backup "
-            "or rebuild it."
-        ) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+    fix = "the index is corrupt. Restore it from a backup or rebuild it"
+    manifest = read_json_object(path, fix, IndexCorruptedError)
+    if manifest.get("format") != FORMAT_NAME:
         raise IndexCorruptedError(f"{path} is not a metaembed-rag index manifest.")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:

@@ -163,10 +163,6 @@ class RowStore:
         """Release the memory map (the store is unusable afterwards)."""
         self._close_map()
 
-    def read_range(self, start: int, end: int) -> np.ndarray:
-        """Rows ``[start, end)`` (a view)."""
-        return self._buf[start:end]
-
 
 class VectorCodec:
     """Conversion between float32 vectors and a stored dtype (see the module docstring)."""

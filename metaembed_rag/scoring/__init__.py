@@ -58,7 +58,6 @@ tensor([[1., 2.]])
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
@@ -76,6 +75,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+from . import _kernel as _kernel  # noqa: E402 - the kernel state (tests patch it there)
+from ._kernel import (  # noqa: E402
+    _DTYPE_CODES,
+    _MODE_FULL,
+    _MODE_IDS,
+    _MODE_PAIR,
+    _kernel_call,
+    _warn_unavailable_once,
+    kernel_available,
+    kernel_info,
+    unavailable_message,
+)
+
 #: Anything accepted as a budget: ``None`` (all vectors), ``(r_q, r_c)`` or an object with
 #: integer attributes ``r_q`` and ``r_c`` (such as :class:`metaembed_rag.budget.Budget`).
 BudgetArg = tuple[int, int] | Sequence[int] | Any | None
@@ -84,97 +96,6 @@ ArrayLike = torch.Tensor | np.ndarray
 
 #: Byte budget for the torch backend's per-chunk intermediates (similarity block + widened docs).
 _CHUNK_BYTES = 256 * 1024 * 1024
-
-_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-# "avx512-nodirect" disables the direct (no staging) AVX-512 path for float32 and bfloat16;
-# "avx512-nopairs" also disables the two-vectors-per-register path used when r_q <= 8;
-# "avx512-direct" uses the direct path for bfloat16 on any CPU with AVX512_BF16 (by default
-# only on AMD, where vdpbf16ps runs at full rate). These three and "avx512-noamx" turn the AMX
-# path (16-bit storage, D a multiple of 32, r_q >= 2; on by default where the CPU has AMX-BF16)
-# off; "amx" is the default dispatch but refused on CPUs without AMX-BF16, so a test or
-# benchmark that asks for it cannot silently run another path.
-_AMX_FLAG = 256  # "amx": require the AMX path's CPU support (checked here, in _isa_code)
-_ISA_CODES = {
-    "generic": 0,
-    "avx2": 1,
-    "avx512": 2,
-    "avx512-noamx": 2 | 128,
-    "avx512-nodirect": 2 | 32 | 128,
-    "avx512-nopairs": 2 | 16 | 32 | 128,
-    "avx512-direct": 2 | 64 | 128,
-    "amx": 2 | _AMX_FLAG,
-}
-_MODE_FULL, _MODE_PAIR, _MODE_IDS = 0, 1, 2
-
-try:  # the compiled kernel is optional
-    from . import _maxsim as _ext  # type: ignore[attr-defined]
-
-    _EXT_ERROR: BaseException | None = None
-except ImportError as _err:  # pragma: no cover - depends on the build
-    _ext = None
-    _EXT_ERROR = _err
-
-_BUILD_HINT = (
-    "build it with a C compiler present: `pip install -e .` (or `python setup.py build_ext "
-    "--inplace`) in the metaembed-rag source tree"
-)
-_warned_unavailable = False
-
-
-# ------------------------------------------------------------------------------------------------
-# Kernel availability
-
-
-def kernel_available() -> bool:
-    """Whether the compiled CPU MaxSim kernel was built and loads on this machine.
-
-    >>> isinstance(kernel_available(), bool)
-    True
-    """
-    return _ext is not None
-
-
-def kernel_info() -> dict[str, Any]:
-    """Describe the compiled kernel: availability, instruction set and load error if any.
-
-    ``amx`` says whether the AMX-BF16 path for 16-bit storage can run here.
-
-    >>> sorted(kernel_info())
-    ['amx', 'available', 'error', 'isa', 'threads']
-    """
-    return {
-        "available": _ext is not None,
-        "isa": _ext.best_isa() if _ext is not None else None,
-        "amx": bool(_ext.amx_supported()) if _ext is not None else False,
-        "threads": torch.get_num_threads(),
-        "error": None if _EXT_ERROR is None else repr(_EXT_ERROR),
-    }
-
-
-def _warn_unavailable_once() -> None:
-    global _warned_unavailable
-    if not _warned_unavailable:
-        _warned_unavailable = True
-        logger.warning(
-            "metaembed_rag.scoring: compiled MaxSim kernel not available (%s); using the slower "
-            "pure-torch path. To get the kernel, %s.",
-            _EXT_ERROR,
-            _BUILD_HINT,
-        )
-
-
-def _isa_code() -> int:
-    name = os.environ.get("METAEMBED_RAG_MAXSIM_ISA", "").strip().lower()
-    if not name:
-        return -1
-    if name not in _ISA_CODES:
-        raise ValueError(f"METAEMBED_RAG_MAXSIM_ISA={name!r}: expected one of {sorted(_ISA_CODES)}")
-    code = _ISA_CODES[name]
-    assert _ext is not None
-    if not _ext.isa_supported(code & 15) or (code & _AMX_FLAG and not _ext.amx_supported()):
-        raise RuntimeError(f"METAEMBED_RAG_MAXSIM_ISA={name!r} is not supported by this CPU")
-    return code
-
 
 # ------------------------------------------------------------------------------------------------
 # Input normalisation
@@ -236,6 +157,14 @@ def _doc_dtype(t: torch.Tensor) -> torch.Tensor:
     if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"documents must be floating point, got {t.dtype}")
     return t.to(torch.float32)
+
+
+def _kernel_layout(d: torch.Tensor) -> torch.Tensor:
+    """Documents for the kernel: CPU, supported dtype, last dim contiguous."""
+    d = _doc_dtype(d)
+    if d.stride(-1) != 1:
+        d = d.contiguous()
+    return d
 
 
 def _is_ragged_list(x: Any) -> bool:
@@ -308,11 +237,8 @@ def _choose_backend(
     if backend not in ("auto", "torch", "kernel"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'kernel', got {backend!r}")
     if backend == "kernel":
-        if _ext is None:
-            raise RuntimeError(
-                f"backend='kernel' requested but the compiled MaxSim kernel is not available "
-                f"({_EXT_ERROR}); {_BUILD_HINT}, or use backend='torch'."
-            )
+        if not kernel_available():
+            raise RuntimeError(unavailable_message())
         if device.type != "cpu":
             raise RuntimeError(
                 f"backend='kernel' runs on the CPU only; inputs are on {device}. "
@@ -321,7 +247,7 @@ def _choose_backend(
         return "kernel"
     if backend == "torch" or device.type != "cpu":
         return "torch"
-    if _ext is None:
+    if not kernel_available():
         _warn_unavailable_once()
         return "torch"
     # float32 (1, 1) is one BLAS product, bit-identical to q[:, 0] @ d[:, 0].T and at least as
@@ -330,28 +256,6 @@ def _choose_backend(
     if r_q == 1 and r_c == 1 and dtype == torch.float32:
         return "torch"
     return "kernel"
-
-
-def _num_threads(work: float) -> int:
-    threads = max(1, torch.get_num_threads())
-    if work < 2e5:  # too little work to pay for starting threads
-        return 1
-    return threads
-
-
-def _kernel_layout(d: torch.Tensor) -> torch.Tensor:
-    """Documents for the kernel: CPU, supported dtype, last dim contiguous."""
-    d = _doc_dtype(d)
-    if d.stride(-1) != 1:
-        d = d.contiguous()
-    return d
-
-
-def _query_rows(q: torch.Tensor, r_q: int) -> torch.Tensor:
-    q = q[:, :r_q]
-    if q.stride(-1) != 1:
-        q = q.contiguous()
-    return q
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,42 +323,6 @@ def _torch_grouped(
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernel backend
-
-
-def _kernel_call(
-    q: torch.Tensor,
-    r_q: int,
-    d_ptr: int,
-    dtype: torch.dtype,
-    d_s0: int,
-    d_s1: int,
-    r_c: int,
-    dim: int,
-    mode: int,
-    m: int,
-    ids: torch.Tensor | None = None,
-    pair_s0: int = 0,
-) -> torch.Tensor:
-    assert _ext is not None
-    nq = int(q.shape[0])
-    out = torch.empty((nq, m), dtype=torch.float32)
-    if nq == 0 or m == 0:
-        return out
-    q = _query_rows(q.cpu(), r_q)
-    ids_ptr, ids_s0, ids_s1 = (0, 0, 0) if ids is None else (ids.data_ptr(), *ids.stride())
-    work = float(nq) * m * max(r_q, 8) * r_c * dim
-    _ext.score(
-        out.data_ptr(), out.stride(0), out.stride(1),
-        q.data_ptr(), nq, q.stride(0), q.stride(1), r_q,
-        d_ptr, _DTYPE_CODES[dtype], d_s0, d_s1, r_c, dim,
-        mode, ids_ptr, ids_s0, ids_s1, m, pair_s0,
-        _num_threads(work), _isa_code(),
-    )  # fmt: skip
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 # Public API
 
 
@@ -468,56 +336,47 @@ def maxsim(
 ) -> torch.Tensor:
     """Budgeted MaxSim of every query against every document.
 
-    Parameters
-    ----------
-    queries
-        ``(nq, Kq, D)`` tensor or numpy array (any float dtype; computed in float32), or a list of
-        ``(Kq_i, D)`` arrays of different lengths.
-    documents
-        ``(N, Kc, D)`` tensor or numpy array stored as float32, float16 or bfloat16, or a list of
-        ``(Kc_i, D)`` arrays. Only the first ``r_c`` vectors of each document are read.
-    budget
-        ``None`` (all vectors), ``(r_q, r_c)`` or an object with ``r_q``/``r_c`` attributes
-        (e.g. :class:`metaembed_rag.budget.Budget`). Must satisfy ``1 <= r_q <= Kq`` and
-        ``1 <= r_c <= Kc`` (for ragged lists: at most the longest item).
-    chunk_size
-        Documents per chunk for the torch backend (default: chosen so the ``(nq, chunk, r_q,
-        r_c)`` float32 block plus the widened documents stay within ~256 MiB). The kernel
-        needs no chunking (its memory use does not grow with N beyond the output).
-    backend
-        ``"auto"``, ``"torch"`` or ``"kernel"`` (see the module docstring).
+    Args:
+        queries: ``(nq, Kq, D)`` tensor or numpy array (any float dtype; computed in float32), or a
+            list of ``(Kq_i, D)`` arrays of different lengths.
+        documents: ``(N, Kc, D)`` tensor or numpy array stored as float32, float16 or bfloat16, or
+            a list of ``(Kc_i, D)`` arrays. Only the first ``r_c`` vectors of each document are
+            read.
+        budget: ``None`` (all vectors), ``(r_q, r_c)`` or an object with ``r_q``/``r_c`` attributes
+            (e.g. :class:`metaembed_rag.budget.Budget`). Must satisfy ``1 <= r_q <= Kq`` and ``1 <=
+            r_c <= Kc`` (for ragged lists: at most the longest item).
+        chunk_size: Documents per chunk for the torch backend (default: chosen so the ``(nq, chunk,
+            r_q, r_c)`` float32 block plus the widened documents stay within ~256 MiB). The kernel
+            needs no chunking (its memory use does not grow with N beyond the output).
+        backend: ``"auto"``, ``"torch"`` or ``"kernel"`` (see the module docstring).
 
-    Returns
-    -------
-    torch.Tensor
-        float32 ``(nq, N)`` scores ``sum_{i<r_q} max_{j<r_c} <q_i, d_j>`` on the documents'
-        device.
+    Returns:
+        float32 ``(nq, N)`` scores ``sum_{i<r_q} max_{j<r_c} <q_i, d_j>`` on the documents' device.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim
-    >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
-    ...                         [[0.5, 0.5], [0.0, 0.0]]])
-    >>> documents = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]],
-    ...                           [[0.0, 1.0], [3.0, 0.0], [1.0, 1.0]]])
-    >>> maxsim(queries, documents, backend="torch")
-    tensor([[8.0000, 4.0000],
-            [4.0000, 1.5000]])
-    >>> maxsim(queries, documents, budget=(2, 2), backend="torch")
-    tensor([[3.0000, 4.0000],
-            [1.0000, 1.5000]])
-    >>> maxsim(queries, documents, budget=(1, 1), backend="torch")
-    tensor([[1.0000, 0.0000],
-            [0.5000, 0.5000]])
-    >>> maxsim(queries, documents.to(torch.bfloat16), budget=(2, 3), backend="torch").dtype
-    torch.float32
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim
+        >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+        ...                         [[0.5, 0.5], [0.0, 0.0]]])
+        >>> documents = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]],
+        ...                           [[0.0, 1.0], [3.0, 0.0], [1.0, 1.0]]])
+        >>> maxsim(queries, documents, backend="torch")
+        tensor([[8.0000, 4.0000],
+                [4.0000, 1.5000]])
+        >>> maxsim(queries, documents, budget=(2, 2), backend="torch")
+        tensor([[3.0000, 4.0000],
+                [1.0000, 1.5000]])
+        >>> maxsim(queries, documents, budget=(1, 1), backend="torch")
+        tensor([[1.0000, 0.0000],
+                [0.5000, 0.5000]])
+        >>> maxsim(queries, documents.to(torch.bfloat16), budget=(2, 3), backend="torch").dtype
+        torch.float32
 
-    Ragged lists: a budget means "first r vectors, or all the item has if fewer".
+        Ragged lists: a budget means "first r vectors, or all the item has if fewer".
 
-    >>> maxsim([torch.tensor([[1.0, 0.0]])], [torch.tensor([[2.0, 0.0]]),
-    ...        torch.tensor([[1.0, 0.0], [5.0, 0.0]])], budget=(1, 2), backend="torch")
-    tensor([[2., 5.]])
+        >>> maxsim([torch.tensor([[1.0, 0.0]])], [torch.tensor([[2.0, 0.0]]),
+        ...        torch.tensor([[1.0, 0.0], [5.0, 0.0]])], budget=(1, 2), backend="torch")
+        tensor([[2., 5.]])
     """
     q_ragged = _is_ragged_list(queries)
     d_ragged = _is_ragged_list(documents)
@@ -564,32 +423,28 @@ def maxsim_pairwise(
 ) -> torch.Tensor:
     """Budgeted MaxSim of each query against its own candidates (reranking form).
 
-    Parameters
-    ----------
-    queries
-        ``(n, Kq, D)`` array (computed in float32) or a list of ``n`` ``(Kq_i, D)`` arrays.
-    documents
-        ``(n, m, Kc, D)`` array stored as float32, float16 or bfloat16: ``documents[i]`` are the
-        ``m`` candidates of query ``i``.
-    budget, chunk_size, backend
-        As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+    Args:
+        queries: ``(n, Kq, D)`` array (computed in float32) or a list of ``n`` ``(Kq_i, D)``
+            arrays.
+        documents: ``(n, m, Kc, D)`` array stored as float32, float16 or bfloat16: ``documents[i]``
+            are the ``m`` candidates of query ``i``.
+        budget: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        chunk_size: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        backend: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         float32 ``(n, m)``: ``out[i, k] = s(queries[i], documents[i, k])``.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim_pairwise
-    >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    >>> documents = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]],
-    ...                            [[0.0, 0.0], [2.0, 0.0]]]])
-    >>> maxsim_pairwise(queries, documents, backend="torch")
-    tensor([[2., 2.]])
-    >>> maxsim_pairwise(queries, documents, budget=(1, 1), backend="torch")
-    tensor([[1., 0.]])
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim_pairwise
+        >>> queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        >>> documents = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]],
+        ...                            [[0.0, 0.0], [2.0, 0.0]]]])
+        >>> maxsim_pairwise(queries, documents, backend="torch")
+        tensor([[2., 2.]])
+        >>> maxsim_pairwise(queries, documents, budget=(1, 1), backend="torch")
+        tensor([[1., 0.]])
     """
     q_ragged = _is_ragged_list(queries)
     q, kq, _ = _prepare_queries(queries)
@@ -635,32 +490,26 @@ def maxsim_ids(
     Only the first ``r_c`` vectors of the rows named in ``ids`` are read; ``documents`` is never
     copied as a whole, so it can be a large numpy memmap or a memory-mapped tensor.
 
-    Parameters
-    ----------
-    queries
-        ``(nq, Kq, D)`` array (computed in float32) or a list of ``(Kq_i, D)`` arrays.
-    documents
-        ``(N, Kc, D)`` index: a torch tensor (float32, float16 or bfloat16) or a numpy array /
-        memmap (float32, float16, or ``ml_dtypes.bfloat16``).
-    ids
-        ``(nq, m)`` integer ids into ``documents`` (0 <= id < N), one row per query.
-    budget, chunk_size, backend
-        As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+    Args:
+        queries: ``(nq, Kq, D)`` array (computed in float32) or a list of ``(Kq_i, D)`` arrays.
+        documents: ``(N, Kc, D)`` index: a torch tensor (float32, float16 or bfloat16) or a numpy
+            array / memmap (float32, float16, or ``ml_dtypes.bfloat16``).
+        ids: ``(nq, m)`` integer ids into ``documents`` (0 <= id < N), one row per query.
+        budget: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        chunk_size: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
+        backend: As in :func:`maxsim` (``chunk_size`` counts candidates per query).
 
-    Returns
-    -------
-    torch.Tensor
+    Returns:
         float32 ``(nq, m)``: ``out[i, k] = s(queries[i], documents[ids[i, k]])``.
 
-    Examples
-    --------
-    >>> import torch
-    >>> from metaembed_rag.scoring import maxsim_ids
-    >>> queries = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-    >>> index = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]])
-    >>> maxsim_ids(queries, index, torch.tensor([[2, 0], [1, 1]]), backend="torch")
-    tensor([[5., 1.],
-            [4., 4.]])
+    Examples:
+        >>> import torch
+        >>> from metaembed_rag.scoring import maxsim_ids
+        >>> queries = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+        >>> index = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]])
+        >>> maxsim_ids(queries, index, torch.tensor([[2, 0], [1, 1]]), backend="torch")
+        tensor([[5., 1.],
+                [4., 4.]])
     """
     q_ragged = _is_ragged_list(queries)
     q, kq, _ = _prepare_queries(queries)

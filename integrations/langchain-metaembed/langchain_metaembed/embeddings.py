@@ -9,11 +9,10 @@ import torch
 from langchain_core.embeddings import Embeddings
 from langchain_core.utils import from_env
 from metaembed_rag import DEFAULT_MODEL, Budget, MetaEmbedModel
-from metaembed_rag.budget import BudgetLike
+from metaembed_rag.budget import BudgetLike, parse_budget
+from metaembed_rag.hub import load_model
 from metaembed_rag.inputs import ItemLike
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
-from ._models import load_model, parse_budget
 
 __all__ = ["MetaEmbedEmbeddings", "MODEL_ENV_VAR"]
 

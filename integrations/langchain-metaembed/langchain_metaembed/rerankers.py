@@ -9,9 +9,9 @@ import torch
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from metaembed_rag import maxsim
+from metaembed_rag.budget import check_budget, parse_budget
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from ._models import check_budget, parse_budget
 from .embeddings import MetaEmbedEmbeddings
 from .vectorstores import MetaEmbedVectorStore
 

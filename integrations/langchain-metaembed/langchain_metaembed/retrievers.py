@@ -11,10 +11,10 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
+from metaembed_rag.budget import check_budget, parse_budget
 from metaembed_rag.index import compile_filter
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ._models import check_budget, parse_budget
 from .vectorstores import MetaEmbedVectorStore
 
 __all__ = ["MetaEmbedRetriever"]
@@ -106,46 +106,27 @@ class MetaEmbedRetriever(BaseRetriever):
         return self
 
     def _get_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: CallbackManagerForRetrieverRun,
-        k: int | None = None,
-        fetch_k: int | None = None,
-        budget: BudgetField = None,
-        recall_budget: BudgetField = None,
-        filter: dict[str, Any] | None = None,
-        mode: Literal["two_stage", "exhaustive"] | None = None,
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **overrides: Any
     ) -> list[Document]:
-        """Search; each keyword overrides the field of the same name for this call."""
-        return self._search(query, k, fetch_k, budget, recall_budget, filter, mode)
+        """Search; each keyword (``k``, ``fetch_k``, ``budget``, ``recall_budget``,
+        ``filter``, ``mode``) overrides the field of the same name for this call."""
+        return self._search(query, **overrides)
 
     async def _aget_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: AsyncCallbackManagerForRetrieverRun,
-        k: int | None = None,
-        fetch_k: int | None = None,
-        budget: BudgetField = None,
-        recall_budget: BudgetField = None,
-        filter: dict[str, Any] | None = None,
-        mode: Literal["two_stage", "exhaustive"] | None = None,
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **overrides: Any
     ) -> list[Document]:
         """Async :meth:`_get_relevant_documents` (encoding and search run in a thread)."""
-        return await run_in_executor(
-            None, self._search, query, k, fetch_k, budget, recall_budget, filter, mode
-        )
+        return await run_in_executor(None, self._search, query, **overrides)
 
     def _search(
         self,
         query: str,
-        k: int | None,
-        fetch_k: int | None,
-        budget: BudgetField,
-        recall_budget: BudgetField,
-        filter: dict[str, Any] | None,
-        mode: Literal["two_stage", "exhaustive"] | None,
+        k: int | None = None,
+        fetch_k: int | None = None,
+        budget: BudgetField = None,
+        recall_budget: BudgetField = None,
+        filter: dict[str, Any] | None = None,
+        mode: Literal["two_stage", "exhaustive"] | None = None,
     ) -> list[Document]:
         pairs, used = self.vectorstore.search_with_budget(
             query,

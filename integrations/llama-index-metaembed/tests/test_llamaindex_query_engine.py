@@ -16,20 +16,12 @@ from llama_index.vector_stores.metaembed import MetaEmbedVectorStore
 
 from metaembed_rag import TwoStageRetriever
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Moon orbits the Earth about once every 27 days.",
-    "Insulin resistance is a hallmark of type 2 diabetes.",
-    "Cats purr when they are content and sometimes when stressed.",
-    "Berlin is the capital of Germany.",
-    "Mars has two small moons, Phobos and Deimos.",
-]
 QUESTION = "What is the capital of France?"
 
 
-def test_query_engine_with_mock_llm(model, embed) -> None:
+def test_query_engine_with_mock_llm(model, embed, texts) -> None:
     ts = TwoStageRetriever.create(model, dtype="float32")
-    ts.add_documents(TEXTS, ids=[f"t{i}" for i in range(len(TEXTS))])
+    ts.add_documents(texts, ids=[f"t{i}" for i in range(len(texts))])
     debug = LlamaDebugHandler()
     cm = CallbackManager([debug])
     retriever = MetaEmbedRetriever(ts, similarity_top_k=5, callback_manager=cm)

@@ -158,7 +158,7 @@ def test_save_load_same_results(store, default_embeddings, tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"multi-vector store .*model='metaembed-minilm-l6'"):
         MetaEmbedVectorStore.load(folder, DeterministicFakeEmbedding(size=6))
     config = json.loads((folder / "langchain_metaembed.json").read_text())
-    assert config["model_name"] == "metaembed-minilm-l6"
+    assert config["model"] == "metaembed-minilm-l6"
     assert config["fingerprint"] == default_embeddings.fingerprint()
     assert (config["dim"], config["num_vectors"]) == (384, 64)
     with pytest.raises(FileNotFoundError, match="no saved MetaEmbedVectorStore"):

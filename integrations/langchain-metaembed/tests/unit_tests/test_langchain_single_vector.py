@@ -108,7 +108,9 @@ def test_load_refuses_embeddings_of_another_width(store: MetaEmbedVectorStore, t
     folder = store.save(tmp_path / "s")
     config = json.loads((folder / "langchain_metaembed.json").read_text())
     assert config["dim"] == 6 and config["num_vectors"] == 1
-    with pytest.raises(ValueError, match="holds 6-float vectors .* returns 8 floats"):
+    with pytest.raises(
+        ValueError, match="embed_query returned 8-float vectors but this store holds 6-float"
+    ):
         MetaEmbedVectorStore.load(folder, DeterministicFakeEmbedding(size=8))
     # The width is also checked on every add and search (e.g. an index passed in directly).
     other = MetaEmbedVectorStore(DeterministicFakeEmbedding(size=8), index=store.index)
@@ -127,7 +129,7 @@ def test_load_refuses_embeddings_of_another_class(store: MetaEmbedVectorStore, t
         folder, ScaledEmbeddings(6, 1.0), allow_other_embeddings=True
     )
     assert len(wrapped) == 4
-    with pytest.raises(ValueError, match="returns 5 floats"):
+    with pytest.raises(ValueError, match="returned 5-float vectors"):
         MetaEmbedVectorStore.load(folder, ScaledEmbeddings(5, 1.0), allow_other_embeddings=True)
 
 

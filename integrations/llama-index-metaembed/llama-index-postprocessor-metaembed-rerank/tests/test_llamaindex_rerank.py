@@ -18,15 +18,7 @@ from llama_index.postprocessor.metaembed_rerank import MetaEmbedRerank
 
 from metaembed_rag import maxsim
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Moon orbits the Earth about once every 27 days.",
-    "Insulin resistance is a hallmark of type 2 diabetes.",
-    "Cats purr when they are content and sometimes when stressed.",
-    "Berlin is the capital of Germany.",
-    "Mars has two small moons, Phobos and Deimos.",
-]
-IDS = [f"t{i}" for i in range(len(TEXTS))]
+IDS = [f"t{i}" for i in range(6)]  # one per passage of the `texts` fixture
 
 
 class _Collect(BaseEventHandler):
@@ -40,15 +32,15 @@ class _Collect(BaseEventHandler):
         self.events.append(event)
 
 
-def _nodes() -> list[NodeWithScore]:
+def _nodes(texts: list[str]) -> list[NodeWithScore]:
     return [
         NodeWithScore(node=TextNode(text=t, id_=i), score=0.1 * k)
-        for k, (t, i) in enumerate(zip(TEXTS, IDS, strict=True))
+        for k, (t, i) in enumerate(zip(texts, IDS, strict=True))
     ]
 
 
-def test_reranker_is_budgeted_maxsim_and_caches(model, embed) -> None:
-    nodes = _nodes()
+def test_reranker_is_budgeted_maxsim_and_caches(model, embed, texts) -> None:
+    nodes = _nodes(texts)
     rerank = MetaEmbedRerank(embed, top_n=4, budget=(4, 8), batch_size=4, keep_retrieval_score=True)
     out = rerank.postprocess_nodes(nodes, query_str="moons of Mars")
     q = model.encode_queries(["moons of Mars"])
@@ -70,28 +62,28 @@ def test_reranker_is_budgeted_maxsim_and_caches(model, embed) -> None:
     assert rerank.num_encoded == len(nodes) + 1
 
 
-def test_cache_entries_own_their_storage_and_are_bounded(embed) -> None:
+def test_cache_entries_own_their_storage_and_are_bounded(embed, texts) -> None:
     one = 64 * 384 * 4
     rerank = MetaEmbedRerank(embed, top_n=2, batch_size=6, cache_mb=3.5 * one / 2**20)
-    rerank.postprocess_nodes(_nodes(), query_str="capital")
+    rerank.postprocess_nodes(_nodes(texts), query_str="capital")
     cached = list(rerank._cache.values())
     assert len(cached) == 3  # the 3.5-document budget keeps the three most recent
     assert all(v.untyped_storage().nbytes() == one for v in cached)  # not views of the batch
     assert rerank._cache_bytes == 3 * one
     off = MetaEmbedRerank(embed, top_n=2, cache_mb=0)
-    off.postprocess_nodes(_nodes(), query_str="capital")
-    off.postprocess_nodes(_nodes(), query_str="capital")
-    assert off.num_encoded == 2 * len(TEXTS) and not off._cache
+    off.postprocess_nodes(_nodes(texts), query_str="capital")
+    off.postprocess_nodes(_nodes(texts), query_str="capital")
+    assert off.num_encoded == 2 * len(texts) and not off._cache
 
 
-def test_reranker_events_and_errors(embed) -> None:
+def test_reranker_events_and_errors(embed, texts) -> None:
     debug = LlamaDebugHandler()
     rerank = MetaEmbedRerank(embed, top_n=2, callback_manager=CallbackManager([debug]))
     handler = _Collect()
     root = get_dispatcher()
     root.add_event_handler(handler)
     try:
-        nodes = [NodeWithScore(node=TextNode(text=t), score=None) for t in TEXTS[:3]]
+        nodes = [NodeWithScore(node=TextNode(text=t), score=None) for t in texts[:3]]
         out = rerank.postprocess_nodes(nodes, query_bundle=QueryBundle("capital of France"))
 
         def starts() -> int:
@@ -127,10 +119,10 @@ def test_serialisation_checks_the_model(model, embed) -> None:
             assert field.description, name
 
 
-def test_reranks_any_retriever_in_a_query_engine(model, embed) -> None:
+def test_reranks_any_retriever_in_a_query_engine(model, embed, texts) -> None:
     """A plain VectorStoreIndex (SimpleVectorStore, single vectors) as the retriever; the
     reranker turns its (1,1) ranking into the budgeted MaxSim ranking."""
-    docs = [Document(text=t, id_=i) for t, i in zip(TEXTS, IDS, strict=True)]
+    docs = [Document(text=t, id_=i) for t, i in zip(texts, IDS, strict=True)]
     index = VectorStoreIndex.from_documents(docs, embed_model=embed)
     retriever = index.as_retriever(similarity_top_k=6)
     rerank = MetaEmbedRerank(embed, top_n=2, budget=(16, 64))

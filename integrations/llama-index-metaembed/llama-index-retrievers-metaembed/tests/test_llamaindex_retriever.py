@@ -15,22 +15,14 @@ from llama_index.vector_stores.metaembed import MetaEmbedVectorStore
 
 from metaembed_rag import Hit, TwoStageRetriever, maxsim
 
-TEXTS = [
-    "Paris is the capital and largest city of France.",
-    "The Moon orbits the Earth about once every 27 days.",
-    "Insulin resistance is a hallmark of type 2 diabetes.",
-    "Cats purr when they are content and sometimes when stressed.",
-    "Berlin is the capital of Germany.",
-    "Mars has two small moons, Phobos and Deimos.",
-]
-IDS = [f"t{i}" for i in range(len(TEXTS))]
-METAS = [{"n": i, "even": i % 2 == 0} for i in range(len(TEXTS))]
+IDS = [f"t{i}" for i in range(6)]  # one per passage of the `texts` fixture
+METAS = [{"n": i, "even": i % 2 == 0} for i in range(6)]
 
 
 @pytest.fixture(scope="module")
-def two_stage(model) -> TwoStageRetriever:
+def two_stage(model, texts) -> TwoStageRetriever:
     ts = TwoStageRetriever.create(model, dtype="float32")
-    ts.add_documents(TEXTS, ids=IDS, metadatas=METAS)
+    ts.add_documents(texts, ids=IDS, metadatas=METAS)
     return ts
 
 
@@ -38,7 +30,7 @@ def _pairs(nodes) -> list[tuple[str, float]]:
     return [(n.node.node_id, n.score) for n in nodes]
 
 
-def test_retriever_equals_core_search(two_stage) -> None:
+def test_retriever_equals_core_search(two_stage, texts) -> None:
     for budgets in [((1, 1), (16, 64)), ((2, 4), (8, 16))]:
         r = MetaEmbedRetriever(
             two_stage, similarity_top_k=3, fetch_k=2, recall_budget=budgets[0],
@@ -50,7 +42,7 @@ def test_retriever_equals_core_search(two_stage) -> None:
             recall_budget=budgets[0], rerank_budget=budgets[1],
         )  # fmt: skip
         assert _pairs(got) == [(h.id, h.score) for h in want]
-        assert got[0].node.text == TEXTS[IDS.index(want[0].id)]
+        assert got[0].node.text == texts[IDS.index(want[0].id)]
         assert isinstance(got[0].node, TextNode)
 
 
@@ -78,13 +70,13 @@ def test_retriever_filters_async_and_reassignment(two_stage) -> None:
         MetaEmbedRetriever(two_stage, rerank_budget=(5, 5))
 
 
-def test_hyde_strings_are_aggregated(model, two_stage) -> None:
+def test_hyde_strings_are_aggregated(model, two_stage, texts) -> None:
     strs = ["Phobos and Deimos orbit a planet.", "Which planet has two moons?"]
     r = MetaEmbedRetriever(two_stage, similarity_top_k=6, fetch_k=6)
     got = r.retrieve(QueryBundle(query_str="ignored for retrieval", custom_embedding_strs=strs))
     q = model.encode_queries(strs).mean(0, keepdim=True)
-    scores = maxsim(q, model.encode_documents(TEXTS), None)[0]
-    order = sorted(range(len(TEXTS)), key=lambda i: -float(scores[i]))
+    scores = maxsim(q, model.encode_documents(texts), None)[0]
+    order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))
     assert [n.node.node_id for n in got] == [IDS[i] for i in order]
     assert [n.score for n in got] == pytest.approx([float(scores[i]) for i in order], abs=1e-3)
 

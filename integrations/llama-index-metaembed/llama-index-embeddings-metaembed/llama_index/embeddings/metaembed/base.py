@@ -38,6 +38,7 @@ from llama_index.core.embeddings.multi_modal_base import MultiModalEmbedding
 from llama_index.core.schema import ImageType, QueryBundle
 
 from metaembed_rag import MetaEmbedModel
+from metaembed_rag.hub import load_model
 from metaembed_rag.model import DEFAULT_MODEL
 
 from .inputs import (
@@ -205,7 +206,7 @@ class MetaEmbedEmbedding(MultiModalEmbedding):
                     "name or a save_pretrained folder."
                 )
             name: str | None = DEFAULT_MODEL if model_name is _UNSET else model_name
-            model = MetaEmbedModel.from_pretrained(str(name), device=device)
+            model = load_model(str(name), device)
         elif not isinstance(model, MetaEmbedModel):
             raise TypeError(
                 f"model must be a metaembed_rag.MetaEmbedModel, got {type(model).__name__}; "

@@ -31,8 +31,9 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from llama_index.embeddings.metaembed.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
 from llama_index.vector_stores.metaembed import MetaEmbedVectorStore, to_core_filter
 
-from metaembed_rag import Budget, Hit, TwoStageRetriever
+from metaembed_rag import Hit, TwoStageRetriever
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.index import DEFAULT_FETCH_K, SearchParams
 
 __all__ = ["DEFAULT_IMAGE_KEY", "MetaEmbedRetriever", "hit_to_node"]
 
@@ -75,7 +76,8 @@ class MetaEmbedRetriever(BaseRetriever):
             :meth:`from_vector_store`.
         similarity_top_k: nodes returned per query.
         fetch_k: coarse candidates per query (``>=`` the number of matching documents makes
-            the search exact, equal to exhaustive MaxSim); default 200.
+            the search exact, equal to exhaustive MaxSim); default
+            ``metaembed_rag.index.DEFAULT_FETCH_K``.
         recall_budget: budget of the recall stage; ``(1,1)`` (default) is the coarse vector
             alone.
         rerank_budget: budget of the final exact MaxSim (``None``: the model's largest).
@@ -94,7 +96,7 @@ class MetaEmbedRetriever(BaseRetriever):
         retriever: TwoStageRetriever,
         *,
         similarity_top_k: int = 10,
-        fetch_k: int = 200,
+        fetch_k: int = DEFAULT_FETCH_K,
         recall_budget: BudgetLike = (1, 1),
         rerank_budget: BudgetLike | None = None,
         filters: MetadataFilters | None = None,
@@ -112,22 +114,21 @@ class MetaEmbedRetriever(BaseRetriever):
                 f"{type(retriever).__name__}; use MetaEmbedRetriever.from_vector_store(store) "
                 "for a MetaEmbedVectorStore."
             )
-        if similarity_top_k < 1 or fetch_k < 1:
-            raise ValueError(
-                f"similarity_top_k and fetch_k must be >= 1, got {similarity_top_k}, {fetch_k}."
-            )
-        if mode not in ("two_stage", "exhaustive"):
-            raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {mode!r}.")
-        model = retriever.model
+        params = SearchParams(
+            k=similarity_top_k,
+            fetch_k=fetch_k,
+            recall_budget=recall_budget,
+            rerank_budget=rerank_budget,
+            mode=mode,
+        )
         self.retriever = retriever
         self._store = _vector_store
-        self.similarity_top_k = similarity_top_k
-        self.fetch_k = fetch_k
-        self.recall_budget: Budget = model.resolve_budget(recall_budget)
-        self.rerank_budget: Budget = model.resolve_budget(rerank_budget)
+        self.similarity_top_k = params.k
+        self.fetch_k = params.fetch_k
+        self.recall_budget, self.rerank_budget = params.check_budgets(retriever.model.budgets)
         self._filters: MetadataFilters | None = None
         self.filters = filters
-        self.mode: Mode = mode
+        self.mode: Mode = params.mode
         self.instruction = instruction
         self.url_timeout = url_timeout
         self.image_key = image_key
@@ -225,18 +226,17 @@ class MetaEmbedRetriever(BaseRetriever):
                 NodeWithScore(node=node, score=score)
                 for node, score in zip(result.nodes or [], result.similarities or [], strict=True)
             ]
-        index = self.retriever.index
-        if len(index) == 0:
+        if len(self.retriever.index) == 0:
             return []
-        hits = index.search(
-            q.unsqueeze(0),
-            self.similarity_top_k,
+        params = SearchParams(
+            k=self.similarity_top_k,
             fetch_k=self.fetch_k,
             recall_budget=self.recall_budget,
             rerank_budget=self.rerank_budget,
             filter=to_core_filter(self._filters),
             mode=self.mode,
-        )[0]
+        )
+        hits = self.retriever.search_vectors(q.unsqueeze(0), params=params)[0]
         return [
             NodeWithScore(node=hit_to_node(h, image_key=self.image_key), score=h.score)
             for h in hits

@@ -32,7 +32,6 @@ Query-time options go through ``index.as_retriever(vector_store_kwargs={...})``:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -54,13 +53,13 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 from llama_index.embeddings.metaembed import MetaEmbedEmbedding
-from llama_index.embeddings.metaembed.inputs import node_input
 
-from metaembed_rag import Budget
 from metaembed_rag.budget import BudgetLike
-from metaembed_rag.index import MultiVectorIndex
+from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams
 
 from .filters import ELEMENTS_KEY, element_index, to_core_filter
+from .persist import read_store, write_store
+from .vectors import document_multi_vectors, query_multi_vector
 
 __all__ = ["MetaEmbedVectorStore", "NODE_ID_KEY"]
 
@@ -69,21 +68,7 @@ logger = logging.getLogger(__name__)
 #: Metadata key holding the node id (for ``node_ids`` restrictions and ``delete_nodes``).
 NODE_ID_KEY = "_node_id"
 _NAMESPACE_SEP = "__"
-_FORMAT = "metaembed-vector-store"
-_FORMAT_VERSION = 2  # 2: list-element index for contains / any / all filters
 _QUERY_KWARGS = ("budget", "rerank_budget", "recall_budget", "fetch_k", "mode")
-#: Largest difference between a re-encoded first vector and a given embedding still taken as
-#: "the same vector" (unit vectors; batch composition moves float32 results by ~1e-6).
-_SAME_VECTOR_ATOL = 1e-4
-
-
-def _budget_tuple(value: BudgetLike | None) -> tuple[int, int] | None:
-    return None if value is None else Budget.parse(value).as_tuple()
-
-
-def _same_vector(a: torch.Tensor, b: Sequence[float]) -> bool:
-    other = torch.as_tensor(list(b), dtype=torch.float32)
-    return other.shape == a.shape and bool(torch.allclose(a, other, atol=_SAME_VECTOR_ATOL))
 
 
 class MetaEmbedVectorStore(BasePydanticVectorStore):
@@ -117,7 +102,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
     flat_metadata: bool = Field(
         default=False, description="Require flat metadata (str, int, float, None values)."
     )
-    fetch_k: int = Field(default=200, description="Coarse candidates per query.", ge=1)
+    fetch_k: int = Field(default=DEFAULT_FETCH_K, description="Coarse candidates per query.", ge=1)
     recall_budget: tuple[int, int] = Field(
         default=(1, 1),
         description="Budget (r_q, r_c) of the recall stage ((1,1): coarse vector only).",
@@ -141,7 +126,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         *,
         index: MultiVectorIndex | None = None,
         dtype: str = "bfloat16",
-        fetch_k: int = 200,
+        fetch_k: int = DEFAULT_FETCH_K,
         recall_budget: BudgetLike = (1, 1),
         rerank_budget: BudgetLike | None = None,
         mode: Literal["two_stage", "exhaustive"] = "two_stage",
@@ -154,25 +139,20 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
                 "embed_model must be a llama_index.embeddings.metaembed.MetaEmbedEmbedding, "
                 f"got {type(embed_model).__name__}."
             )
-        if mode not in ("two_stage", "exhaustive"):
-            raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {mode!r}.")
         model = embed_model.model
-        recall = model.resolve_budget(recall_budget).as_tuple()
-        rerank = None if rerank_budget is None else model.resolve_budget(rerank_budget).as_tuple()
+        defaults = SearchParams(
+            fetch_k=fetch_k, recall_budget=recall_budget, rerank_budget=rerank_budget, mode=mode
+        )
+        recall, rerank = defaults.check_budgets(model.budgets)
         if index is None:
             index = MultiVectorIndex.for_model(model, dtype=dtype)
-        elif index.fingerprint not in (None, model.fingerprint()):
-            raise ValueError(
-                f"The index was built with model fingerprint {index.fingerprint!r} but the "
-                f"embedding's model has {model.fingerprint()!r}; use the model the index was "
-                "built with."
-            )
+        index.check_compatible(model)
         super().__init__(
             is_embedding_query=is_embedding_query,
             flat_metadata=flat_metadata,
             fetch_k=fetch_k,
-            recall_budget=recall,
-            rerank_budget=rerank,
+            recall_budget=recall.as_tuple(),
+            rerank_budget=None if defaults.rerank_budget is None else rerank.as_tuple(),
             mode=mode,
             dtype=index.dtype,
             **kwargs,
@@ -210,53 +190,6 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             return len(self._index)
 
     # ------------------------------------------------------------------ writing
-    def _document_vectors(self, nodes: Sequence[BaseNode]) -> torch.Tensor:
-        """``(n, R_c, D)`` multi-vectors: the embedding's cached ones, encoding the rest."""
-        out: list[torch.Tensor | None] = []
-        for node in nodes:
-            vec = None
-            if node.embedding is not None:
-                vec = self._embed_model.lookup_multi_vector("document", node.embedding, pop=True)
-            out.append(vec)
-        missing = [i for i, v in enumerate(out) if v is None]
-        if missing:
-            fresh = self._embed_model.get_document_multi_vectors(
-                [node_input(nodes[i], timeout=self._embed_model.url_timeout) for i in missing]
-            )
-            foreign, evicted = [], 0
-            for j, i in enumerate(missing):
-                out[i] = fresh[j]
-                # the fresh multi-vector was remembered too: take it back out of the cache
-                self._embed_model.lookup_multi_vector("document", fresh[j, 0], pop=True)
-                given = nodes[i].embedding
-                if given is None:
-                    continue
-                if _same_vector(fresh[j, 0], given):
-                    evicted += 1
-                else:
-                    foreign.append(nodes[i].node_id)
-            if foreign:
-                logger.warning(
-                    "%d of %d nodes (e.g. %r) carry an embedding that this store's "
-                    "MetaEmbedEmbedding did not make (another embed model?); it is ignored and "
-                    "the store encoded the nodes itself. Pass the store's MetaEmbedEmbedding as "
-                    "the index's embed_model so nodes are encoded once.",
-                    len(foreign),
-                    len(nodes),
-                    foreign[0],
-                )
-            if evicted:
-                logger.warning(
-                    "%d of %d nodes were encoded twice: their multi-vectors had left the "
-                    "embedding's cache (vector_cache_mb=%s) before the store added them. Raise "
-                    "vector_cache_mb or lower the index's insert_batch_size.",
-                    evicted,
-                    len(nodes),
-                    self._embed_model.vector_cache_mb,
-                )
-            logger.debug("encoded %d of %d nodes in the store", len(missing), len(nodes))
-        return torch.stack([v for v in out if v is not None])
-
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
         """Add (or replace, by node id) nodes with their multi-vectors.
 
@@ -266,7 +199,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         nodes = list(nodes)
         if not nodes:
             return []
-        vectors = self._document_vectors(nodes)
+        vectors = document_multi_vectors(self._embed_model, nodes)
         ids, texts, metas = [], [], []
         for node in nodes:
             meta = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
@@ -380,35 +313,6 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         with self._lock:
             return self._index.get(node_id)["vectors"]
 
-    def _query_vectors(self, query: VectorStoreQuery) -> torch.Tensor:
-        """``(R_q, D)`` multi-vector of the query (see the module docstring)."""
-        text = query.query_str if query.query_str and query.query_str.strip() else None
-        if query.query_embedding is None:
-            if text is None:
-                raise ValueError(
-                    "MetaEmbedVectorStore needs the query itself to build its multi-vector: a "
-                    "VectorStoreQuery with query_str, or a query_embedding made by the "
-                    "MetaEmbedEmbedding this store uses. Got neither."
-                )
-            return self._embed_model.get_query_multi_vectors([text])[0]
-        vec = self._embed_model.lookup_multi_vector("query", query.query_embedding)
-        if vec is not None:
-            return vec
-        if text is not None:
-            fresh = self._embed_model.get_query_multi_vectors([text])[0]
-            if _same_vector(fresh[0], query.query_embedding):
-                logger.debug("query multi-vector not cached; re-encoded query_str (same vector)")
-                return fresh
-        raise ValueError(
-            "MetaEmbedVectorStore needs the multi-vector of the query, but query_embedding "
-            f"({len(query.query_embedding)} floats) was not made by this store's "
-            f"MetaEmbedEmbedding for query_str {query.query_str!r}. Causes: the index's "
-            "embed_model (or image_embed_model) is another model or another MetaEmbedEmbedding "
-            "instance - pass the store's embedding; or an image / multi-string (HyDE) query "
-            "embedding left the embedding's cache before the search (query_cache_mb="
-            f"{self._embed_model.query_cache_mb}) - raise query_cache_mb."
-        )
-
     def query_multi_vectors(
         self,
         query_vectors: torch.Tensor,
@@ -433,21 +337,19 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         Returns:
             nodes, MaxSim scores (sums over query vectors, best first) and node ids.
         """
-        filt = self.core_filter(filters, node_ids, doc_ids)
+        params = SearchParams(
+            k=similarity_top_k,
+            fetch_k=self.fetch_k if fetch_k is None else fetch_k,
+            recall_budget=self.recall_budget if recall_budget is None else recall_budget,
+            rerank_budget=self.rerank_budget if rerank_budget is None else rerank_budget,
+            filter=self.core_filter(filters, node_ids, doc_ids),
+            mode=self.mode if mode is None else mode,
+        )
         q = query_vectors.unsqueeze(0) if query_vectors.dim() == 2 else query_vectors
-        rerank = self.rerank_budget if rerank_budget is None else rerank_budget
         with self._lock:
             if len(self._index) == 0:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            hits = self._index.search(
-                q,
-                similarity_top_k,
-                fetch_k=int(self.fetch_k if fetch_k is None else fetch_k),
-                recall_budget=self.recall_budget if recall_budget is None else recall_budget,
-                rerank_budget=rerank,
-                filter=filt,
-                mode=self.mode if mode is None else mode,
-            )[0]
+            hits = self._index.search(q, params=params)[0]
         nodes = [self.node_from_record(h.id, h.text, h.metadata) for h in hits]
         return VectorStoreQueryResult(
             nodes=nodes, similarities=[h.score for h in hits], ids=[h.id for h in hits]
@@ -486,7 +388,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         if self.num_nodes == 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         return self.query_multi_vectors(
-            self._query_vectors(query),
+            query_multi_vector(self._embed_model, query),
             query.similarity_top_k,
             filters=query.filters,
             node_ids=query.node_ids or None,
@@ -501,10 +403,6 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         return await asyncio.to_thread(self.query, query, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    @staticmethod
-    def _index_dir(persist_path: Path) -> Path:
-        return persist_path.with_name(persist_path.stem + ".metaembed")
-
     def persist(
         self,
         persist_path: str = str(Path(DEFAULT_PERSIST_DIR) / DEFAULT_PERSIST_FNAME),
@@ -516,74 +414,22 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         ``StorageContext.persist(persist_dir)`` calls this with
         ``persist_dir/default__vector_store.json``. Only the local filesystem is supported.
         """
-        if fs is not None and "file" not in (
-            fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        ):
-            raise NotImplementedError(
-                f"MetaEmbedVectorStore persists to the local filesystem only, got fs "
-                f"protocol {fs.protocol!r}; persist locally and copy the folder."
-            )
-        path = Path(persist_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        index_dir = self._index_dir(path)
-        with self._lock:
-            self._index.save(index_dir)
-        settings = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "index_dir": index_dir.name,
-            "fingerprint": self._index.fingerprint,
-            "settings": self.model_dump(
-                include={
-                    "is_embedding_query",
-                    "flat_metadata",
-                    "fetch_k",
-                    "recall_budget",
-                    "rerank_budget",
-                    "mode",
-                }
-            ),
-        }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(settings, indent=2) + "\n")
-        tmp.replace(path)
+        write_store(self, Path(persist_path), fs)
 
     @classmethod
     def from_persist_path(
         cls, persist_path: str, embed_model: MetaEmbedEmbedding, **overrides: Any
     ) -> MetaEmbedVectorStore:
-        """Load what :meth:`persist` wrote at ``persist_path`` (settings can be overridden).
+        """Load what :meth:`persist` wrote at ``persist_path`` (settings can be overridden);
+        a file written before the shared settings format (``metaembed-vector-store`` version
+        1 or 2) is migrated, and rewritten by the next :meth:`persist`.
 
         Raises:
             FileNotFoundError: nothing was persisted there.
             IndexMismatchError: the embedding's model is not the one the index was built with.
         """
-        path = Path(persist_path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No MetaEmbedVectorStore at {str(path)!r}; persist one with "
-                "storage_context.persist(persist_dir) or store.persist(path)."
-            )
-        info = json.loads(path.read_text())
-        if info.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path} is not a MetaEmbedVectorStore file (format {info.get('format')!r})."
-            )
-        version = info.get("version")
-        if version not in (1, _FORMAT_VERSION):
-            raise ValueError(
-                f"{path} was written by a newer llama-index-vector-stores-metaembed (format "
-                f"version {version!r}, this one reads 1 and {_FORMAT_VERSION}); upgrade it."
-            )
-        if version == 1:
-            logger.warning(
-                "%s: format version 1 has no list-element index: 'contains' / 'any' / 'all' "
-                "filters match no node added before this version; re-add those nodes.",
-                path,
-            )
-        index = MultiVectorIndex.load(path.parent / info["index_dir"], model=embed_model.model)
-        settings = {**info.get("settings", {}), **overrides}
-        return cls(embed_model, index=index, **settings)
+        index, saved = read_store(Path(persist_path), embed_model)
+        return cls(embed_model, index=index, **{**saved, **overrides})
 
     @classmethod
     def from_persist_dir(

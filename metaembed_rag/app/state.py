@@ -1,0 +1,456 @@
+"""The demo app's state and operations, independent of HTTP: the collection, uploads, search,
+answers, the budget sweep and result images (:mod:`.server` maps them to routes)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..ingest import IMAGE_SUFFIXES
+from .answer import LLMAdapter, extractive_answer, highlight_spans, query_terms, wrap_llm
+
+__all__ = ["DemoError", "DemoState", "MAX_K", "render_pdf_page", "safe_filename"]
+
+logger = logging.getLogger(__name__)
+
+#: Suffix of the default uploads folder, beside the collection folder (``Collection.add_paths``
+#: leaves out files inside the collection's own folder).
+UPLOADS_SUFFIX = "-uploads"
+PAGE_CACHE = "app-cache"
+MAX_K = 50
+#: Coarse candidates per query (the Collection.search default).
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+-]+")
+
+
+class DemoError(Exception):
+    """A request the app refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def safe_filename(name: str) -> str:
+    """The last component of an uploaded file name with unusual characters replaced by ``_``.
+
+    Raises:
+        DemoError: nothing usable is left (empty, only dots).
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE.sub("_", base).strip(" .")
+    if not base:
+        raise DemoError(f"Unusable file name {name!r}: rename the file and upload it again.")
+    if len(base) > 180:
+        stem, dot, suffix = base.rpartition(".")
+        base = (stem[: 170 - len(suffix)] + dot + suffix) if dot else base[:180]
+    return base
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    """An ``IngestReport`` as JSON: its fields, ``skipped`` as ``[{"path", "reason"}]`` and
+    ``summary``."""
+    data = (
+        asdict(report)
+        if is_dataclass(report) and not isinstance(report, type)
+        else dict(vars(report))
+    )
+    skipped = []
+    for entry in getattr(report, "skipped", []) or []:
+        path, reason = entry
+        skipped.append({"path": Path(str(path)).name, "reason": str(reason)})
+    data["skipped"] = skipped
+    summary = getattr(report, "summary", None)
+    data["summary"] = summary() if callable(summary) else None
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata made JSON-safe (paths to str, unknown objects to their repr)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+class DemoState:
+    """Everything the routes share: the collection, the LLM, uploads and page images.
+
+    Args:
+        index_dir: the collection folder.
+        uploads_dir: where uploaded files are kept (default: ``<index_dir>-uploads`` beside
+            the collection folder; ``Collection.add_paths`` does not index files inside the
+            collection's own folder, so it must be outside it).
+        collection: an open :class:`~metaembed_rag.collection.Collection` on ``index_dir``
+            (default: ``Collection.open_or_create(index_dir, model=model)``).
+        model: passed to ``Collection.open_or_create`` when ``collection`` is None.
+        llm: a LlamaIndex LLM, LangChain chat model, ``f(prompt) -> str`` or None
+            (extractive answers).
+        max_upload_mb: largest accepted upload, in MiB.
+        default_budget: the budget of requests that name none, e.g. ``"8,16"`` (default: the
+            model's largest trained budget).
+
+    Raises:
+        ValueError: ``uploads_dir`` inside the collection folder, or ``default_budget`` not
+            one the model was trained with.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        collection: Any = None,
+        model: Any = None,
+        llm: Any = None,
+        max_upload_mb: float = 200.0,
+        uploads_dir: str | Path | None = None,
+        default_budget: Any = None,
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        if uploads_dir is None:
+            resolved = self.index_dir.resolve()
+            uploads_dir = resolved.with_name(resolved.name + UPLOADS_SUFFIX)
+        self.uploads = Path(uploads_dir)
+        if self.uploads.resolve().is_relative_to(self.index_dir.resolve()):
+            raise ValueError(
+                f"The uploads folder {self.uploads} is inside the collection folder "
+                f"{self.index_dir}, whose files are never indexed; choose a folder outside it."
+            )
+        self.llm: LLMAdapter | None = None if llm is None else wrap_llm(llm)
+        if collection is None:
+            from ..collection import Collection
+
+            collection = Collection.open_or_create(self.index_dir, model=model)
+        self.collection = collection
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.page_cache = self.index_dir / PAGE_CACHE
+        self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        self.lock = threading.RLock()
+        self._images: dict[str, tuple[str, Path, int]] = {}
+        self._sources: dict[str, Path] = {}
+        self.default_budget = self.budgets[-1]
+        if default_budget is not None and default_budget != "":
+            try:
+                self.default_budget = self.resolve_budget(default_budget)
+            except DemoError as exc:
+                raise ValueError(f"--budget / default_budget: {exc}") from exc
+
+    # -- model / budgets -------------------------------------------------------------------
+    @property
+    def budgets(self) -> list[Any]:
+        """The model's trained budgets, smallest first."""
+        return sorted(self.collection.model.budgets)
+
+    def resolve_budget(self, budget: Any) -> Any:
+        """``"8,16"`` / ``[8, 16]`` / None (:attr:`default_budget`) -> a trained ``Budget``.
+
+        Raises:
+            DemoError: not one of the model's trained budgets.
+        """
+        budgets = self.budgets
+        if budget is None or budget == "":
+            return getattr(self, "default_budget", budgets[-1])
+        from ..budget import Budget
+
+        try:
+            value = Budget.parse(budget)
+        except (TypeError, ValueError) as exc:
+            raise DemoError(str(exc)) from exc
+        if value not in budgets:
+            raise DemoError(
+                f"Budget ({value}) is not one the model was trained with; use one of "
+                + ", ".join(f"({b})" for b in budgets)
+                + "."
+            )
+        return value
+
+    def info(self) -> dict[str, Any]:
+        """What the page shows in its header."""
+        with self.lock:
+            cinfo = self.collection.info()
+        return {
+            "model": repr(self.collection.model),
+            "budgets": [str(b) for b in self.budgets],
+            "default_budget": str(self.default_budget),
+            "collection": _jsonable(cinfo),
+            "llm": None if self.llm is None else {"kind": self.llm.kind, "name": self.llm.name},
+            "uploads": sorted(p.name for p in self.uploads.iterdir() if p.is_file()),
+            "uploads_dir": str(self.uploads),
+            "max_upload_mb": self.max_upload_bytes / (1024 * 1024),
+        }
+
+    # -- uploads and indexing --------------------------------------------------------------
+    def save_upload(self, filename: str, stream: BinaryIO) -> str:
+        """Copy an uploaded file to the uploads folder (atomically); returns the stored name.
+
+        Raises:
+            DemoError: unusable name (400) or larger than ``max_upload_mb`` (413).
+        """
+        name = safe_filename(filename)
+        target = self.uploads / name
+        part = self.uploads / f".{name}.part"
+        size = 0
+        try:
+            with part.open("wb") as out:
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+                    if size > self.max_upload_bytes:
+                        raise DemoError(
+                            f"{filename}: larger than the {self.max_upload_bytes >> 20} MiB "
+                            "upload limit (serve --max-upload-mb to raise it).",
+                            413,
+                        )
+                    out.write(chunk)
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+        logger.info("saved upload %s (%d bytes)", target, size)
+        return name
+
+    def index(self, files: list[str] | None = None) -> dict[str, Any]:
+        """``Collection.add_paths`` on the named uploads (default: every upload).
+
+        Raises:
+            DemoError: a named file was not uploaded, or there is nothing to index.
+        """
+        if files is None:
+            paths = sorted(
+                p for p in self.uploads.iterdir() if p.is_file() and not p.name.startswith(".")
+            )
+        else:
+            paths = []
+            for name in files:
+                path = self.uploads / safe_filename(str(name))
+                if not path.is_file():
+                    raise DemoError(f"{name!r} was not uploaded: upload it first.", 404)
+                paths.append(path)
+        if not paths:
+            raise DemoError("Nothing to index: upload PDFs, images or text files first.")
+        with self.lock:
+            # Vision-language models also index every PDF page as an image.
+            images = bool(getattr(self.collection.model, "supports_images", False))
+            report = self.collection.add_paths(paths, pdf_page_images=images, progress=False)
+        out = _report_dict(report)
+        logger.info("indexed uploads: %s", out.get("summary"))
+        return out
+
+    # -- search and answers ----------------------------------------------------------------
+    def _search(self, query: str, k: int, budget: Any) -> tuple[list[Any], float]:
+        with self.lock:
+            t0 = time.perf_counter()
+            try:
+                results = self.collection.search(query, k=k, budget=budget)
+            except ValueError as exc:  # empty collection, bad budget, ...
+                raise DemoError(str(exc)) from exc
+            ms = (time.perf_counter() - t0) * 1000.0
+        return list(results), ms
+
+    @staticmethod
+    def _check_query(body: dict[str, Any]) -> tuple[str, int]:
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise DemoError("Type a question first ('query' is empty).")
+        k = body.get("k", 5)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise DemoError(f"'k' must be an integer from 1 to {MAX_K}, got {k!r}.")
+        return query.strip(), k
+
+    def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"query", "k", "budget"}`` -> ``{"query", "budget", "latency_ms", "results"}``."""
+        query, k = self._check_query(body)
+        budget = self.resolve_budget(body.get("budget"))
+        terms = query_terms(query)
+        with self.lock:  # the image lookup reads the collection's manifest
+            results, ms = self._search(query, k, budget)
+            rows = [self._result_dict(r, terms) for r in results]
+        return {
+            "query": query,
+            "budget": str(budget),
+            "k": k,
+            "latency_ms": round(ms, 3),
+            "results": rows,
+        }
+
+    def ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`search` plus ``"answer"`` (LLM when configured, else extractive) and
+        ``"answer_ms"``. An LLM failure is reported in ``answer["error"]``, results kept."""
+        out = self.search(body)
+        t0 = time.perf_counter()
+        if self.llm is None:
+            with self.lock:  # the model ranks the sentences by meaning; it is not re-entrant
+                answer = extractive_answer(
+                    out["query"], out["results"], model=self.collection.model
+                )
+        else:
+            try:
+                answer = self.llm.answer(out["query"], out["results"])
+            except Exception as exc:  # a remote model can fail in many ways: show it
+                logger.exception("LLM call failed")
+                answer = {
+                    "mode": "llm",
+                    "kind": self.llm.kind,
+                    "model": self.llm.name,
+                    "text": None,
+                    "error": f"The LLM call failed: {type(exc).__name__}: {exc}",
+                }
+        out["answer"] = answer
+        out["answer_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+        return out
+
+    def sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The query at every trained budget, smallest first.
+
+        The query is encoded once (``encode_ms``); each budget then runs the collection's
+        two-stage search on those vectors (``score_ms``: coarse recall + exact MaxSim at the
+        budget; ``latency_ms`` = ``encode_ms`` + ``score_ms``). ``agreement``: the share of the
+        largest budget's top-k that the budget also returns; ``ids`` equal
+        ``Collection.search(query, k=k, budget=budget)``.
+        """
+        query, k = self._check_query(body)
+        rows: list[dict[str, Any]] = []
+        with self.lock:
+            if len(self.collection.index) == 0:
+                raise DemoError("The index is empty: upload and index documents first.")
+            retriever = self.collection.retriever
+            t0 = time.perf_counter()
+            vectors = self.collection.model.encode_queries([query])
+            encode_ms = (time.perf_counter() - t0) * 1000.0
+            for budget in self.budgets:
+                t0 = time.perf_counter()
+                hits = retriever.search_vectors(vectors, k, rerank_budget=budget)[0]
+                score_ms = (time.perf_counter() - t0) * 1000.0
+                rows.append(
+                    {
+                        "budget": str(budget),
+                        "score_ms": round(score_ms, 3),
+                        "latency_ms": round(encode_ms + score_ms, 3),
+                        "ids": [str(h.id) for h in hits],
+                        "top_score": float(hits[0].score) if hits else None,
+                    }
+                )
+        reference = set(rows[-1]["ids"])
+        for row in rows:
+            row["agreement"] = (
+                round(len(reference & set(row["ids"])) / len(reference), 4) if reference else None
+            )
+        return {
+            "query": query,
+            "k": k,
+            "encode_ms": round(encode_ms, 3),
+            "reference_budget": rows[-1]["budget"],
+            "budgets": rows,
+        }
+
+    def _result_dict(self, result: Any, terms: list[str]) -> dict[str, Any]:
+        meta = dict(result.metadata or {})
+        text = result.text or ""
+        source = meta.get("source")
+        return {
+            "id": str(result.id),
+            "rank": int(result.rank),
+            "score": float(result.score),
+            "text": text,
+            "highlights": [[a, b] for a, b in highlight_spans(text, terms)],
+            "source": None if source is None else Path(str(source)).name,
+            "page": meta.get("page"),
+            "metadata": _jsonable(meta),
+            "image_url": self._image_url(result, meta),
+        }
+
+    # -- page images -----------------------------------------------------------------------
+    def _register(self, kind: str, path: Path, page: int) -> str:
+        key = f"{kind}\0{path}\0{page}".encode()
+        token = hashlib.sha256(key).hexdigest()[:24]
+        self._images[token] = (kind, path, page)
+        return f"/api/image/{token}"
+
+    def _image_url(self, result: Any, meta: dict[str, Any]) -> str | None:
+        """A URL for the result's picture: its own image, an uploaded image file, or its PDF
+        page rendered on demand."""
+        image = getattr(result, "image", None)
+        if image is not None:
+            return self._register("file", Path(image), 0)
+        source = meta.get("source")
+        if source is None:
+            return None
+        path = self._locate(str(source))
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and path.is_file():
+            return self._register("file", path, 0)
+        page = meta.get("page")
+        if suffix == ".pdf" and isinstance(page, int) and path.is_file():
+            return self._register("pdf", path, page)
+        return None
+
+    def _locate(self, source: str) -> Path:
+        """The file a result's ``source`` names: the indexed file of that name in the
+        collection's manifest (sources relative to the indexing directory are not relative to
+        ours), else the path as given, else the upload of that name."""
+        if source not in self._sources:  # (re)build the source -> file map on a miss
+            files = getattr(self.collection, "files", None) or {}
+            self._sources = {str(e.get("source")): Path(k) for k, e in files.items()}
+        if source in self._sources:
+            return self._sources[source]
+        path = Path(source)
+        if not path.is_file() and (self.uploads / path.name).is_file():
+            return self.uploads / path.name
+        return path
+
+    def image_file(self, token: str) -> Path:
+        """The file to send for ``/api/image/{token}`` (PDF pages rendered to PNG, cached).
+
+        Raises:
+            DemoError: unknown token (404) or the page cannot be rendered.
+        """
+        entry = self._images.get(token)
+        if entry is None:
+            raise DemoError("Unknown image: run the search again.", 404)
+        kind, path, page = entry
+        if kind == "file":
+            if not path.is_file():
+                raise DemoError(f"The image {path.name} is gone from disk.", 404)
+            return path
+        out = self.page_cache / f"{token}.png"
+        if not out.is_file():
+            with self.lock:
+                render_pdf_page(path, page, out)
+        return out
+
+
+def render_pdf_page(pdf: Path, page: int, out: Path, *, width: int = 900) -> Path:
+    """Render page ``page`` (1-based, as stored in result metadata) of ``pdf`` to a PNG of
+    ``width`` pixels at ``out`` (written atomically).
+
+    Raises:
+        DemoError: pypdfium2 is not installed (the ``pdf`` extra) or the page does not exist.
+    """
+    try:
+        import pypdfium2 as pdfium
+    except ImportError as exc:
+        raise DemoError(
+            'Rendering PDF pages needs pypdfium2: pip install "metaembed-rag[pdf]".', 500
+        ) from exc
+    doc = pdfium.PdfDocument(str(pdf))
+    try:
+        if not 1 <= page <= len(doc):
+            raise DemoError(f"{pdf.name} has no page {page} (it has {len(doc)}).", 404)
+        pdf_page = doc[page - 1]
+        scale = width / max(pdf_page.get_width(), 1.0)
+        image = pdf_page.render(scale=scale).to_pil()
+    finally:
+        doc.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    image.save(tmp, format="PNG")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,5 @@
+"""``python -m metaembed_rag.cli``."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""``metaembed-rag serve``: the local visual-document RAG demo app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+from .common import index_option
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger("metaembed_rag.cli")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import app
+    from ..app.answer import parse_llm_spec
+    from ..budget import Budget
+
+    if args.llm:
+        parse_llm_spec(args.llm)  # a malformed spec fails before anything starts
+    if args.budget:
+        Budget.parse(args.budget)  # checked against the model's budgets once it is loaded
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    print(f"metaembed-rag demo: {url}  (index: {args.index}; starting)", flush=True)
+    t0 = time.perf_counter()
+
+    def ready() -> None:
+        print(f"Ready in {time.perf_counter() - t0:.1f} s: open {url}  (Ctrl-C stops)", flush=True)
+
+    app.serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        llm=args.llm,
+        max_upload_mb=args.max_upload_mb,
+        uploads_dir=args.uploads,
+        log_level="info" if args.verbose else "warning",
+        default_budget=args.budget,
+        on_ready=ready,
+    )
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """The ``serve`` subcommand."""
+    sv = sub.add_parser(
+        "serve", help="the visual-document RAG chatbot demo: a web page on localhost"
+    )
+    index_option(sv, " (created if missing)")
+    sv.add_argument(
+        "--budget",
+        default=None,
+        help="the page's default budget 'r_q,r_c' (default: the model's largest trained "
+        "budget, 16,64 for the default model)",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--model", help="model name or folder for a new index (default: built-in)")
+    sv.add_argument(
+        "--llm",
+        help="module:attr of a LlamaIndex LLM or LangChain chat model (or a zero-argument "
+        "factory of one); default: extractive answers",
+    )
+    sv.add_argument(
+        "--uploads", help="folder for uploaded files (default: <index>-uploads beside the index)"
+    )
+    sv.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload, MiB")
+    sv.set_defaults(func=run)

@@ -1,0 +1,240 @@
+"""``LocalBackend``: the :class:`~metaembed_rag.index.backend.StorageBackend` on local files.
+
+Parts, each saving itself: a :class:`~metaembed_rag.index.doctable.DocumentTable` (ids, texts,
+metadata: ``docs-<tag>.jsonl``), a :class:`~metaembed_rag.index.rowset.RowSet` (memory-mapped
+vector, scale and coarse rows: ``<kind>-<tag>.bin``) and a
+:class:`~metaembed_rag.index.coarse.CoarseIndex` (FAISS over the coarse rows:
+``faiss-<tag>.faiss``). :mod:`~metaembed_rag.index.saving` writes the manifest that names them
+(last: the commit point) and checks them on load.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..budget import Budget
+from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
+from .backend import StorageBackend
+from .coarse import CoarseIndex
+from .doctable import DocumentTable
+from .filters import Filter
+from .hits import stable_topk
+from .rowset import RowSet, new_tag
+from .saving import check_files, finish_save, manifest_files, write_faiss
+from .validate import DocumentBatch
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows scored per step by an exhaustive search.
+EXHAUSTIVE_CHUNK = 16384
+#: Flat coarse searches with at most this many queries use a torch scan instead of FAISS.
+_TORCH_FLAT_MAX_QUERIES = 8
+
+
+def scoring_backend() -> Literal["kernel", "torch"]:
+    """The scoring backend for rerank and exhaustive search: one code path for both, so a
+    document gets bit-identical scores however it was reached (BLAS rounding depends on a row's
+    position in the batch, which would break ties between duplicate documents differently)."""
+    return "kernel" if kernel_available() else "torch"
+
+
+class LocalBackend(StorageBackend):
+    """Rows in RAM or memory-mapped files under ``path``, FAISS coarse recall.
+
+    Args:
+        rows: the (empty or loaded) row set.
+        coarse: the FAISS coarse index over the coarse rows.
+        table: the document table (default: empty).
+        exact_subset_max: filtered searches whose matching set is at most this large scan the
+            matching coarse rows exactly instead of FAISS with a selector.
+    """
+
+    def __init__(
+        self,
+        rows: RowSet,
+        coarse: CoarseIndex,
+        table: DocumentTable | None = None,
+        exact_subset_max: int = 20_000,
+    ) -> None:
+        self.rows, self.coarse = rows, coarse
+        self.table = table or DocumentTable()
+        self.dim, self.num_vectors = rows.dim, rows.num_vectors
+        self.exact_subset_max = int(exact_subset_max)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def path(self) -> Path | None:
+        """The folder the rows live in (``None``: RAM)."""
+        return self.rows.folder
+
+    # ------------------------------------------------------------------ writing
+    def add(self, batch: DocumentBatch) -> None:
+        if not batch.ids:
+            return
+        slots, coarse = self.rows.append(batch.vectors)
+        self.table.append(batch.ids, batch.texts, batch.metadatas)
+        target = self.coarse.target_kind(len(self))
+        if target != self.coarse.kind:
+            self.rebuild_coarse(target)
+        else:
+            self.coarse.add(coarse, slots)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        slots = self.table.delete(ids)
+        self.coarse.remove(slots)
+        return int(slots.size)
+
+    def rebuild_coarse(self, kind: str | None = None) -> None:
+        """Rebuild FAISS from the live coarse rows (``kind``: default the target kind)."""
+        kind = kind or self.coarse.target_kind(len(self))
+        live = np.flatnonzero(self.table.alive).astype(np.int64)
+        self.coarse.rebuild(kind, self.rows.coarse.array[live], live)
+
+    def compact(self) -> None:
+        """Rewrite the live rows into new files and rebuild FAISS; files named by a saved
+        manifest stay until the next save."""
+        live = np.flatnonzero(self.table.alive)
+        if live.size == self.rows.count:
+            return
+        logger.info("compacting: %d live of %d rows", live.size, self.rows.count)
+        old_paths = [s.path for _, s in self.rows.stores() if s.path is not None]
+        self.rows = self.rows.compacted(live)
+        self.table.keep(live)
+        self.rebuild_coarse()
+        referenced = manifest_files(self.path) if self.path is not None else set()
+        for p in old_paths:
+            if p.name not in referenced:
+                p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
+    def allowed(self, filter: Filter | None) -> np.ndarray:
+        return self.table.allowed(filter)
+
+    def fetch(self, rows: np.ndarray, r_c: int | None = None) -> torch.Tensor:
+        return self.rows.decode(rows, r_c)
+
+    def _query_coarse(self, q: torch.Tensor) -> np.ndarray:
+        if self.rows.coarse_vector == "first":
+            return np.ascontiguousarray(q[:, 0].numpy())
+        mean = torch.nn.functional.normalize(q.mean(dim=1), dim=-1)
+        return np.ascontiguousarray(mean.numpy())
+
+    def candidates(
+        self, queries: torch.Tensor, pool: int, allowed: np.ndarray, filtered: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        nq = queries.shape[0]
+        allowed_rows = np.flatnonzero(allowed).astype(np.int64)
+        if pool >= allowed_rows.size:  # every matching row is a candidate: exact
+            cand = np.broadcast_to(allowed_rows, (nq, allowed_rows.size)).copy()
+            return cand, np.ones(cand.shape, dtype=bool)
+        qc = self._query_coarse(queries)
+        if filtered and allowed_rows.size <= self.exact_subset_max:
+            sims = qc @ self.rows.coarse.array[allowed_rows].T  # (nq, n_allowed)
+            cand = np.empty((nq, pool), dtype=np.int64)
+            for i in range(nq):
+                cand[i] = allowed_rows[stable_topk(sims[i], allowed_rows, pool)]
+            return cand, np.ones(cand.shape, dtype=bool)
+        if self.coarse.kind == "flat" and nq <= _TORCH_FLAT_MAX_QUERIES and not self.coarse.use_gpu:
+            # FAISS's flat search uses one thread per query; for a few queries a two-thread
+            # torch mat-vec over the coarse vectors is about 2x faster (memory-bound) and exact.
+            with warnings.catch_warnings():  # read-only memmap: never written through
+                warnings.simplefilter("ignore", UserWarning)
+                coarse = torch.from_numpy(self.rows.coarse.array)
+            sims = (torch.from_numpy(qc) @ coarse.T).numpy()  # (nq, rows)
+            rows = np.arange(sims.shape[1], dtype=np.int64)
+            cand = np.empty((nq, pool), dtype=np.int64)
+            for i in range(nq):
+                cand[i] = stable_topk(np.where(allowed, sims[i], -np.inf), rows, pool)
+            return cand, np.ones(cand.shape, dtype=bool)
+        need_selector = filtered or self.coarse.stale > 0
+        _, cand = self.coarse.search(qc, pool, allowed if need_selector else None)
+        valid = cand >= 0
+        return np.where(valid, cand, allowed_rows[0]), valid
+
+    def score(self, queries: torch.Tensor, rows: np.ndarray, budget: Budget) -> np.ndarray:
+        """Exact MaxSim on the stored rows in place (no copy) when the dtype allows."""
+        if rows.shape[1] == 0:
+            return np.zeros(rows.shape, dtype=np.float32)
+        view = self.rows.codec.torch_view(self.rows.vectors.array)
+        if view is None:  # int8: dequantise the candidate rows, then score
+            docs = self.fetch(rows.reshape(-1), budget.r_c).view(*rows.shape, budget.r_c, self.dim)
+            return maxsim_pairwise(
+                queries, docs, budget.as_tuple(), backend=scoring_backend()
+            ).numpy()
+        out = maxsim_ids(
+            queries, view, torch.from_numpy(rows), budget.as_tuple(), backend=scoring_backend()
+        )
+        return out.numpy()
+
+    def score_range(
+        self, queries: torch.Tensor, start: int, end: int, budget: Budget
+    ) -> np.ndarray:
+        """Exact MaxSim ``(nq, end - start)`` against rows ``[start, end)`` (exhaustive search)."""
+        view = self.rows.codec.torch_view(self.rows.vectors.array)
+        if view is not None:
+            docs = view[start:end]
+        else:
+            docs = self.fetch(np.arange(start, end), budget.r_c)
+        return maxsim(queries, docs, budget.as_tuple(), backend=scoring_backend()).numpy()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, target: Path, header: dict[str, Any]) -> Path:
+        """Rows, documents and FAISS under fresh names (or appended in place), then the
+        manifest (``header`` + counts + file checksums) last."""
+        target.mkdir(parents=True, exist_ok=True)
+        tag = new_tag()
+        files = self.rows.save(target, tag)
+        files["docs"] = self.table.write(target / f"docs-{tag}.jsonl")
+        files["faiss"] = write_faiss(self.coarse, target / f"faiss-{tag}.faiss")
+        counts = {
+            "rows": self.rows.count,
+            "documents": len(self),
+            "deleted": self.rows.count - len(self),
+        }
+        manifest = {
+            **header,
+            "coarse_index": self.coarse.settings(),
+            "counts": counts,
+            "files": files,
+        }
+        own = {
+            s.path.name
+            for _, s in self.rows.stores()
+            if s.path is not None and s.path.parent.resolve() == target.resolve()
+        }
+        return finish_save(target, manifest, own)
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        manifest: dict[str, Any],
+        empty: LocalBackend,
+        mmap: bool,
+        verify: bool,
+    ) -> LocalBackend:
+        """Open the parts a manifest names, with the settings of ``empty`` (a new in-RAM
+        backend built from the manifest's header).
+
+        Raises:
+            IndexCorruptedError: missing or truncated files, checksum mismatch.
+        """
+        files = check_files(folder, manifest, verify)
+        rows = RowSet.load(folder, files, empty.rows, mmap)
+        table = DocumentTable.read(folder / files["docs"]["name"], rows.count)
+        coarse = manifest["coarse_index"]
+        empty.coarse.read(
+            str(folder / files["faiss"]["name"]), coarse["kind"], coarse.get("stale", 0)
+        )
+        return cls(rows, empty.coarse, table, empty.exact_subset_max)
