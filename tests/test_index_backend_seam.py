@@ -9,6 +9,7 @@ backend (float32 storage, flat FAISS) gives: the index uses nothing but the inte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 import torch
 from _index_utils import BUDGETS, D, K, queries, unit
 
-from metaembed_rag.index import MultiVectorIndex
+from metaembed_rag.index import MultiVectorIndex, multivector
 from metaembed_rag.index.backend import Record, StorageBackend
 from metaembed_rag.index.filters import Filter, filter_mask
 from metaembed_rag.index.hits import stable_topk
@@ -166,3 +167,30 @@ def test_memory_backend_deletes_upserts_and_lookups_like_the_local_backend() -> 
 def test_a_backend_of_another_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="pass the backend's dim and num_vectors"):
         MultiVectorIndex(D, num_vectors=K + 1, backend=MemoryBackend(D, K))
+
+
+def test_maintenance_hooks_are_no_ops_and_save_is_the_backends_call(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    local, fake = _pair(rng, n=20)
+    q = queries(rng)
+    before = fake.search(q, 5)
+    fake.reserve(1000)
+    fake.rebuild_coarse()
+    fake.compact()
+    assert fake.search(q, 5) == before  # rows keep their handles: nothing moved
+    _same(local, fake, q)
+    assert fake.path is None and fake.coarse_kind == "exact"
+    assert fake.bytes_per_document == K * D * 4
+    with pytest.raises(NotImplementedError, match="keeps nothing on disk"):
+        fake.save(tmp_path / "idx")
+    fake.close()
+
+
+def test_the_index_reaches_its_storage_only_through_the_interface() -> None:
+    """Grep-able seam: every ``backend.<name>`` that ``multivector.py`` uses is a member of
+    ``StorageBackend`` (``LocalBackend`` is named only to build and load a local index)."""
+    source = Path(multivector.__file__).read_text(encoding="utf-8")
+    used = set(re.findall(r"(?<![\w.])(?:self|index)\.backend\.(\w+)", source))
+    interface = {n for n in dir(StorageBackend) if not n.startswith("_")} | {"dim", "num_vectors"}
+    assert used and used <= interface, sorted(used - interface)
+    assert not re.search(r"backend\.(table|rows|coarse)\b", source)
