@@ -24,12 +24,13 @@ import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from .state import DemoError, DemoState, render_pdf_page, safe_filename
+from .state import DemoError, DemoOptions, DemoState, render_pdf_page, safe_filename
 
 __all__ = [
     "DemoError",
+    "DemoOptions",
     "DemoState",
     "bind_socket",
     "create_app",
@@ -64,30 +65,14 @@ def _require_app_deps() -> None:
         )
 
 
-def create_app(
-    index_dir: str | Path,
-    *,
-    model: Any = None,
-    llm: Any = None,
-    collection: Any = None,
-    max_upload_mb: float = 200.0,
-    uploads_dir: str | Path | None = None,
-    default_budget: Any = None,
-) -> Any:
+def create_app(index_dir: str | Path, **options: Unpack[DemoOptions]) -> Any:
     """The FastAPI application of the demo.
 
     Args:
         index_dir: the collection folder (created if missing).
-        model: model name, folder or ``MetaEmbedModel`` for a new collection (default: the
-            embedded default model).
-        llm: a LlamaIndex LLM, a LangChain chat model, ``f(prompt) -> str``, or None for
-            extractive answers.
-        collection: an already open ``Collection`` on ``index_dir`` (skips opening it again).
-        max_upload_mb: largest accepted upload, in MiB.
-        uploads_dir: where uploaded files are kept; outside the collection folder (default:
-            ``<index_dir>-uploads`` beside it).
-        default_budget: the budget of the page's slider at start and of requests naming none
-            (default: the model's largest trained budget).
+        options: ``model``, ``llm``, ``collection``, ``max_upload_mb``, ``uploads_dir``,
+            ``default_budget`` (:class:`~metaembed_rag.app.state.DemoOptions`; meanings and
+            defaults in :class:`~metaembed_rag.app.state.DemoState`).
 
     Raises:
         ValueError: ``uploads_dir`` is inside the collection folder, or ``default_budget`` is
@@ -99,15 +84,7 @@ def create_app(
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
-    state = DemoState(
-        index_dir,
-        collection=collection,
-        model=model,
-        llm=llm,
-        max_upload_mb=max_upload_mb,
-        uploads_dir=uploads_dir,
-        default_budget=default_budget,
-    )
+    state = DemoState(index_dir, **options)
     app = FastAPI(title="metaembed-rag demo", docs_url=None, redoc_url=None)
     app.state.demo = state
 
@@ -187,14 +164,9 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    model: Any = None,
-    llm: Any = None,
-    max_upload_mb: float = 200.0,
     log_level: str = "info",
-    collection: Any = None,
-    uploads_dir: str | Path | None = None,
-    default_budget: Any = None,
     on_ready: Callable[[], None] | None = None,
+    **options: Unpack[DemoOptions],
 ) -> None:
     """Run the demo at ``http://host:port/`` until interrupted (Ctrl-C).
 
@@ -213,19 +185,11 @@ def serve(
 
     sock = bind_socket(host, port)
     try:
-        if isinstance(llm, str):
+        if isinstance(options.get("llm"), str):
             from .answer import load_llm
 
-            llm = load_llm(llm)
-        app = create_app(
-            index_dir,
-            model=model,
-            llm=llm,
-            collection=collection,
-            max_upload_mb=max_upload_mb,
-            uploads_dir=uploads_dir,
-            default_budget=default_budget,
-        )
+            options["llm"] = load_llm(options["llm"])
+        app = create_app(index_dir, **options)
         shown = f"[{host}]" if ":" in host else host
         logger.info("metaembed-rag demo on http://%s:%d/ (index: %s)", shown, port, index_dir)
         if on_ready is not None:

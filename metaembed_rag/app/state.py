@@ -10,12 +10,12 @@ import threading
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from ..ingest import IMAGE_SUFFIXES
 from .answer import LLMAdapter, extractive_answer, highlight_spans, query_terms, wrap_llm
 
-__all__ = ["DemoError", "DemoState", "MAX_K", "render_pdf_page", "safe_filename"]
+__all__ = ["DemoError", "DemoOptions", "DemoState", "MAX_K", "render_pdf_page", "safe_filename"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,19 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+class DemoOptions(TypedDict, total=False):
+    """The demo's options besides the collection folder, as keywords of :class:`DemoState`,
+    :func:`~metaembed_rag.app.create_app` and :func:`~metaembed_rag.app.serve` (documented
+    in :class:`DemoState`; the defaults are its own)."""
+
+    collection: Any
+    model: Any
+    llm: Any
+    max_upload_mb: float
+    uploads_dir: str | Path | None
+    default_budget: Any
+
+
 class DemoState:
     """Everything the routes share: the collection, the LLM, uploads and page images.
 
@@ -93,12 +106,14 @@ class DemoState:
             collection's own folder, so it must be outside it).
         collection: an open :class:`~metaembed_rag.collection.Collection` on ``index_dir``
             (default: ``Collection.open_or_create(index_dir, model=model)``).
-        model: passed to ``Collection.open_or_create`` when ``collection`` is None.
+        model: model name, folder or ``MetaEmbedModel``, passed to
+            ``Collection.open_or_create`` when ``collection`` is None (default: the embedded
+            default model for a new collection).
         llm: a LlamaIndex LLM, LangChain chat model, ``f(prompt) -> str`` or None
             (extractive answers).
         max_upload_mb: largest accepted upload, in MiB.
-        default_budget: the budget of requests that name none, e.g. ``"8,16"`` (default: the
-            model's largest trained budget).
+        default_budget: the budget of requests that name none and of the page's slider at
+            start, e.g. ``"8,16"`` (default: the model's largest trained budget).
 
     Raises:
         ValueError: ``uploads_dir`` inside the collection folder, or ``default_budget`` not

@@ -78,6 +78,8 @@ class BackboneAdapter(ABC):
     supports_images: ClassVar[bool] = False
     #: whether ``forward`` must pass position ids computed from the attention mask
     needs_position_ids: ClassVar[bool] = True
+    #: the ``transformers`` ``model_type`` values the default :meth:`matches` accepts
+    model_types: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: nn.Module, processor: Any, config: Any) -> None:
         #: the transformers model, used duck-typed (``config``, ``get_input_embeddings``, ...)
@@ -87,9 +89,10 @@ class BackboneAdapter(ABC):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    @abstractmethod
     def matches(cls, hf_config: Any) -> bool:
-        """Whether this adapter handles a backbone with this ``transformers`` config."""
+        """Whether this adapter handles a backbone with this ``transformers`` config (default:
+        its ``model_type`` is one of :attr:`model_types`)."""
+        return getattr(hf_config, "model_type", None) in cls.model_types
 
     @classmethod
     def load_backbone(
@@ -224,7 +227,11 @@ class BackboneAdapter(ABC):
         if self.needs_position_ids:
             kwargs["position_ids"] = left_padded_position_ids(ext_mask) + self.position_offset
         model_mask: torch.Tensor = ext_mask
-        if num_meta and self.bidirectional and getattr(self.config, "meta_attention", "full") == "causal":
+        if (
+            num_meta
+            and self.bidirectional
+            and getattr(self.config, "meta_attention", "full") == "causal"
+        ):
             model_mask = self._causal_meta_mask(ext_mask, num_meta)
         handle = self.input_embeddings().register_forward_hook(replace_meta) if num_meta else None
         try:

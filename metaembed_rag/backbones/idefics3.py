@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Idefics3Adapter"]
 
-_MODEL_TYPES = {"idefics3", "smolvlm"}
 _MODEL_INPUTS = ("pixel_values", "pixel_attention_mask")
 
 
@@ -34,14 +33,11 @@ class Idefics3Adapter(BackboneAdapter):
     """Idefics3 (``HuggingFaceM4/Idefics3-8B-Llama3``) and SmolVLM (``HuggingFaceTB/SmolVLM-*``)."""
 
     family = "idefics3"
+    model_types = frozenset({"idefics3", "smolvlm"})
     supports_images = True
     needs_position_ids = True
 
     # ------------------------------------------------------------------ loading
-    @classmethod
-    def matches(cls, hf_config: Any) -> bool:
-        return getattr(hf_config, "model_type", None) in _MODEL_TYPES
-
     @classmethod
     def load_processor(cls, path: str, *, trust_remote_code: bool) -> Any:
         from transformers import AutoProcessor

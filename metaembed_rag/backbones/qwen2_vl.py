@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Qwen2VLAdapter", "QwenVLProcessorParts"]
 
-_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_text"}
 
 #: The plain Qwen2-VL prompt used when the tokenizer has no chat template.
 PLAIN_TEMPLATE = "<|im_start|>user\n{image}{text}<|im_end|>\n<|im_start|>assistant\n"
@@ -85,15 +84,12 @@ class Qwen2VLAdapter(BackboneAdapter):
     """Qwen2-VL / Qwen2.5-VL (and their text-only sub-models)."""
 
     family = "qwen2_vl"
+    model_types = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_text"})
     supports_images = True
     #: positions are 3-D M-RoPE ids from ``get_rope_index``, passed by :meth:`extra_forward_kwargs`
     needs_position_ids = False
 
     # ------------------------------------------------------------------ loading
-    @classmethod
-    def matches(cls, hf_config: Any) -> bool:
-        return getattr(hf_config, "model_type", None) in _MODEL_TYPES
-
     @classmethod
     def load_processor(cls, path: str, *, trust_remote_code: bool) -> Any:
         from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer

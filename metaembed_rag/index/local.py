@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ import torch
 
 from ..budget import Budget
 from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
-from .backend import StorageBackend
+from .backend import SCAN_CHUNK, Record, StorageBackend, StorageInfo
 from .coarse import CoarseIndex
 from .doctable import DocumentTable
 from .filters import Filter
@@ -34,8 +34,6 @@ __all__ = ["LocalBackend"]
 
 logger = logging.getLogger(__name__)
 
-#: Rows scored per step by an exhaustive search.
-EXHAUSTIVE_CHUNK = 16384
 #: Flat coarse searches with at most this many queries use a torch scan instead of FAISS.
 _TORCH_FLAT_MAX_QUERIES = 8
 
@@ -74,6 +72,14 @@ class LocalBackend(StorageBackend):
         return len(self.table)
 
     @property
+    def num_rows(self) -> int:
+        return self.rows.count
+
+    def describe(self) -> StorageInfo:
+        """The FAISS index kind in use now; vector (+ int8 scale) + coarse row bytes."""
+        return {"coarse_kind": self.coarse.kind, "bytes_per_document": self.rows.row_bytes}
+
+    @property
     def path(self) -> Path | None:
         """The folder the rows live in (``None``: RAM)."""
         return self.rows.folder
@@ -86,7 +92,7 @@ class LocalBackend(StorageBackend):
         self.table.append(batch.ids, batch.texts, batch.metadatas)
         target = self.coarse.target_kind(len(self))
         if target != self.coarse.kind:
-            self.rebuild_coarse(target)
+            self._rebuild(target)
         else:
             self.coarse.add(coarse, slots)
 
@@ -96,10 +102,28 @@ class LocalBackend(StorageBackend):
         return int(slots.size)
 
     def rebuild_coarse(self, kind: str | None = None) -> None:
-        """Rebuild FAISS from the live coarse rows (``kind``: default the target kind)."""
-        kind = kind or self.coarse.target_kind(len(self))
+        """Rebuild FAISS, switching its setting to ``kind`` for good when given (``"ivf"``
+        trains IVF now whatever the collection size).
+
+        Raises:
+            ValueError: ``kind`` is not ``auto``, ``flat``, ``hnsw``, ``ivf`` or ``None``.
+        """
+        if kind is not None:
+            if kind not in ("auto", "flat", "hnsw", "ivf"):
+                raise ValueError(f"kind must be auto, flat, hnsw or ivf, got {kind!r}.")
+            self.coarse.setting = kind
+        self._rebuild("ivf" if kind == "ivf" else self.coarse.target_kind(len(self)))
+
+    def _rebuild(self, kind: str) -> None:
+        """Rebuild FAISS of ``kind`` from the live coarse rows."""
         live = np.flatnonzero(self.table.alive).astype(np.int64)
         self.coarse.rebuild(kind, self.rows.coarse.array[live], live)
+
+    def reserve(self, num_docs: int) -> None:
+        self.rows.reserve(num_docs)
+
+    def close(self) -> None:
+        self.rows.close()
 
     def compact(self) -> None:
         """Rewrite the live rows into new files and rebuild FAISS; files named by a saved
@@ -111,11 +135,26 @@ class LocalBackend(StorageBackend):
         old_paths = [s.path for _, s in self.rows.stores() if s.path is not None]
         self.rows = self.rows.compacted(live)
         self.table.keep(live)
-        self.rebuild_coarse()
+        self._rebuild(self.coarse.target_kind(len(self)))
         referenced = manifest_files(self.path) if self.path is not None else set()
         for p in old_paths:
             if p.name not in referenced:
                 p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ records
+    def rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        slot_of = self.table.slot_of
+        return np.array([slot_of.get(i, -1) for i in ids], dtype=np.int64)
+
+    def records(self, rows: np.ndarray) -> list[Record]:
+        t = self.table
+        out = []
+        for r in np.asarray(rows).tolist():
+            doc_id = t.ids[r]
+            if doc_id is None:
+                raise KeyError(f"Row {r} holds no live document (deleted or compacted away).")
+            out.append(Record(doc_id, t.texts[r], dict(t.metas[r] or {})))
+        return out
 
     # ------------------------------------------------------------------ reading
     def allowed(self, filter: Filter | None) -> np.ndarray:
@@ -177,16 +216,24 @@ class LocalBackend(StorageBackend):
         )
         return out.numpy()
 
-    def score_range(
-        self, queries: torch.Tensor, start: int, end: int, budget: Budget
-    ) -> np.ndarray:
-        """Exact MaxSim ``(nq, end - start)`` against rows ``[start, end)`` (exhaustive search)."""
+    def scan(
+        self, queries: torch.Tensor, budget: Budget, allowed: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Contiguous row ranges scored in place (no copy) when the dtype allows; rows not
+        ``allowed`` score ``-inf``."""
         view = self.rows.codec.torch_view(self.rows.vectors.array)
-        if view is not None:
-            docs = view[start:end]
-        else:
-            docs = self.fetch(np.arange(start, end), budget.r_c)
-        return maxsim(queries, docs, budget.as_tuple(), backend=scoring_backend()).numpy()
+        n = self.rows.count
+        for start in range(0, n, SCAN_CHUNK):
+            end = min(n, start + SCAN_CHUNK)
+            ok = allowed[start:end]
+            if not ok.any():
+                continue
+            if view is not None:
+                docs = view[start:end]
+            else:
+                docs = self.fetch(np.arange(start, end), budget.r_c)
+            scores = maxsim(queries, docs, budget.as_tuple(), backend=scoring_backend()).numpy()
+            yield np.arange(start, end, dtype=np.int64), np.where(ok[None, :], scores, -np.inf)
 
     # ------------------------------------------------------------------ persistence
     def save(self, target: Path, header: dict[str, Any]) -> Path:

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike
+from .backend import StorageBackend
 from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
-from .local import EXHAUSTIVE_CHUNK, LocalBackend
+from .local import LocalBackend
 from .params import SearchOptions, SearchParams
 from .persist import IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
@@ -73,6 +74,10 @@ class MultiVectorIndex:
         ef_search: HNSW search beam.
         ivf_nlist: IVF list count.
         nprobe: IVF lists probed per search.
+        backend: the storage to search (a :class:`~metaembed_rag.index.backend.StorageBackend`
+            of the same ``dim`` and ``num_vectors``); default: a new
+            :class:`~metaembed_rag.index.local.LocalBackend` built from ``path``, ``dtype`` and
+            the coarse-index options above (ignored when a backend is given).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class MultiVectorIndex:
         ef_search: int = 128,
         ivf_nlist: int | None = None,
         nprobe: int = 32,
+        backend: StorageBackend | None = None,
     ) -> None:
         if dim < 1 or num_vectors < 1:
             raise ValueError(f"dim and num_vectors must be >= 1, got {dim} and {num_vectors}.")
@@ -117,6 +123,18 @@ class MultiVectorIndex:
         self.fingerprint = fingerprint
         self.recall_pool_factor = int(recall_pool_factor)
         self.compact_ratio = float(compact_ratio)
+        #: Filtered searches matching at most this many documents scan them exactly.
+        self.exact_subset_max = int(exact_subset_max)
+        if backend is not None:
+            if (backend.dim, backend.num_vectors) != (self.dim, self.num_vectors):
+                raise ValueError(
+                    f"The backend stores ({backend.num_vectors}, {backend.dim}) vectors per "
+                    f"document but the index was asked for ({self.num_vectors}, {self.dim}): "
+                    "pass the backend's dim and num_vectors."
+                )
+            #: The storage under the two-stage search (see :mod:`metaembed_rag.index.backend`).
+            self.backend: StorageBackend = backend
+            return
         folder = None
         if path is not None:
             folder = Path(path)
@@ -131,7 +149,6 @@ class MultiVectorIndex:
             ef_search=ef_search, ivf_nlist=ivf_nlist, nprobe=nprobe, use_gpu=use_gpu,
         )  # fmt: skip
         rows = RowSet(self.num_vectors, self.dim, self.codec, coarse_vector, folder)
-        #: The storage under the two-stage search (see :mod:`metaembed_rag.index.backend`).
         self.backend = LocalBackend(rows, coarse, exact_subset_max=exact_subset_max)
 
     # ------------------------------------------------------------------ construction helpers
@@ -191,28 +208,18 @@ class MultiVectorIndex:
         """The directory the rows live in (``None``: RAM until :meth:`save`)."""
         return self.backend.path
 
-    @property
-    def exact_subset_max(self) -> int:
-        """Filtered searches matching at most this many documents scan them exactly."""
-        return self.backend.exact_subset_max
-
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
         """Number of live (not deleted) documents."""
         return len(self.backend)
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self.backend.table
-
-    @property
-    def dtype(self) -> str:
-        """Stored dtype name."""
-        return self.codec.name
+        return isinstance(doc_id, str) and bool(self.backend.rows_of([doc_id])[0] >= 0)
 
     @property
     def num_rows(self) -> int:
         """Rows in storage, deleted ones included (until :meth:`compact`)."""
-        return self.backend.rows.count
+        return self.backend.num_rows
 
     @property
     def num_deleted(self) -> int:
@@ -220,35 +227,46 @@ class MultiVectorIndex:
 
     @property
     def coarse_kind(self) -> str:
-        """The FAISS index kind in use now (``flat``, ``hnsw`` or ``ivf``)."""
-        return self.backend.coarse.kind
+        """The coarse stage in use now (local FAISS: ``flat``, ``hnsw`` or ``ivf``)."""
+        return self.backend.describe()["coarse_kind"]
 
     @property
     def bytes_per_document(self) -> int:
         """Stored bytes per document: vectors (+ int8 scales) + coarse vector."""
-        return self.backend.rows.row_bytes
+        return self.backend.describe()["bytes_per_document"]
+
+    @property
+    def dtype(self) -> str:
+        """Stored dtype name."""
+        return self.codec.name
 
     @property
     def ids(self) -> list[str]:
         """Live document ids in row order."""
-        return self.backend.table.live_ids()
+        return self.ids_where(None)
 
     def ids_where(self, filter: Filter | None) -> list[str]:
         """Live document ids (row order) whose metadata matches ``filter`` (see
         :mod:`metaembed_rag.index.filters`; ``None`` matches every document). Reads metadata
         only, no vectors: used to delete or list documents by metadata."""
         rows = np.flatnonzero(self.backend.allowed(filter))
-        return [self.backend.table.ids[r] for r in rows.tolist()]  # type: ignore[misc]
+        return [r.id for r in self.backend.records(rows)]
 
     def get(self, doc_id: str) -> dict[str, Any]:
-        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32 (K, D))."""
-        table = self.backend.table
-        slot = table.slot(doc_id)
+        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32 (K, D)).
+
+        Raises:
+            KeyError: the id is not in the index.
+        """
+        rows = self.backend.rows_of([doc_id])
+        if rows[0] < 0:
+            raise KeyError(f"Document id {doc_id!r} is not in the index.")
+        record = self.backend.records(rows)[0]
         return {
             "id": doc_id,
-            "text": table.texts[slot],
-            "metadata": dict(table.metas[slot] or {}),
-            "vectors": self.backend.fetch(np.array([slot]))[0],
+            "text": record.text,
+            "metadata": record.metadata,
+            "vectors": self.backend.fetch(rows)[0],
         }
 
     def __repr__(self) -> str:
@@ -282,7 +300,9 @@ class MultiVectorIndex:
                 ``replace``) ids already in the index.
         """
         batch = check_batch(self.num_vectors, self.dim, ids, vectors, texts, metadatas)
-        existing = [i for i in batch.ids if i in self.backend.table]
+        existing = [
+            i for i, r in zip(batch.ids, self.backend.rows_of(batch.ids), strict=True) if r >= 0
+        ]
         if existing and not replace:
             raise ValueError(
                 f"{len(existing)} id(s) already in the index, e.g. {existing[:5]}; use "
@@ -308,13 +328,14 @@ class MultiVectorIndex:
         if isinstance(ids, str):
             ids = [ids]
         ids = list(dict.fromkeys(ids))
-        missing = [i for i in ids if i not in self.backend.table]
+        missing = [i for i, r in zip(ids, self.backend.rows_of(ids), strict=True) if r < 0]
         if missing and not missing_ok:
             raise KeyError(
                 f"{len(missing)} id(s) not in the index, e.g. {missing[:5]}; nothing was deleted "
                 "(pass missing_ok=True to ignore unknown ids)."
             )
-        return self.backend.delete([i for i in ids if i in self.backend.table])
+        gone = set(missing)
+        return self.backend.delete([i for i in ids if i not in gone])
 
     def rebuild_coarse(self, kind: str | None = None) -> None:
         """Rebuild the coarse FAISS index, optionally switching its kind for good.
@@ -324,18 +345,11 @@ class MultiVectorIndex:
                 Useful after a streaming build done with ``coarse_index="flat"`` (cheap adds):
                 ``rebuild_coarse("ivf")`` then trains IVF once on the whole collection.
         """
-        if kind is not None:
-            if kind not in ("auto", "flat", "hnsw", "ivf"):
-                raise ValueError(f"kind must be auto, flat, hnsw or ivf, got {kind!r}.")
-            self.backend.coarse.setting = kind
-        target = self.backend.coarse.target_kind(len(self))
-        if kind == "ivf":
-            target = "ivf"
-        self.backend.rebuild_coarse(target)
+        self.backend.rebuild_coarse(kind)
 
     def reserve(self, num_docs: int) -> None:
         """Pre-size storage for ``num_docs`` rows (avoids repeated growth on big builds)."""
-        self.backend.rows.reserve(num_docs)
+        self.backend.reserve(num_docs)
 
     def compact(self) -> None:
         """Rewrite the live rows contiguously (new files on disk) and rebuild the coarse index.
@@ -397,19 +411,12 @@ class MultiVectorIndex:
     def _exhaustive(
         self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        nq, n = q.shape[0], self.num_rows
+        nq = q.shape[0]
         best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.zeros((nq, 0), dtype=np.int64)
-        for s in range(0, n, EXHAUSTIVE_CHUNK):
-            e = min(n, s + EXHAUSTIVE_CHUNK)
-            ok = allowed[s:e]
-            if not ok.any():
-                continue
-            scores = self.backend.score_range(q, s, e, budget)
-            scores = np.where(ok[None, :], scores, -np.inf)
-            rows = np.arange(s, e, dtype=np.int64)
+        for rows, scores in self.backend.scan(q, budget, allowed):
             cat_s = np.concatenate([best_s, scores], axis=1)
-            cat_r = np.concatenate([best_r, np.broadcast_to(rows, (nq, e - s))], axis=1)
+            cat_r = np.concatenate([best_r, np.broadcast_to(rows, (nq, rows.size))], axis=1)
             best_s, best_r = self._select(cat_s, cat_r, np.isfinite(cat_s), k)
         if best_s.shape[1] < k:
             pad = k - best_s.shape[1]
@@ -419,8 +426,10 @@ class MultiVectorIndex:
 
     def ids_of(self, rows: np.ndarray) -> list[list[str]]:
         """Map ``(nq, k)`` rows from :meth:`search_rows` to ids (``-1`` entries dropped)."""
-        ids = self.backend.table.ids
-        return [[ids[r] for r in row if r >= 0] for row in np.asarray(rows).tolist()]  # type: ignore[misc]
+        out = []
+        for row in np.asarray(rows):
+            out.append([r.id for r in self.backend.records(row[row >= 0])])
+        return out
 
     def search(
         self,
@@ -462,17 +471,16 @@ class MultiVectorIndex:
                 the valid ones), wrong query shape, a malformed filter.
         """
         scores, rows = self.search_rows(queries, k, params=params, **options)
-        table = self.backend.table
         out: list[list[Hit]] = []
-        for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True):
-            hits = []
-            for rank, (s, r) in enumerate(zip(srow, rrow, strict=True)):
-                if r < 0:
-                    break
-                doc_id = table.ids[r]
-                assert doc_id is not None
-                hits.append(Hit(doc_id, float(s), table.texts[r], dict(table.metas[r] or {}), rank))
-            out.append(hits)
+        for srow, rrow in zip(scores, rows, strict=True):
+            found = rrow >= 0  # padding (-1) only at the end
+            records = self.backend.records(rrow[found])
+            out.append(
+                [
+                    Hit(rec.id, float(s), rec.text, rec.metadata, rank)
+                    for rank, (rec, s) in enumerate(zip(records, srow[found].tolist(), strict=True))
+                ]
+            )
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -556,6 +564,7 @@ class MultiVectorIndex:
             **manifest.get("options", {}),
         )  # fmt: skip
         index._check_saved(folder, model, fingerprint, dim)
+        assert isinstance(index.backend, LocalBackend)
         index.backend = LocalBackend.load(folder, manifest, index.backend, mmap, verify)
         return index
 
@@ -577,4 +586,4 @@ class MultiVectorIndex:
 
     def close(self) -> None:
         """Release memory maps (the object is unusable afterwards)."""
-        self.backend.rows.close()
+        self.backend.close()

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from langchain_core.vectorstores import VectorStore
+from langchain_shared import HEALTH_TEXTS, DefaultModelEmbeddingsParams
 from langchain_tests.integration_tests import (
     EmbeddingsIntegrationTests,
     RetrieversIntegrationTests,
     VectorStoreIntegrationTests,
 )
-from metaembed_rag import DEFAULT_MODEL
 
 from langchain_metaembed import (
     MetaEmbedEmbeddings,
@@ -25,24 +25,9 @@ from langchain_metaembed import (
     MetaEmbedVectorStore,
 )
 
-_RETRIEVER_TEXTS = [
-    "Insulin resistance is a major cause of type 2 diabetes.",
-    "Regular exercise improves insulin sensitivity.",
-    "The Moon orbits the Earth roughly every 27 days.",
-    "Vitamin D deficiency is common in northern latitudes.",
-    "Statins lower LDL cholesterol.",
-    "Paris is the capital of France.",
-]
 
-
-class TestMetaEmbedEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[MetaEmbedEmbeddings]:
-        return MetaEmbedEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return {"model_name": DEFAULT_MODEL}
+class TestMetaEmbedEmbeddingsIntegration(DefaultModelEmbeddingsParams, EmbeddingsIntegrationTests):
+    pass
 
 
 class TestMetaEmbedVectorStoreSingleVector(VectorStoreIntegrationTests):
@@ -78,7 +63,7 @@ class TestMetaEmbedRetriever(RetrieversIntegrationTests):
         # Built once for the class: the suite constructs several retrievers from the params.
         if TestMetaEmbedRetriever._store is None:
             TestMetaEmbedRetriever._store = MetaEmbedVectorStore.from_texts(
-                _RETRIEVER_TEXTS, MetaEmbedEmbeddings(), ids=[f"d{i}" for i in range(6)]
+                HEALTH_TEXTS[:6], MetaEmbedEmbeddings(), ids=[f"d{i}" for i in range(6)]
             )
         return TestMetaEmbedRetriever._store
 

@@ -9,21 +9,13 @@ import pytest
 import torch
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_shared import HEALTH_TEXTS
 from metaembed_rag import maxsim
 from metaembed_rag.index import IndexMismatchError
 
 from langchain_metaembed import MetaEmbedEmbeddings, MetaEmbedVectorStore
 
-TEXTS = [
-    "Insulin resistance is a major cause of type 2 diabetes.",
-    "Regular exercise improves insulin sensitivity.",
-    "The Moon orbits the Earth roughly every 27 days.",
-    "Vitamin D deficiency is common in northern latitudes.",
-    "Statins lower LDL cholesterol.",
-    "Paris is the capital of France.",
-    "Type 1 diabetes is an autoimmune disease.",
-    "Jupiter is the largest planet.",
-]
+TEXTS = HEALTH_TEXTS
 METAS = [{"topic": t, "n": i} for i, t in enumerate("ddaxxaday")][: len(TEXTS)]
 IDS = [f"doc{i}" for i in range(len(TEXTS))]
 QUERY = "What causes diabetes?"

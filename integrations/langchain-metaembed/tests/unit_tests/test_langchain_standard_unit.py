@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_shared import DefaultModelEmbeddingsParams
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 from metaembed_rag import DEFAULT_MODEL
 from metaembed_rag.hub import resolve_model_folder
 
-from langchain_metaembed import MODEL_ENV_VAR, MetaEmbedEmbeddings
+from langchain_metaembed import MODEL_ENV_VAR
 
 
-class TestMetaEmbedEmbeddingsUnit(EmbeddingsUnitTests):
-    @property
-    def embeddings_class(self) -> type[MetaEmbedEmbeddings]:
-        return MetaEmbedEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return {"model_name": DEFAULT_MODEL}
-
+class TestMetaEmbedEmbeddingsUnit(DefaultModelEmbeddingsParams, EmbeddingsUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         # The model folder named by METAEMBED_MODEL (shares the cached load of the default).
