@@ -22,9 +22,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 DEFAULT_CACHE = Path("/tmp/metaembed-rag-cache")
 
 
-def load_beir(folder: Path, split: str = "test") -> tuple[
-    list[str], list[str], list[str], list[str], dict[str, dict[str, int]]
-]:
+def load_beir(
+    folder: Path, split: str = "test"
+) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
     """Read a BEIR folder.
 
     Returns:

@@ -19,7 +19,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _centroids(d: int, clusters: int, seed: int) -> np.ndarray:
-    return _unit(np.random.default_rng([seed, 0xC1]).standard_normal((clusters, d)).astype(np.float32))
+    return _unit(
+        np.random.default_rng([seed, 0xC1]).standard_normal((clusters, d)).astype(np.float32)
+    )
 
 
 def _topics(rng: np.random.Generator, cents: np.ndarray, m: int) -> np.ndarray:
@@ -36,7 +38,9 @@ def _noise_bank(d: int) -> np.ndarray:
     cheaper than drawing K*D fresh normals per document (the 1M-document build needs 8e9)."""
     if d not in _BANK:
         rng = np.random.default_rng([d, 0xBA4C])
-        _BANK[d] = (rng.standard_normal((65536, d), dtype=np.float32) / np.sqrt(d)).astype(np.float32)
+        _BANK[d] = (rng.standard_normal((65536, d), dtype=np.float32) / np.sqrt(d)).astype(
+            np.float32
+        )
     return _BANK[d]
 
 

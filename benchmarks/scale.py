@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.dir, ignore_errors=True)
 
     gib = 1024**3
-    print(f"\nScale benchmark: {args.n:,} docs x 64 x D={args.dim} ({args.dtype}), coarse {args.coarse}")
+    print(
+        f"\nScale benchmark: {args.n:,} docs x 64 x D={args.dim} ({args.dtype}), coarse {args.coarse}"
+    )
     print(f"build: {res['build_seconds']:.0f} s (stream {res['stream_seconds']:.0f} s, coarse "
           f"{res['coarse_build_seconds']:.0f} s, save+checksums {res['save_seconds']:.0f} s)")  # fmt: skip
     print(f"disk: {res['disk_bytes'] / gib:.2f} GiB")

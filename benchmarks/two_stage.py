@@ -95,7 +95,8 @@ def run_scifact(args: argparse.Namespace) -> dict[str, Any]:
     q = encode_cached(model, qtexts, "query", args.cache_dir, "scifact")
     d = encode_cached(model, doc_texts, "document", args.cache_dir, "scifact")
     out: dict[str, Any] = {
-        "model": args.model or "MetaEmbedModel.from_backbone() (packaged MiniLM, untrained Meta tokens)",
+        "model": args.model
+        or "MetaEmbedModel.from_backbone() (packaged MiniLM, untrained Meta tokens)",
         "fingerprint": model.fingerprint(),
         "docs": len(doc_ids),
         "queries": len(qids),
@@ -145,7 +146,9 @@ def print_scifact(res: dict[str, Any]) -> None:
         m = res[f"exhaustive_{b}"]
         print(f"exhaustive ({b.replace('_', ',')}): nDCG@10 {m['ndcg@10']:.4f}  "
               f"Recall@100 {m['recall@100']:.4f}")  # fmt: skip
-    print("| coarse vector | fetch_k | top-10 overlap vs exhaustive | nDCG@10 | delta | Recall@10 |")
+    print(
+        "| coarse vector | fetch_k | top-10 overlap vs exhaustive | nDCG@10 | delta | Recall@10 |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for r in res["runs"]:
         print(f"| {r['coarse_vector']} | {r['fetch_k']} | {r['overlap@10']:.4f} | "
@@ -153,9 +156,9 @@ def print_scifact(res: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- latency
-def _build_synthetic(n: int, d: int, dtype: str, folder: Path, chunk: int = 4096) -> tuple[
-    MultiVectorIndex, float
-]:
+def _build_synthetic(
+    n: int, d: int, dtype: str, folder: Path, chunk: int = 4096
+) -> tuple[MultiVectorIndex, float]:
     t0 = time.perf_counter()
     index = MultiVectorIndex(d, dtype=dtype, path=folder, coarse_index="flat")
     index.reserve(n)

@@ -24,7 +24,9 @@ def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, float], k: int) -> flo
     0.6934
     """
     dcg = sum(
-        float(qrels.get(d, 0)) / math.log2(i + 2) for i, d in enumerate(ranking[:k]) if qrels.get(d, 0) > 0
+        float(qrels.get(d, 0)) / math.log2(i + 2)
+        for i, d in enumerate(ranking[:k])
+        if qrels.get(d, 0) > 0
     )
     ideal = sorted((float(g) for g in qrels.values() if g > 0), reverse=True)[:k]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
@@ -47,7 +49,9 @@ def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, float], k: int) -> floa
     return 0.0
 
 
-def average_precision(ranking: Sequence[str], qrels: Mapping[str, float], k: int | None = None) -> float:
+def average_precision(
+    ranking: Sequence[str], qrels: Mapping[str, float], k: int | None = None
+) -> float:
     """AP: mean over relevant documents of precision at their rank (unretrieved ones count 0);
     ``k`` cuts the ranking (MAP@k), ``None`` uses all of it."""
     relevant = {d for d, g in qrels.items() if g > 0}

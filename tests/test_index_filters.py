@@ -76,7 +76,9 @@ FILTERS = [
 @pytest.mark.parametrize("spec", FILTERS)
 def test_filter_equals_exhaustive_over_subset(coarse_index, exact_subset_max, spec):
     rng = np.random.default_rng(11)
-    index, docs, metas = _build(400, rng, coarse_index=coarse_index, exact_subset_max=exact_subset_max)
+    index, docs, metas = _build(
+        400, rng, coarse_index=coarse_index, exact_subset_max=exact_subset_max
+    )
     pred = compile_filter(spec)
     keep = [i for i in range(400) if pred(metas[i])]
     sub = make_index()

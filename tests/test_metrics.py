@@ -32,7 +32,9 @@ def test_recall_mrr_map():
 
 
 def test_evaluate_averages_and_skips_queries_without_relevant():
-    out = evaluate({"q1": ["a"], "q2": ["x", "b"]}, {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}})
+    out = evaluate(
+        {"q1": ["a"], "q2": ["x", "b"]}, {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}
+    )
     assert out["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
     assert out["mrr@10"] == pytest.approx(0.75)
     assert out["recall@10"] == 1.0

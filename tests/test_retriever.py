@@ -49,7 +49,9 @@ def test_retriever_end_to_end(model, tmp_path):
     retriever.index.save(tmp_path / "idx")
     loaded = MultiVectorIndex.load(tmp_path / "idx", model=model)
     again = TwoStageRetriever(model, loaded).search(qs, k=6, fetch_k=6)
-    assert [[(h.id, h.score) for h in r] for r in again] == [[(h.id, h.score) for h in r] for r in a]
+    assert [[(h.id, h.score) for h in r] for r in again] == [
+        [(h.id, h.score) for h in r] for r in a
+    ]
     # upsert through the retriever
     retriever.add_documents(["Paris is the capital of France."], ids=["0"], upsert=True)
     assert len(retriever.index) == 6 and retriever.index.get("0")["text"].startswith("Paris")

@@ -102,7 +102,9 @@ def test_input_forms(vlm: MetaEmbedModel, images: dict[str, Image.Image], tmp_pa
     assert not torch.allclose(text[0], pair[0])
 
 
-@pytest.mark.skipif(not (FLICKR / "images").is_dir(), reason=f"Flickr8k images not found at {FLICKR}")
+@pytest.mark.skipif(
+    not (FLICKR / "images").is_dir(), reason=f"Flickr8k images not found at {FLICKR}"
+)
 def test_real_flickr_image(vlm: MetaEmbedModel) -> None:
     files = sorted((FLICKR / "images").glob("*.jpg"))[:2]
     if not files:
@@ -276,17 +278,30 @@ def test_qwen_prepare_matches_family_processor(
     )
     items: list[Any] = ["a dog", ("two cats running", images["tall"]), images["wide"]]
     ours = vlm.prepare(items, "query", instruction="Find the image.")
-    bodies = ["Query: Find the image. a dog", "Query: Find the image. two cats running",
-              "Query: Find the image. Describe the image."]
+    bodies = [
+        "Query: Find the image. a dog",
+        "Query: Find the image. two cats running",
+        "Query: Find the image. Describe the image.",
+    ]
     texts = []
     for body, has_image in zip(bodies, [False, True, True], strict=True):
         content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
         content.append({"type": "text", "text": body})
-        texts.append(proc.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        ))
-    ref = proc(text=texts, images=[images["tall"], images["wide"]], padding=True, return_tensors="pt")
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"):
+        texts.append(
+            proc.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        )
+    ref = proc(
+        text=texts, images=[images["tall"], images["wide"]], padding=True, return_tensors="pt"
+    )
+    for key in (
+        "input_ids",
+        "attention_mask",
+        "mm_token_type_ids",
+        "pixel_values",
+        "image_grid_thw",
+    ):
         assert torch.equal(ref[key], ours.tensors[key]), key
 
 
@@ -328,7 +343,9 @@ def test_truncation_keeps_image_tokens(vlm: MetaEmbedModel, images: dict[str, Im
     assert int((tiny.tensors["input_ids"] == image_id).sum()) == n_full
 
 
-def test_plain_prompt_without_chat_template(tiny_qwen2vl_path: Path, images: dict[str, Image.Image]) -> None:
+def test_plain_prompt_without_chat_template(
+    tiny_qwen2vl_path: Path, images: dict[str, Image.Image]
+) -> None:
     model = MetaEmbedModel.from_backbone(tiny_qwen2vl_path, use_chat_template=False, max_length=128)
     batch = model.prepare([("a dog", images["small"])], "query")
     text = model.adapter.tokenizer.decode(batch.tensors["input_ids"][0])  # type: ignore[attr-defined]
@@ -337,7 +354,9 @@ def test_plain_prompt_without_chat_template(tiny_qwen2vl_path: Path, images: dic
     assert model.encode_queries([("a dog", images["small"])]).shape == (1, 16, 64)
 
 
-def test_save_load_round_trip(vlm: MetaEmbedModel, images: dict[str, Image.Image], tmp_path: Path) -> None:
+def test_save_load_round_trip(
+    vlm: MetaEmbedModel, images: dict[str, Image.Image], tmp_path: Path
+) -> None:
     inputs: list[Any] = ["a dog", ("a cat", images["small"]), images["tall"]]
     before_q = vlm.encode_queries(inputs)
     before_d = vlm.encode_documents(inputs)

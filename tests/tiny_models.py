@@ -193,7 +193,11 @@ def _build_qwen(folder: str | Path, *, version: str) -> Path:
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
         # head_dim 16 -> 8 rotary frequencies split over (t, h, w)
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 3, 3],
+        },
         "tie_word_embeddings": True,
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
@@ -211,7 +215,10 @@ def _build_qwen(folder: str | Path, *, version: str) -> Path:
             "temporal_patch_size": 2,
             "in_channels": 3,
         }
-        config_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+        config_cls, model_cls = (
+            transformers.Qwen2VLConfig,
+            transformers.Qwen2VLForConditionalGeneration,
+        )
         processor_cls = transformers.Qwen2VLProcessor
     else:
         vision_config = {
@@ -249,8 +256,10 @@ def _build_qwen(folder: str | Path, *, version: str) -> Path:
     _qwen_image_processor().save_pretrained(folder)
     try:
         processor = processor_cls(
-            image_processor=_qwen_image_processor(), tokenizer=tokenizer,
-            video_processor=_qwen_video_processor(), chat_template=QWEN2VL_CHAT_TEMPLATE,
+            image_processor=_qwen_image_processor(),
+            tokenizer=tokenizer,
+            video_processor=_qwen_video_processor(),
+            chat_template=QWEN2VL_CHAT_TEMPLATE,
         )
     except Exception as exc:  # torchvision missing
         logger.debug("processor object not built (%s); saved its parts", exc)

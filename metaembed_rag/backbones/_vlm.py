@@ -87,6 +87,8 @@ def truncate_bodies(
                 "%s: the image and prompt template alone take %d tokens, more than "
                 "max_length=%d; the text was dropped but the image tokens are kept whole "
                 "(raise max_length or lower the image processor's max_pixels).",
-                sources[i], n, max_length,
+                sources[i],
+                n,
+                max_length,
             )
     return bodies, lengths, len(truncated)

@@ -104,7 +104,10 @@ class Idefics3Adapter(BackboneAdapter):
         self.tokenizer.padding_side = "left"
 
         def lengths(indices: list[int], bodies: list[str]) -> list[int]:
-            texts = [self.render(b, items[i].image is not None) for i, b in zip(indices, bodies, strict=True)]
+            texts = [
+                self.render(b, items[i].image is not None)
+                for i, b in zip(indices, bodies, strict=True)
+            ]
             imgs = [items[i].image for i in indices if items[i].image is not None]
             return [len(x) for x in self._process(texts, imgs, padding=False)["input_ids"]]
 
@@ -112,7 +115,9 @@ class Idefics3Adapter(BackboneAdapter):
         bodies, _, num_truncated = truncate_bodies(
             bodies, lengths, self.tokenizer, max_length, [item.source for item in items]
         )
-        texts = [self.render(b, item.image is not None) for b, item in zip(bodies, items, strict=True)]
+        texts = [
+            self.render(b, item.image is not None) for b, item in zip(bodies, items, strict=True)
+        ]
         images = [item.image for item in items if item.image is not None]
         enc = self._process(texts, images, padding=True)
         tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

@@ -69,7 +69,9 @@ def _find_chat_template(path: str) -> str | None:
     for name in ("chat_template.jinja", "chat_template.json"):
         try:
             file = cached_file(
-                path, name, _raise_exceptions_for_missing_entries=False,
+                path,
+                name,
+                _raise_exceptions_for_missing_entries=False,
                 _raise_exceptions_for_connection_errors=False,
             )
         except Exception:  # noqa: BLE001 - absent or unreachable: no template
@@ -97,8 +99,12 @@ class Qwen2VLAdapter(BackboneAdapter):
         try:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
         except ImportError as exc:  # torchvision missing: the video processor cannot load
-            logger.info("AutoProcessor unavailable for %s (%s); using its tokenizer and image "
-                        "processor directly.", path, str(exc).strip().splitlines()[0])
+            logger.info(
+                "AutoProcessor unavailable for %s (%s); using its tokenizer and image "
+                "processor directly.",
+                path,
+                str(exc).strip().splitlines()[0],
+            )
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             try:
                 image_processor = AutoImageProcessor.from_pretrained(
@@ -143,9 +149,15 @@ class Qwen2VLAdapter(BackboneAdapter):
     def placeholder_id(self) -> int:
         tok = self.tokenizer
         cfg = self.model.config
-        special = {getattr(cfg, k, None) for k in (
-            "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"
-        )}
+        special = {
+            getattr(cfg, k, None)
+            for k in (
+                "image_token_id",
+                "video_token_id",
+                "vision_start_token_id",
+                "vision_end_token_id",
+            )
+        }
         for candidate in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id):
             if candidate is not None and candidate not in special:
                 return int(candidate)
@@ -232,8 +244,8 @@ class Qwen2VLAdapter(BackboneAdapter):
         attention_mask = torch.zeros((len(items), width), dtype=torch.long)
         for row, seq in enumerate(ids):
             if seq:
-                input_ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-                attention_mask[row, width - len(seq):] = 1
+                input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                attention_mask[row, width - len(seq) :] = 1
         mm_token_type_ids = (input_ids == self.image_token_id).long() * attention_mask
         tensors.update(
             input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids
@@ -255,7 +267,10 @@ class Qwen2VLAdapter(BackboneAdapter):
             token_types = torch.zeros_like(batch.tensors["input_ids"])
         pad = ext_len - token_types.shape[1]
         ext_types = torch.cat(
-            [token_types, torch.zeros((bsz, pad), dtype=token_types.dtype, device=token_types.device)],
+            [
+                token_types,
+                torch.zeros((bsz, pad), dtype=token_types.dtype, device=token_types.device),
+            ],
             dim=1,
         )
         rope_owner = self._rope_owner()
@@ -281,7 +296,9 @@ class Qwen2VLAdapter(BackboneAdapter):
     def extra_forward_kwargs(
         self, batch: PreparedBatch, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"position_ids": self.position_ids(batch, input_ids, attention_mask)}
+        kwargs: dict[str, Any] = {
+            "position_ids": self.position_ids(batch, input_ids, attention_mask)
+        }
         if "pixel_values" in batch.tensors:
             kwargs["pixel_values"] = batch.tensors["pixel_values"]
             kwargs["image_grid_thw"] = batch.tensors["image_grid_thw"]

@@ -101,9 +101,9 @@ class TextAdapter(BackboneAdapter):
         full = [i for i, n in enumerate(lengths.tolist()) if n >= max_length]
         if full:
             # one token more than the limit tells whether anything was cut
-            raw = tok(
-                [texts[i] for i in full], truncation=True, max_length=max_length + 1
-            )["input_ids"]
+            raw = tok([texts[i] for i in full], truncation=True, max_length=max_length + 1)[
+                "input_ids"
+            ]
             num_truncated = sum(1 for ids in raw if len(ids) > max_length)
         tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:

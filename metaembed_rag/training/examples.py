@@ -122,8 +122,9 @@ def ict_pairs(
             body = sentences if keep else sentences[:i] + sentences[i + 1 :]
             positive = f"{title} {' '.join(body)}".strip()
             out.append(
-                TrainExample(sentences[i], positive, source=f"{source}{k}", query_id=did,
-                             positive_id=did)  # fmt: skip
+                TrainExample(
+                    sentences[i], positive, source=f"{source}{k}", query_id=did, positive_id=did
+                )  # fmt: skip
             )
     return out
 

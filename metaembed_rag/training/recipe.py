@@ -60,7 +60,9 @@ class RecipeConfig:
     mine_min_rank: int = 45
     mine_budget: str | None = None  # "r_q,r_c" used to retrieve when mining (default: largest)
     hard_negative_repeat: int = 1  # round 2: each mined BEIR pair used this many times per epoch
-    beir_repeat: int = 1  # round 1 (or the only round): each BEIR pair used this many times per epoch
+    beir_repeat: int = (
+        1  # round 1 (or the only round): each BEIR pair used this many times per epoch
+    )
     round2_beir_only: bool = False  # round 2 trains on the mined BEIR pairs alone
     # round 2's MMR group weights, smallest budget first (None: training["group_weights"])
     round2_group_weights: list[float] | None = None
@@ -91,9 +93,7 @@ class RecipeConfig:
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
         if self.pairs_max_per_source is not None and self.pairs_max_per_source < 1:
-            raise ValueError(
-                f"pairs_max_per_source must be >= 1, got {self.pairs_max_per_source}"
-            )
+            raise ValueError(f"pairs_max_per_source must be >= 1, got {self.pairs_max_per_source}")
 
 
 def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
@@ -190,7 +190,9 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     if cfg.warm_start_steps:
         everything = base + [e for _, p in pair_sets for e in p]
         queries = list(dict.fromkeys(e.query for e in everything if isinstance(e.query, str)))
-        documents = list(dict.fromkeys(e.positive for e in everything if isinstance(e.positive, str)))
+        documents = list(
+            dict.fromkeys(e.positive for e in everything if isinstance(e.positive, str))
+        )
         for ds, _ in pair_sets:
             documents += [ds.doc_text(d) for d in sorted(ds.corpus)]
         documents = list(dict.fromkeys(documents))
