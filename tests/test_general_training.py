@@ -212,7 +212,7 @@ def test_distill_refuses_full_backbone_training(tmp_path) -> None:
 
 # ---------------------------------------------------------------- the default recipe
 def test_default_recipe_reads_no_suite_folder() -> None:
-    """The general default model trains on ../shared/data/pairs only: its recipe's data list
+    """The general-purpose default model trains on ../shared/data/pairs only: its recipe's data list
     names no folder of the zero-shot evaluation suite (corpus or qrels), SciFact included,
     and the training script runs that recipe."""
     import tomllib
