@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .vector_cache import cached_vectors, file_identity
 
 __all__ = [
     "QUALITY_METRICS",
+    "cached_corpus_vectors",
     "evaluate_beir",
     "encode_corpus",
     "plot_budgets",
@@ -32,6 +33,25 @@ logger = logging.getLogger(__name__)
 
 QUALITY_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map")
 """The quality figures of a budget row (and of a baseline row)."""
+
+
+def cached_corpus_vectors(
+    ds: BeirDataset,
+    doc_ids: Sequence[str],
+    cache_dir: str | Path | None,
+    prefix: str,
+    encoder_key: str,
+    encode: Callable[[list[str]], torch.Tensor],
+) -> tuple[torch.Tensor, float]:
+    """The documents ``doc_ids`` of ``ds`` (title + text) encoded by ``encode``, through the
+    vector cache: the key is ``encoder_key`` (the encoder's identity and max length) and the
+    corpus file's identity (path, size, mtime). Returns (vectors, seconds spent encoding: 0.0
+    on a cache hit)."""
+    key = f"{encoder_key}|{file_identity(ds.folder / 'corpus.jsonl')}"
+    vectors, seconds, _ = cached_vectors(
+        cache_dir, prefix, key, lambda: encode([ds.doc_text(d) for d in doc_ids])
+    )
+    return vectors, seconds
 
 
 def encode_corpus(
@@ -51,16 +71,14 @@ def encode_corpus(
     """
     doc_ids = sorted(ds.corpus)
     length = model.config.max_length if max_length is None else max_length
-    key = f"{model.fingerprint()}|{file_identity(ds.folder / 'corpus.jsonl')}|{length}"
-    vectors, seconds, _ = cached_vectors(
+    vectors, seconds = cached_corpus_vectors(
+        ds,
+        doc_ids,
         cache_dir,
         "docs",
-        key,
-        lambda: model.encode_documents(
-            [ds.doc_text(d) for d in doc_ids],
-            batch_size=batch_size,
-            max_length=max_length,
-            show_progress_bar=True,
+        f"{model.fingerprint()}|{length}",
+        lambda texts: model.encode_documents(
+            texts, batch_size=batch_size, max_length=max_length, show_progress_bar=True
         ),
     )
     return doc_ids, vectors, seconds

@@ -14,9 +14,14 @@ import torch
 from .baselines import MeanPoolEncoder, bm25_rankings
 from .budget import BudgetLike
 from .data import BeirDataset, DataError
-from .evaluation import QUALITY_METRICS, evaluate_beir, ranking_metrics, top_rankings
+from .evaluation import (
+    QUALITY_METRICS,
+    cached_corpus_vectors,
+    evaluate_beir,
+    ranking_metrics,
+    top_rankings,
+)
 from .model import MetaEmbedModel
-from .vector_cache import cached_vectors, file_identity
 
 __all__ = [
     "read_suite_file",
@@ -89,14 +94,13 @@ def _mean_pool_rankings(
 ) -> dict[str, list[str]]:
     """Cosine rankings of the mean-pool baseline; document vectors cached by the backbone's
     identity, the corpus file's identity and the max length."""
-    key = f"{enc.identity}|{file_identity(ds.folder / 'corpus.jsonl')}|{max_length}"
-    docs, _, _ = cached_vectors(
+    docs, _ = cached_corpus_vectors(
+        ds,
+        doc_ids,
         cache_dir,
         "meanpool",
-        key,
-        lambda: enc.encode(
-            [ds.doc_text(d) for d in doc_ids], batch_size=batch_size, max_length=max_length
-        ),
+        f"{enc.identity}|{max_length}",
+        lambda texts: enc.encode(texts, batch_size=batch_size, max_length=max_length),
     )
     queries = enc.encode(
         [ds.queries[q] for q in query_ids], batch_size=batch_size, max_length=max_length
