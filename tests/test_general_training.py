@@ -130,17 +130,11 @@ def minilm() -> None:
 
 
 def _toy() -> list[TrainExample]:
-    topics = [
-        ("diabetes insulin", "Insulin resistance causes type 2 diabetes."),
-        ("moon orbit", "The Moon orbits the Earth every 27 days."),
-        ("photosynthesis light", "Plants turn light into sugar by photosynthesis."),
-        ("volcano lava", "Volcanoes erupt molten lava and ash."),
-        ("bitcoin blockchain", "Bitcoin records transactions on a blockchain."),
-        ("piano music", "The piano is a keyboard instrument with hammers and strings."),
-    ]
+    from test_training import TOPICS  # the training tests' toy topics
+
     return [
         TrainExample(q, d, source="toy", query_id=str(i), positive_id=str(i))
-        for i, (q, d) in enumerate(topics)
+        for i, (q, d) in enumerate(TOPICS[:6])
     ]
 
 
