@@ -228,3 +228,27 @@ def test_default_recipe_reads_no_suite_folder() -> None:
         parts = set(Path(path).parts)
         assert not parts & set(SUITE), path
         assert Path(path).parent.as_posix() == "../shared/data/pairs", path
+
+
+def test_evaluate_dev_per_source_and_macro(minilm) -> None:
+    """dev.json's figures: nDCG@10 per source and budget among that source's dev positives,
+    the backbone's mean-pool beside them, macro over sources."""
+    from metaembed_rag.training.dev import evaluate_dev
+
+    model = MetaEmbedModel.from_backbone(num_query_tokens=2, num_candidate_tokens=4, seed=0)
+    toy = _toy()
+    dev = [TrainExample(e.query, e.positive, source="a" if i < 3 else "b",
+                        query_id=e.query_id, positive_id=e.positive_id)
+           for i, e in enumerate(toy)]  # fmt: skip
+    report = evaluate_dev(model, dev)
+    assert set(report["sources"]) == {"a", "b"}
+    assert report["sources"]["a"]["queries"] == 3 and report["sources"]["a"]["docs"] == 3
+    for row in report["sources"].values():
+        assert set(row["budgets"]) == {"1,1", "2,4"}
+        # the backbone matches these topic pairs perfectly among three documents
+        assert row["mean-pool"] == pytest.approx(1.0)
+    macro = report["macro"]
+    for b in ("1,1", "2,4"):
+        want = (report["sources"]["a"]["budgets"][b] + report["sources"]["b"]["budgets"][b]) / 2
+        assert macro["budgets"][b] == pytest.approx(want)
+    assert macro["mean-pool"] == pytest.approx(1.0)

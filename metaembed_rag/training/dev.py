@@ -11,19 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
+from ..evaluation import top_rankings
 from ..metrics import evaluate
 from ..model import MetaEmbedModel
 from ..scoring import maxsim
 from .trainer import TrainExample
 
 __all__ = ["evaluate_dev"]
-
-
-def _rank(scores: torch.Tensor, doc_ids: list[str], qids: list[str]) -> dict[str, list[str]]:
-    top = scores.topk(min(10, len(doc_ids)), dim=1).indices.tolist()
-    return {q: [doc_ids[i] for i in row] for q, row in zip(qids, top, strict=True)}
 
 
 def evaluate_dev(
@@ -68,7 +62,7 @@ def evaluate_dev(
         d = model.encode_documents([docs[i] for i in doc_ids], batch_size=batch_size)
         row: dict[str, Any] = {"budgets": {}, "queries": len(qids), "docs": len(doc_ids)}
         for budget in model.budgets:
-            ranked = _rank(maxsim(q, d, budget), doc_ids, qids)
+            ranked = top_rankings(maxsim(q, d, budget), qids, doc_ids, k=10)
             row["budgets"][str(budget)] = evaluate(ranked, qrels, ks=(10,))["ndcg@10"]
         if encoder is not None:
             length = model.config.max_length
@@ -76,7 +70,9 @@ def evaluate_dev(
             dv = encoder.encode(
                 [docs[i] for i in doc_ids], batch_size=batch_size, max_length=length
             )
-            row["mean-pool"] = evaluate(_rank(qv @ dv.T, doc_ids, qids), qrels, ks=(10,))["ndcg@10"]
+            row["mean-pool"] = evaluate(
+                top_rankings(qv @ dv.T, qids, doc_ids, k=10), qrels, ks=(10,)
+            )["ndcg@10"]
         sources[name] = row
     if not sources:
         raise ValueError("the dev split holds no text source with two or more documents")

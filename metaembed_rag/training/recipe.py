@@ -60,9 +60,8 @@ class RecipeConfig:
     mine_min_rank: int = 45
     mine_budget: str | None = None  # "r_q,r_c" used to retrieve when mining (default: largest)
     hard_negative_repeat: int = 1  # round 2: each mined BEIR pair used this many times per epoch
-    beir_repeat: int = (
-        1  # round 1 (or the only round): each BEIR pair used this many times per epoch
-    )
+    # round 1 (or the only round): each BEIR pair used this many times per epoch
+    beir_repeat: int = 1
     round2_beir_only: bool = False  # round 2 trains on the mined BEIR pairs alone
     # round 2's MMR group weights, smallest budget first (None: training["group_weights"])
     round2_group_weights: list[float] | None = None

@@ -191,7 +191,8 @@ class _Batcher:
 def _pair_scores(
     queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None
 ) -> torch.Tensor:
-    """(B, B [+1]) cosine scores of pooled states, columns as in ``group_logits``."""
+    """(B, B [+1]) cosine scores of pooled states (normalised here), columns as in
+    ``group_logits``: the teacher's scores and the auxiliary pooled loss's logits."""
     qn = torch.nn.functional.normalize(queries.float(), dim=-1)
     pn = torch.nn.functional.normalize(positives.float(), dim=-1)
     scores = qn @ pn.T
@@ -420,9 +421,7 @@ class MMRTrainer:
         if cfg.pooled_loss_weight <= 0:
             return out.loss, out.group_losses
         assert qp is not None and pp is not None
-        logits = qp @ pp.T
-        if np_ is not None:
-            logits = torch.cat([logits, (qp * np_).sum(-1, keepdim=True)], dim=1)
+        logits = _pair_scores(qp, pp, np_)
         labels = torch.arange(len(exs), device=logits.device)
         aux = torch.nn.functional.cross_entropy(logits.float() / cfg.pooled_temperature, labels)
         groups = dict(out.group_losses)
