@@ -47,6 +47,21 @@ from metaembed_rag.scoring import kernel_info, maxsim  # noqa: E402
 BUDGETS = [(1, 1), (2, 4), (4, 8), (8, 16), (16, 64)]
 KQ, KC = 16, 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Other names accepted by --dtypes (torch's), mapped to the short names of the table.
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+def dtype_name(text: str) -> str:
+    """``"float32"`` / ``"fp32"`` -> ``"fp32"`` (the table's name).
+
+    Raises:
+        argparse.ArgumentTypeError: not a dtype the benchmark runs.
+    """
+    name = DTYPE_ALIASES.get(text.lower(), text.lower())
+    if name not in DTYPES:
+        choices = ", ".join([*DTYPES, *DTYPE_ALIASES])
+        raise argparse.ArgumentTypeError(f"unknown dtype {text!r}; choose from {choices}")
+    return name
 
 
 def best_time(fn: Callable[[], object], repeats: int, min_time: float = 0.0) -> float:
@@ -186,12 +201,17 @@ def fmt_rate(x: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    from metaembed_rag.cli.common import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     parser.add_argument("--quick", action="store_true", help="N=10k only, fewer repeats")
     parser.add_argument("--ns", type=int, nargs="*", default=None)
     parser.add_argument("--dims", type=int, nargs="*", default=[128, 384])
-    parser.add_argument("--dtypes", nargs="*", default=list(DTYPES))
+    parser.add_argument(
+        "--dtypes", nargs="*", type=dtype_name, default=list(DTYPES),
+        help="fp32 bf16 fp16 (or float32 bfloat16 float16)",
+    )  # fmt: skip
     parser.add_argument("--nq", type=int, default=1, help="queries scored per call")
     parser.add_argument(
         "--budgets", nargs="*", default=None, help="subset of budgets, e.g. 1,1 16,64"
@@ -203,7 +223,10 @@ def main() -> None:
     repeats = 2 if args.quick else 3
     budgets = BUDGETS
     if args.budgets:
-        budgets = [tuple(int(x) for x in b.split(",")) for b in args.budgets]
+        try:
+            budgets = [tuple(int(x) for x in b.split(",")) for b in args.budgets]
+        except ValueError:
+            parser.error(f"--budgets {' '.join(args.budgets)}: expected pairs like 1,1 16,64")
 
     info = kernel_info()
     print(f"# machine: {machine_description()}")

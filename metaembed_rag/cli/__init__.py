@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import bench, demo, evaluate, indexing, info, search, serve, train
+from .common import OneLineArgumentParser, error_line
 
 __all__ = ["build_parser", "main"]
 
@@ -31,7 +32,7 @@ def _quiet_dependencies() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="metaembed-rag",
         description="MetaEmbed multi-vector retrieval: Meta tokens, budgeted MaxSim, two-stage search.",
     )
@@ -42,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors a user can fix (bad paths, values, files, missing extras): ``error:`` and exit code 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError, KeyError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure is one ``error: ...`` line on stderr, never a traceback
+    (``-v`` logs the traceback of an unexpected one): exit code 2 for errors, 130 for Ctrl-C;
+    commands return 1 for "ran, but found nothing / some input was skipped"."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,10 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_dependencies()
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError, KeyError) as exc:
+    except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(error_line(message), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, traceback on -v
+        if args.verbose:
+            logging.getLogger("metaembed_rag.cli").exception("%s failed", args.command)
+        print(
+            error_line(
+                f"{args.command} failed unexpectedly: {type(exc).__name__}: {exc} (run with -v "
+                "for the traceback)"
+            ),
+            file=sys.stderr,
+        )
+        return 2

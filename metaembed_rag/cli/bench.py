@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .common import error_line
+
 __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger("metaembed_rag.cli")
@@ -73,8 +75,15 @@ def run(args: argparse.Namespace) -> int:
         cmd = [sys.executable, str(scripts[name][0]), *extra]
         print(f"running: {' '.join(cmd)}", file=sys.stderr)
         rc = subprocess.call(cmd, env=env)
+        if rc == 2:  # argparse's code for bad options: the script printed its own error line
+            print(
+                f"benchmark {name} stopped (exit code 2); its options: metaembed-rag bench "
+                f"{name} --help",
+                file=sys.stderr,
+            )
+            return rc
         if rc != 0:
-            print(f"error: benchmark {name} exited with code {rc}", file=sys.stderr)
+            print(error_line(f"benchmark {name} exited with code {rc}"), file=sys.stderr)
             return rc
     return 0
 

@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
-__all__ = ["DEFAULT_INDEX", "INFO_MAX_FILES", "index_option", "load_model", "search_hint"]
+__all__ = [
+    "DEFAULT_INDEX",
+    "INFO_MAX_FILES",
+    "OneLineArgumentParser",
+    "error_line",
+    "index_option",
+    "load_model",
+    "search_hint",
+]
 
 #: Where index / search / info / serve keep the index without --index (under the current folder).
 DEFAULT_INDEX = ".metaembed/index"
 
 #: Files listed by `info`.
 INFO_MAX_FILES = 50
+
+
+def error_line(message: object) -> str:
+    """``message`` as the one line a command prints for an error: ``error: ...`` with any line
+    breaks of the message folded into spaces."""
+    return "error: " + " ".join(str(message).split())
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one ``error: ...`` line (naming the
+    command's ``--help``) and exit code 2, instead of the usage block plus ``prog: error:``.
+    Subparsers made by ``add_subparsers`` are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{error_line(message)} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def index_option(parser: argparse.ArgumentParser, extra: str = "") -> None:

@@ -33,7 +33,7 @@ SAMPLE_PASSAGES = [
 
 def _read_passages(path: Path) -> list[str]:
     if not path.is_file():
-        raise SystemExit(f"error: {path} does not exist or is not a file")
+        raise FileNotFoundError(f"--docs {path}: no such file; pass a .txt or .jsonl file.")
     passages: list[str] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -44,24 +44,24 @@ def _read_passages(path: Path) -> list[str]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise SystemExit(f"error: {path}:{lineno}: not JSON ({exc})") from exc
+                    raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from exc
                 text = " ".join(str(row.get(k, "")) for k in ("title", "text")).strip()
                 if not text:
-                    raise SystemExit(f"error: {path}:{lineno}: no 'title' or 'text' field")
+                    raise ValueError(f"{path}:{lineno}: no 'title' or 'text' field")
                 passages.append(text)
             else:
                 passages.append(line)
     if not passages:
-        raise SystemExit(f"error: {path} holds no passages")
+        raise ValueError(f"{path} holds no passages")
     return passages
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import maxsim
 
+    passages = _read_passages(Path(args.docs)) if args.docs else SAMPLE_PASSAGES  # before loading
     t0 = time.perf_counter()
     model = load_model(args.model, args.device)
-    passages = _read_passages(Path(args.docs)) if args.docs else SAMPLE_PASSAGES
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     docs = model.encode_documents(passages, show_progress_bar=len(passages) > 256)

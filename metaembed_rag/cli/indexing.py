@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -36,6 +37,24 @@ def _print_problems(report: object) -> None:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     for where, reason in getattr(report, "bad_records", []):
         print(f"skipped record {where}: {reason}", file=sys.stderr)
+
+
+def _json_report(action: str, report: Any, info: dict[str, Any], load_s: float) -> dict[str, Any]:
+    """What ``index --json`` prints: ``{"action": "created" | "updated", "report": the
+    IngestReport's fields + "summary", "index": Collection.info(), "model_load_s"}``
+    (``model_load_s`` is null for an update, which loads the model only when needed)."""
+    from dataclasses import asdict
+
+    fields = asdict(report)
+    fields["skipped"] = [{"path": str(p), "reason": str(r)} for p, r in report.skipped]
+    fields["bad_records"] = [{"where": str(w), "reason": str(r)} for w, r in report.bad_records]
+    fields["summary"] = report.summary()
+    return {
+        "action": action.lower(),
+        "report": fields,
+        "index": info,
+        "model_load_s": round(load_s, 3) if action == "Created" else None,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,13 +153,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {why}" + ("; no index was created" if action == "Created" else ""),
               file=sys.stderr)  # fmt: skip
         return 1
-    print(report.summary())
-    loaded = f" (loaded in {load_s:.1f} s)" if action == "Created" else ""
-    print(
-        f"{action} index {folder}: {info['documents']} chunks from {info['files']} file(s), "
-        f"model {info['model']}{loaded}."
-    )
-    print(search_hint(args.index))
+    if args.json:
+        print(json.dumps(_json_report(action, report, info, load_s), indent=2))
+    else:
+        print(report.summary())
+        loaded = f" (loaded in {load_s:.1f} s)" if action == "Created" else ""
+        print(
+            f"{action} index {folder}: {info['documents']} chunks from {info['files']} file(s), "
+            f"model {info['model']}{loaded}."
+        )
+        print(search_hint(args.index))
     problems = [
         f"{len(report.skipped)} file(s)" if report.skipped else "",
         f"{len(report.bad_records)} JSONL record(s)" if report.bad_records else "",
@@ -197,5 +219,9 @@ def add_parser(sub: Any) -> None:
         help="keep the chunks of files deleted from the indexed folders",
     )
     ix.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ix.add_argument(
+        "--json", action="store_true",
+        help="print the report and the index's figures as JSON instead of the summary",
+    )  # fmt: skip
     ix.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     ix.set_defaults(func=run)

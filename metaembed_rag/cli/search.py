@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..index.params import DEFAULT_FETCH_K
-from .common import index_option
+from .common import DEFAULT_INDEX, error_line, index_option
 
 __all__ = ["add_parser", "run"]
 
@@ -52,26 +54,131 @@ def _result_label(r: object) -> str:
     return label
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..budget import resolve_budget
-    from ..collection import Collection
-    from ..index import SearchParams
+def _print_hits(
+    args: argparse.Namespace, query: str, results: list[Any], budget: Any, params: Any,
+    filt: dict | None, timing: str, total: int | None,
+) -> None:  # fmt: skip
+    """One query's results: JSON (indented; one line a query with --interactive) or text."""
+    if args.json:
+        out = {
+            "query": query, "budget": str(budget), "k": params.k, "fetch_k": params.fetch_k,
+            "filter": filt, "results": [r.to_dict() for r in results],
+        }  # fmt: skip
+        print(json.dumps(out, indent=None if args.interactive else 2, ensure_ascii=False))
+        return
+    from ..budget import Budget
 
-    if not args.query.strip():
+    b = Budget.parse(str(budget))
+    shown = query if args.image else f'"{query}"'
+    of = f" of {total}" if total is not None else ""
+    print(f"Top {len(results)}{of} chunks for {shown} at budget ({b}): {timing}.")
+    print(
+        f"Score = MaxSim: for each of {b.r_q} query vectors its best dot product with "
+        f"the chunk's first {b.r_c} vectors, summed (-{b.r_q} to {b.r_q}; higher is better)."
+    )
+    for r in results:
+        print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
+        if r.text:
+            snippet = " ".join(r.text.split())
+            print(f"     {snippet[:220]}{'...' if len(snippet) > 220 else ''}")
+        if r.image is not None:
+            print(f"     image: {r.image}")
+
+
+def _check_query(text: str) -> str:
+    if not text.strip():
         raise ValueError(
             'the query is empty; pass a question in quotes, e.g. metaembed-rag search "What is '
             'a retrieval budget?"'
         )
+    return text
+
+
+def _queries(args: argparse.Namespace) -> Iterator[str]:
+    """The question of the command line, or (``--interactive``) one per line of stdin until
+    an empty input, ``quit``/``exit`` or end of input."""
+    if not args.interactive:
+        yield _check_query(args.query or "")
+        return
+    if args.query:
+        yield _check_query(args.query)
+    prompt = sys.stdin.isatty()
+    while True:
+        if prompt:
+            print("query> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip().lower() in ("quit", "exit", ":q"):
+            return
+        if line.strip():
+            yield line.strip()
+
+
+def _each_query(args: argparse.Namespace, answer: Callable[[str], int]) -> int:
+    """Call ``answer(query)`` for every query; with ``--interactive`` a failing query prints
+    its ``error:`` line and the loop goes on (exit code: the last failure's, else 0)."""
+    if not args.interactive:
+        return answer(next(_queries(args)))
+    rc = 0
+    for query in _queries(args):
+        try:
+            rc = answer(query) or rc
+        except (ValueError, OSError) as exc:
+            print(error_line(exc), file=sys.stderr)
+            rc = 2
+        sys.stdout.flush()
+    return rc
+
+
+def _run_remote(args: argparse.Namespace, url: str, params: Any) -> int:
+    """Search through a running ``metaembed-rag serve`` (its model stays loaded)."""
+    from .remote import server_info, server_search
+
+    if args.image or args.filter or args.fetch_k is not None:
+        raise ValueError(
+            "--image, --filter and --fetch-k are not available with --server (the demo "
+            "server's search takes a question, --k and --budget); search without --server."
+        )
+    if args.budget:
+        from ..budget import Budget
+
+        Budget.parse(args.budget)  # a malformed budget fails before the request
+    info = server_info(url)
+    served = Path(str((info.get("collection") or {}).get("folder", ""))).expanduser()
+    if args.index != DEFAULT_INDEX and served.resolve() != Path(args.index).expanduser().resolve():
+        raise ValueError(
+            f"the server at {url} serves the index {served}, not {args.index}; leave out "
+            "--index (or --server) to search the one you mean."
+        )
+    total = (info.get("collection") or {}).get("documents")
+
+    def answer(query: str) -> int:
+        results, budget, ms = server_search(url, query, k=params.k, budget=args.budget)
+        timing = f"{ms:.0f} ms on the server at {url} (model already loaded)"
+        _print_hits(args, query, list(results), budget, params, None, timing, total)
+        if not results:
+            print(error_line("no document matched"), file=sys.stderr)
+            return 1
+        return 0
+
+    return _each_query(args, answer)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..budget import resolve_budget
+    from ..collection import Collection
+    from ..index import SearchParams
+    from .remote import SERVER_ENV
+
+    if not args.interactive:
+        _check_query(args.query or "")
     filt = _parse_filters(args.filter)
     try:  # flag mistakes fail before anything loads
         params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
     except ValueError as exc:
         raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
-    query: object = args.query
-    if args.image:
-        query = Path(args.query).expanduser()
-        if not query.is_file():  # type: ignore[union-attr]
-            raise FileNotFoundError(f"{args.query}: no such image file.")
+    server = args.server or os.environ.get(SERVER_ENV)
+    if server:
+        return _run_remote(args, server, params)
     col = Collection.open(args.index, model=args.model, device=args.device, load_model=False)
     try:
         if len(col) == 0:
@@ -83,46 +190,36 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         col.model  # noqa: B018 - load (and check) the model before timing the search
         load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = col.search(query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt)
-        search_ms = (time.perf_counter() - t0) * 1000
-        total = len(col)
+
+        def answer(text: str) -> int:
+            query: object = text
+            if args.image:
+                query = Path(text).expanduser()
+                if not query.is_file():  # type: ignore[union-attr]
+                    raise FileNotFoundError(f"{text}: no such image file.")
+            t0 = time.perf_counter()
+            results = col.search(
+                query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt
+            )
+            timing = f"{(time.perf_counter() - t0) * 1000:.0f} ms (model loaded in {load_s:.1f} s)"
+            _print_hits(args, text, list(results), budget, params, filt, timing, len(col))
+            if not results:
+                print(error_line("no document matches the filter"), file=sys.stderr)
+                return 1
+            return 0
+
+        return _each_query(args, answer)
     finally:
         col.close()
-    if args.json:
-        out = {
-            "query": args.query, "budget": str(budget), "k": params.k, "fetch_k": params.fetch_k,
-            "filter": filt, "results": [r.to_dict() for r in results],
-        }  # fmt: skip
-        print(json.dumps(out, indent=2, ensure_ascii=False))
-    else:
-        shown = args.query if args.image else f'"{args.query}"'
-        print(
-            f"Top {len(results)} of {total} chunks for {shown} at budget ({budget}): "
-            f"{search_ms:.0f} ms (model loaded in {load_s:.1f} s)."
-        )
-        print(
-            f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product with "
-            f"the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to {budget.r_q}; "
-            "higher is better)."
-        )
-        for r in results:
-            print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
-            if r.text:
-                snippet = " ".join(r.text.split())
-                print(f"     {snippet[:220]}{'...' if len(snippet) > 220 else ''}")
-            if r.image is not None:
-                print(f"     image: {r.image}")
-    if not results:
-        print("error: no document matches the filter", file=sys.stderr)
-        return 1
-    return 0
 
 
 def add_parser(sub: Any) -> None:
     """The ``search`` subcommand."""
     se = sub.add_parser("search", help="search an index made by `metaembed-rag index`")
-    se.add_argument("query", help="the question (or an image file with --image)")
+    se.add_argument(
+        "query", nargs="?", default=None,
+        help="the question (or an image file with --image); optional with --interactive",
+    )  # fmt: skip
     index_option(se)
     se.add_argument("--k", type=int, default=5, help="results to show (default 5)")
     se.add_argument(
@@ -149,4 +246,15 @@ def add_parser(sub: Any) -> None:
     se.add_argument("--json", action="store_true", help="print the results as JSON")
     se.add_argument("--model", help="model folder if the index records none")
     se.add_argument("--device", default=None)
+    se.add_argument(
+        "--interactive", "-i", action="store_true",
+        help="load the model once, then answer one question per line of stdin (empty line, "
+        "quit or Ctrl-D ends)",
+    )  # fmt: skip
+    se.add_argument(
+        "--server", metavar="URL", default=None,
+        help="search through a running `metaembed-rag serve` at URL (e.g. "
+        "http://127.0.0.1:8000), whose model is already loaded: no model load here "
+        "(default: $METAEMBED_RAG_SERVER if set)",
+    )  # fmt: skip
     se.set_defaults(func=run)
