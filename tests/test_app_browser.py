@@ -2,7 +2,9 @@
 chromium driven by Playwright (system browser, no browser download).
 
 Upload a text file and a PDF, index them, ask, see results with scores and page images, move
-the budget slider, compare budgets. Skipped only when chromium is absent (outside CI: CI installs
+the budget slider, compare budgets; then a two-turn conversation: a follow-up sent with the
+first turn, both turns shown, a citation of the first turn bringing its passage into view, a
+page thumbnail enlarged. Skipped only when chromium is absent (outside CI: CI installs
 it with ``.ci/install-browser.sh`` and fails without it).
 """
 
@@ -181,8 +183,10 @@ def test_upload_index_ask_and_move_budget(page: Page, server: str, docs: list[Pa
     assert scores == sorted(scores, reverse=True)
     expect(page.locator("#latency")).to_contain_text("at budget (16,64)")
     assert re.fullmatch(r"\d+\.\d ms", page.locator("#latency-ms").inner_text())
-    expect(page.locator("#answer-mode")).to_have_text("extractive")
-    expect(page.locator("#answer mark").first).to_have_text("cause")
+    first = page.locator("#chat .turn").first
+    expect(first.locator(".question")).to_have_text("What causes type 2 diabetes?")
+    expect(first.locator(".answer-mode")).to_have_text("extractive")
+    expect(first.locator(".answer mark").first).to_have_text("cause")
     pdf_image = page.locator(".result img.page-image")
     expect(pdf_image).to_have_count(1)
     expect(pdf_image).to_have_attribute("alt", "budgets.pdf page 1")
@@ -190,11 +194,13 @@ def test_upload_index_ask_and_move_budget(page: Page, server: str, docs: list[Pa
         "() => { const i = document.querySelector('.result img.page-image');"
         " return i && i.complete && i.naturalWidth > 0; }"
     )
+    # The header names the model readably (no Python repr).
+    header = page.locator("#model-info").inner_text()
+    assert "MetaEmbedModel(" not in header and "16 query / 64 document vectors" in header
 
     # The page shows exactly what the API returns for that budget.
     body = {"query": "What causes type 2 diabetes?", "k": 5, "budget": "16,64"}
-    api = page.request.post(server + "/api/search", data=json.dumps(body),
-                            headers={"Content-Type": "application/json"}).json()  # fmt: skip
+    api = _post(page, server, "/api/search", body)
     shown = [results.nth(i).get_attribute("data-id") for i in range(results.count())]
     assert shown == [r["id"] for r in api["results"]]
 
@@ -206,19 +212,78 @@ def test_upload_index_ask_and_move_budget(page: Page, server: str, docs: list[Pa
     expect(page.locator("#latency-history tbody tr")).to_have_count(2)
     expect(page.locator("#latency-history tbody tr").first).to_have_attribute("data-budget", "1,1")
     expect(results).to_have_count(2)
-    api = page.request.post(server + "/api/search", data=json.dumps(dict(body, budget="1,1")),
-                            headers={"Content-Type": "application/json"}).json()  # fmt: skip
+    expect(page.locator("#chat .turn")).to_have_count(1)  # the same turn, re-run
+    api = _post(page, server, "/api/search", dict(body, budget="1,1"))
     shown_scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
     assert shown_scores == pytest.approx([round(r["score"], 4) for r in api["results"]], abs=1e-4)
 
-    # Quality vs latency at every budget.
+    # Quality vs latency at every budget; agreement as the API computes it (rank by rank).
     page.click("#sweep-btn")
     rows = page.locator("#sweep-table tbody tr")
     expect(rows).to_have_count(5)
     expect(rows.last).to_have_attribute("data-budget", "16,64")
-    expect(rows.last.locator("td").last).to_have_text("100%")
+    expect(rows.last.locator("td.top1")).to_have_text("same")
+    expect(rows.last.locator("td.agreement")).to_have_text("100%")
+    sweep = _post(page, server, "/api/sweep", {"query": body["query"], "k": 5})
+    for i, row in enumerate(sweep["budgets"]):
+        cells = rows.nth(i)
+        expect(cells.locator("td.top1")).to_have_text("same" if row["top1"] else "changed")
+        expect(cells.locator("td.agreement")).to_have_text(f"{round(100 * row['agreement'])}%")
+        expect(cells.locator("td.overlap")).to_have_text(f"{round(100 * row['overlap'])}%")
 
     page.screenshot(path=str(docs[0].parent / "demo.png"), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def _post(page: Page, server: str, path: str, body: dict) -> dict:
+    return page.request.post(server + path, data=json.dumps(body),
+                             headers={"Content-Type": "application/json"}).json()  # fmt: skip
+
+
+def test_two_turn_conversation_citations_and_enlarged_pages(page: Page, docs: list[Path]) -> None:
+    turns = page.locator("#chat .turn")
+    expect(turns).to_have_count(1)  # the first test's question
+    page.fill("#query", "How far away is the Moon?")
+    with page.expect_request(lambda r: r.url.endswith("/api/ask")) as request:
+        page.click("#ask-btn")
+    sent = request.value.post_data_json
+    assert sent["query"] == "How far away is the Moon?"
+    assert [t["query"] for t in sent["history"]] == ["What causes type 2 diabetes?"]
+    assert sent["history"][0]["answer"]  # the first answer's text goes with it
+    expect(turns).to_have_count(2)
+    # Both turns stay on the page, each with its own answer (extractive: each on its own).
+    expect(turns.nth(0).locator(".answer mark").first).to_have_text("cause")
+    expect(turns.nth(1).locator(".question")).to_have_text("How far away is the Moon?")
+    expect(turns.nth(1).locator(".answer")).to_contain_text("Moon")
+    expect(page.locator("#results-for")).to_contain_text("turn 2")
+    expect(page.locator("#query")).to_have_value("")
+
+    # A citation of the first turn shows that turn's passages and brings the cited one into view.
+    cite = turns.nth(0).locator("a.cite").first
+    target_id = (cite.get_attribute("href") or "").lstrip("#")
+    assert re.fullmatch(r"t0-r\d+", target_id)
+    cite.click()
+    expect(page.locator("#results-for")).to_contain_text("turn 1")
+    target = page.locator(f"#{target_id}")
+    expect(target).to_have_class(re.compile(r"\bflash\b"))
+    expect(target).to_be_in_viewport()
+    expect(target.locator(".text")).to_contain_text("diabetes")
+
+    # A page thumbnail opens large; Escape closes it.
+    thumb = page.locator(".result img.page-image").first
+    thumb.click()
+    expect(page.locator("#lightbox")).to_be_visible()
+    assert page.locator("#lightbox-img").get_attribute("src") == thumb.get_attribute("src")
+    expect(page.locator("#lightbox-caption")).to_have_text("budgets.pdf page 1")
+    page.wait_for_function("() => document.getElementById('lightbox-img').naturalWidth > 0")
+    page.screenshot(path=str(docs[0].parent / "demo-lightbox.png"))
+    page.keyboard.press("Escape")
+    expect(page.locator("#lightbox")).to_be_hidden()
+
+    # A new conversation starts empty.
+    page.click("#new-chat-btn")
+    expect(turns).to_have_count(0)
+    expect(page.locator("#results-panel")).to_be_hidden()
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -181,9 +181,7 @@ def test_index_json(tmp_path: Path, capsys, tiny_model: str) -> None:
 
 
 # ------------------------------------------------------------------ search --interactive
-def test_search_interactive_loads_the_model_once(
-    tiny_index: Path, capsys, monkeypatch
-) -> None:
+def test_search_interactive_loads_the_model_once(tiny_index: Path, capsys, monkeypatch) -> None:
     from metaembed_rag.collection import Collection
 
     loads = []
@@ -210,7 +208,9 @@ def test_search_interactive_loads_the_model_once(
         col.close()
 
 
-def test_search_interactive_keeps_going_after_a_bad_query(tiny_index: Path, capsys, monkeypatch) -> None:
+def test_search_interactive_keeps_going_after_a_bad_query(
+    tiny_index: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("Moon\n"))
     rc, out, err = _run(capsys, "search", "--index", str(tiny_index), "-i", "--image", "--k", "1")
     assert rc == 2 and "Moon: no such image file" in _one_error_line(err)
@@ -244,7 +244,9 @@ def served(tiny_index: Path, tiny_model: str) -> Iterator[str]:
         col.close()
 
 
-def test_search_through_a_running_server(served: str, tiny_index: Path, capsys, monkeypatch) -> None:
+def test_search_through_a_running_server(
+    served: str, tiny_index: Path, capsys, monkeypatch
+) -> None:
     import metaembed_rag.hub as hub
     from metaembed_rag.collection import Collection
 

@@ -330,9 +330,12 @@ def extractive_answer(
     }
 
 
-def build_prompt(query: str, results: Sequence[Any], *, max_chars: int = 1500) -> str:
-    """The user prompt for an LLM: numbered sources (text cut at ``max_chars`` each) and the
-    question."""
+def build_prompt(
+    query: str, results: Sequence[Any], *, max_chars: int = 1500, conversation: str = ""
+) -> str:
+    """The user prompt for an LLM: the ``conversation`` so far (``User: ...`` /
+    ``Assistant: ...`` lines, if any), numbered sources (text cut at ``max_chars`` each) and
+    the question."""
     parts = []
     for i, result in enumerate(results, 1):
         meta = _field(result, "metadata") or {}
@@ -344,7 +347,8 @@ def build_prompt(query: str, results: Sequence[Any], *, max_chars: int = 1500) -
             text = text[:max_chars].rstrip() + " ..."
         parts.append(f"[{i}] ({where})\n{text}")
     sources = "\n\n".join(parts) if parts else "(no sources were retrieved)"
-    return f"Sources:\n\n{sources}\n\nQuestion: {query}\nAnswer:"
+    before = f"Conversation so far:\n{conversation}\n\n" if conversation else ""
+    return f"{before}Sources:\n\n{sources}\n\nQuestion: {query}\nAnswer:"
 
 
 def _content_text(content: Any) -> str:
@@ -405,9 +409,10 @@ class LLMAdapter:
             raise TypeError(f"The LLM callable returned {type(text).__name__}, expected str.")
         return text
 
-    def answer(self, query: str, results: Sequence[Any]) -> dict[str, Any]:
-        """``{"mode": "llm", "kind", "model", "text"}`` for ``query`` over ``results``."""
-        text = self.generate(SYSTEM_PROMPT, build_prompt(query, results))
+    def answer(self, query: str, results: Sequence[Any], conversation: str = "") -> dict[str, Any]:
+        """``{"mode": "llm", "kind", "model", "text"}`` for ``query`` over ``results``, with
+        the earlier turns of the ``conversation`` (see :func:`build_prompt`) in the prompt."""
+        text = self.generate(SYSTEM_PROMPT, build_prompt(query, results, conversation=conversation))
         return {"mode": "llm", "kind": self.kind, "model": self.name, "text": text.strip()}
 
 

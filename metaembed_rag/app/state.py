@@ -14,6 +14,8 @@ from typing import Any, BinaryIO, TypedDict
 
 from ..ingest import IMAGE_SUFFIXES
 from .answer import LLMAdapter, extractive_answer, highlight_spans, query_terms, wrap_llm
+from .chat import CONDENSE_SYSTEM, HistoryError, check_history, condense_prompt, format_history
+from .views import budget_agreement, model_header
 
 __all__ = ["DemoError", "DemoOptions", "DemoState", "MAX_K", "render_pdf_page", "safe_filename"]
 
@@ -193,8 +195,12 @@ class DemoState:
         """What the page shows in its header."""
         with self.lock:
             cinfo = self.collection.info()
+        header = model_header(
+            self.collection.model, cinfo.get("model"), cinfo.get("model_fingerprint")
+        )
         return {
-            "model": repr(self.collection.model),
+            "model": header["label"],
+            "model_details": header,
             "budgets": [str(b) for b in self.budgets],
             "default_budget": str(self.default_budget),
             "collection": _jsonable(cinfo),
@@ -296,10 +302,40 @@ class DemoState:
             "results": rows,
         }
 
+    def _standalone_question(
+        self, history: list[dict[str, str]], question: str
+    ) -> tuple[str, str | None]:
+        """(what to search, the LLM's error or None): with an LLM and earlier turns, the LLM
+        rewrites a follow-up as a standalone question; if that call fails, the question as
+        typed is searched and the error is returned (shown with the answer)."""
+        if self.llm is None or not history:
+            return question, None
+        try:
+            text = self.llm.generate(CONDENSE_SYSTEM, condense_prompt(history, question))
+        except Exception as exc:  # a remote model can fail in many ways: show it
+            logger.exception("LLM call (standalone question) failed")
+            return question, f"{type(exc).__name__}: {exc}"
+        text = " ".join(text.split())
+        return (text or question), None
+
     def ask(self, body: dict[str, Any]) -> dict[str, Any]:
         """:meth:`search` plus ``"answer"`` (LLM when configured, else extractive) and
-        ``"answer_ms"``. An LLM failure is reported in ``answer["error"]``, results kept."""
-        out = self.search(body)
+        ``"answer_ms"``. An LLM failure is reported in ``answer["error"]``, results kept.
+
+        ``body["history"]``: the earlier turns of the conversation, oldest first
+        (``[{"query", "answer"}]``, see :func:`~metaembed_rag.app.chat.check_history`). With
+        an LLM, a follow-up is rewritten into a standalone question, which is searched
+        (``"search_query"``), and the answer prompt holds the conversation; the extractive
+        path answers each question on its own (``"search_query"`` = ``"query"``)."""
+        question, _ = self._check_query(body)
+        try:
+            history = check_history(body.get("history"))
+        except HistoryError as exc:
+            raise DemoError(str(exc)) from exc
+        searched, condense_error = self._standalone_question(history, question)
+        out = self.search(dict(body, query=searched))
+        out["search_query"] = out["query"]
+        out["query"] = question
         t0 = time.perf_counter()
         if self.llm is None:
             with self.lock:  # the model ranks the sentences by meaning; it is not re-entrant
@@ -308,7 +344,9 @@ class DemoState:
                 )
         else:
             try:
-                answer = self.llm.answer(out["query"], out["results"])
+                answer = self.llm.answer(
+                    question, out["results"], conversation=format_history(history)
+                )
             except Exception as exc:  # a remote model can fail in many ways: show it
                 logger.exception("LLM call failed")
                 answer = {
@@ -318,6 +356,11 @@ class DemoState:
                     "text": None,
                     "error": f"The LLM call failed: {type(exc).__name__}: {exc}",
                 }
+        if condense_error is not None:
+            answer["note"] = (
+                f"Rewriting the follow-up as a standalone question failed ({condense_error}); "
+                "the question was searched as typed."
+            )
         out["answer"] = answer
         out["answer_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
         return out
@@ -327,9 +370,11 @@ class DemoState:
 
         The query is encoded once (``encode_ms``); each budget then runs the collection's
         two-stage search on those vectors (``score_ms``: coarse recall + exact MaxSim at the
-        budget; ``latency_ms`` = ``encode_ms`` + ``score_ms``). ``agreement``: the share of the
-        largest budget's top-k that the budget also returns; ``ids`` equal
-        ``Collection.search(query, k=k, budget=budget)``.
+        budget; ``latency_ms`` = ``encode_ms`` + ``score_ms``); ``ids`` equal
+        ``Collection.search(query, k=k, budget=budget)``. Each row's agreement with the
+        largest budget's top-k: ``top1`` (same best hit), ``agreement`` (share of ranks with
+        the same document) and ``overlap`` (share of its documents returned at any rank), see
+        :func:`~metaembed_rag.app.views.budget_agreement`.
         """
         query, k = self._check_query(body)
         rows: list[dict[str, Any]] = []
@@ -353,11 +398,8 @@ class DemoState:
                         "top_score": float(hits[0].score) if hits else None,
                     }
                 )
-        reference = set(rows[-1]["ids"])
         for row in rows:
-            row["agreement"] = (
-                round(len(reference & set(row["ids"])) / len(reference), 4) if reference else None
-            )
+            row.update(budget_agreement(row["ids"], rows[-1]["ids"]))
         return {
             "query": query,
             "k": k,
