@@ -278,3 +278,21 @@ def test_search_through_a_running_server(
     # --index naming another index than the server's
     rc, _, err = _run(capsys, "search", "Moon", "--index", str(tiny_index.parent / "other"))
     assert rc == 2 and "serves the index" in _one_error_line(err)
+
+
+def test_search_finds_a_server_of_the_same_index(
+    served: str, tiny_index: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import metaembed_rag.cli.remote as remote
+
+    assert remote.detect_server(tiny_index, url=served) == served
+    assert remote.detect_server(tmp_path / "other", url=served) is None  # another index
+    assert remote.detect_server(tiny_index, url=f"http://127.0.0.1:{_free_port()}") is None
+    monkeypatch.setattr(remote, "DEFAULT_SERVER", served)  # as if it ran on the default port
+    rc, out, err = _run(capsys, "search", "Moon", "--index", str(tiny_index), "--k", "1")
+    assert rc == 0, err
+    assert f"on the server at {served}" in out
+    rc, out, err = _run(capsys, "search", "Moon", "--index", str(tiny_index), "--k", "1",
+                        "--no-server")  # fmt: skip
+    assert rc == 0, err
+    assert "on the server" not in out and "model loaded in" in out

@@ -10,12 +10,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SERVER_ENV", "RemoteResult", "ServerError", "server_info", "server_search"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "SERVER_ENV",
+    "RemoteResult",
+    "ServerError",
+    "detect_server",
+    "server_info",
+    "server_search",
+]
 
 #: Environment variable naming the server when ``--server`` is not given.
 SERVER_ENV = "METAEMBED_RAG_SERVER"
 #: Seconds to wait for the server (a search on a busy CPU can take a few seconds).
 TIMEOUT_S = 120.0
+#: Where ``metaembed-rag serve`` listens by default: ``search`` looks there for a server of the
+#: same index.
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+#: Seconds the look-up waits (a refused connection answers at once).
+DETECT_TIMEOUT_S = 2.0
 
 
 class ServerError(OSError):
@@ -54,7 +67,9 @@ def _base(url: str) -> str:
     return url
 
 
-def _request(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _request(
+    url: str, path: str, body: dict[str, Any] | None = None, timeout: float = TIMEOUT_S
+) -> dict[str, Any]:
     """GET (``body`` None) or POST JSON to ``url + path``; the decoded JSON answer.
 
     Raises:
@@ -64,7 +79,7 @@ def _request(url: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     headers = {"Content-Type": "application/json"} if body is not None else {}
     req = urllib.request.Request(_base(url) + path, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
             return json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         try:
@@ -84,9 +99,27 @@ def _request(url: str, path: str, body: dict[str, Any] | None = None) -> dict[st
         ) from exc
 
 
-def server_info(url: str) -> dict[str, Any]:
+def server_info(url: str, timeout: float = TIMEOUT_S) -> dict[str, Any]:
     """The server's ``/api/info`` (model, budgets, collection summary)."""
-    return _request(url, "/api/info")
+    return _request(url, "/api/info", timeout=timeout)
+
+
+def served_folder(info: dict[str, Any]) -> Path:
+    """The index folder a server's ``/api/info`` says it serves (resolved)."""
+    return Path(str((info.get("collection") or {}).get("folder", ""))).expanduser().resolve()
+
+
+def detect_server(index: str | Path, url: str | None = None) -> str | None:
+    """``url`` (default :data:`DEFAULT_SERVER`) if a metaembed-rag server answers there within
+    :data:`DETECT_TIMEOUT_S` and serves the index folder ``index``; else None."""
+    url = url or DEFAULT_SERVER
+    try:
+        info = server_info(url, timeout=DETECT_TIMEOUT_S)
+    except (ServerError, OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or served_folder(info) != Path(index).expanduser().resolve():
+        return None
+    return url
 
 
 def server_search(

@@ -131,7 +131,7 @@ def _each_query(args: argparse.Namespace, answer: Callable[[str], int]) -> int:
 
 def _run_remote(args: argparse.Namespace, url: str, params: Any) -> int:
     """Search through a running ``metaembed-rag serve`` (its model stays loaded)."""
-    from .remote import server_info, server_search
+    from .remote import served_folder, server_info, server_search
 
     if args.image or args.filter or args.fetch_k is not None:
         raise ValueError(
@@ -143,8 +143,8 @@ def _run_remote(args: argparse.Namespace, url: str, params: Any) -> int:
 
         Budget.parse(args.budget)  # a malformed budget fails before the request
     info = server_info(url)
-    served = Path(str((info.get("collection") or {}).get("folder", ""))).expanduser()
-    if args.index != DEFAULT_INDEX and served.resolve() != Path(args.index).expanduser().resolve():
+    served = served_folder(info)
+    if args.index != DEFAULT_INDEX and served != Path(args.index).expanduser().resolve():
         raise ValueError(
             f"the server at {url} serves the index {served}, not {args.index}; leave out "
             "--index (or --server) to search the one you mean."
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from ..budget import resolve_budget
     from ..collection import Collection
     from ..index import SearchParams
-    from .remote import SERVER_ENV
+    from .remote import SERVER_ENV, detect_server
 
     if not args.interactive:
         _check_query(args.query or "")
@@ -176,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
     except ValueError as exc:
         raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
-    server = args.server or os.environ.get(SERVER_ENV)
+    server = args.server or (None if args.no_server else os.environ.get(SERVER_ENV))
+    local_only = args.no_server or args.image or args.filter or args.fetch_k is not None
+    if not server and not local_only:
+        server = detect_server(args.index)  # a `serve` of this index on the default port
     if server:
         return _run_remote(args, server, params)
     col = Collection.open(args.index, model=args.model, device=args.device, load_model=False)
@@ -255,6 +258,11 @@ def add_parser(sub: Any) -> None:
         "--server", metavar="URL", default=None,
         help="search through a running `metaembed-rag serve` at URL (e.g. "
         "http://127.0.0.1:8000), whose model is already loaded: no model load here "
-        "(default: $METAEMBED_RAG_SERVER if set)",
+        "(default: $METAEMBED_RAG_SERVER if set, else a server on http://127.0.0.1:8000 if "
+        "it serves the same index)",
+    )  # fmt: skip
+    se.add_argument(
+        "--no-server", action="store_true",
+        help="search here even if a running server serves the index",
     )  # fmt: skip
     se.set_defaults(func=run)
