@@ -10,6 +10,7 @@ it with ``.ci/install-browser.sh`` and fails without it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,7 +55,7 @@ if CHROMIUM is None:
     )
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
 except ImportError as exc:  # a dev dependency: a missing one is an error, not a skip
     raise ImportError(
         "The browser test needs Playwright's Python package: pip install playwright "
@@ -68,17 +69,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m metaembed_rag.cli serve`` on a free port with the default model and a new
-    index; yields its base URL and stops it afterwards."""
-    work = tmp_path_factory.mktemp("browser")
+@contextlib.contextmanager
+def running_server(work: Path, *extra: str) -> Iterator[str]:
+    """``python -m metaembed_rag.cli serve`` (default model, a new index in ``work``, options
+    ``extra``) on a free port; yields its base URL and stops it afterwards."""
     port = free_port()
     log = (work / "server.log").open("wb")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "metaembed_rag.cli", "serve", "--index", str(work / "index"),
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+           "--host", "127.0.0.1", "--port", str(port), *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,6 +104,43 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo with extractive answers."""
+    with running_server(tmp_path_factory.mktemp("browser")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless chromium (one Playwright per module: the sync API allows only one)."""
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@contextlib.contextmanager
+def browser_page(browser: Browser, url: str) -> Iterator[Page]:
+    """A new page on ``url``, ready; ``page.errors`` collects the page's errors."""
+    pg = browser.new_page(viewport={"width": 1200, "height": 1400})
+    try:
+        pg.set_default_timeout(120_000)
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.goto(url + "/")
+        pg.wait_for_selector("body[data-ready='1']")
+        pg.errors = errors  # type: ignore[attr-defined]
+        yield pg
+    finally:
+        pg.close()
 
 
 def _tail(path: Path, n: int = 4000) -> str:
@@ -136,23 +173,9 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[Page]:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            pg = browser.new_page(viewport={"width": 1200, "height": 1400})
-            pg.set_default_timeout(120_000)
-            errors: list[str] = []
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            pg.goto(server + "/")
-            pg.wait_for_selector("body[data-ready='1']")
-            pg.errors = errors  # type: ignore[attr-defined]
-            yield pg
-        finally:
-            browser.close()
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    with browser_page(browser, server) as pg:
+        yield pg
 
 
 def test_upload_index_ask_and_move_budget(page: Page, server: str, docs: list[Path]) -> None:
@@ -291,3 +314,49 @@ def test_errors_are_shown(page: Page) -> None:
     page.fill("#query", "   ")
     page.click("#ask-btn")  # the form's `required` does not catch blanks: the app does
     expect(page.locator("#error")).to_have_text("Type a question first.")
+
+
+LLM_MODULE = """
+def chat(prompt):
+    if "Standalone question:" in prompt:
+        return "How far away is the Moon from the Earth?"
+    return "It orbits at about 384,400 km [1]."
+"""
+
+
+def test_llm_conversation_rewrites_follow_ups_and_links_citations(
+    browser: Browser, tmp_path: Path, docs: list[Path]
+) -> None:
+    """With --llm: the follow-up is searched as the LLM's standalone question (shown on the
+    turn) and the answer's [1] links to the first passage."""
+    (tmp_path / "fake_llm.py").write_text(LLM_MODULE)
+    with (
+        running_server(tmp_path, "--llm", "fake_llm:chat") as url,
+        browser_page(browser, url) as pg,
+    ):
+        pg.set_input_files("#file-input", [str(docs[0])])
+        pg.click("#index-btn")
+        expect(pg.locator("#index-summary")).to_contain_text("Indexed 1 new file")
+        expect(pg.locator("#llm-info")).to_contain_text("answers by function (callable)")
+        for question in ("What is the Moon?", "How far away is it?"):
+            pg.fill("#query", question)
+            pg.click("#ask-btn")
+            expect(pg.locator("#query")).to_have_value("")
+        turns = pg.locator("#chat .turn")
+        expect(turns).to_have_count(2)
+        expect(turns.nth(0).locator(".searched")).to_have_count(0)  # a first question as typed
+        expect(turns.nth(1).locator(".searched")).to_have_text(
+            "searched for: \u201cHow far away is the Moon from the Earth?\u201d \u00b7 "
+        )
+        expect(turns.nth(1).locator(".answer-mode")).to_have_text("LLM \u00b7 function")
+        expect(turns.nth(1).locator(".answer")).to_have_text("It orbits at about 384,400 km [1].")
+        cite = turns.nth(1).locator("a.cite")
+        expect(cite).to_have_text("[1]")
+        assert cite.get_attribute("href") == "#t1-r0"
+        turns.nth(0).locator("a.show-results").click()
+        expect(pg.locator("#results-for")).to_contain_text("turn 1")
+        cite.click()
+        expect(pg.locator("#results-for")).to_contain_text("turn 2")
+        expect(pg.locator("#t1-r0")).to_have_class(re.compile(r"\bflash\b"))
+        expect(pg.locator("#t1-r0")).to_be_in_viewport()
+        assert pg.errors == []  # type: ignore[attr-defined]
