@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "CONDENSE_SYSTEM",
+    "HistoryError",
     "MAX_TURNS",
     "MAX_TURN_CHARS",
     "check_history",

@@ -95,8 +95,8 @@ def _check_query(text: str) -> str:
 
 
 def _queries(args: argparse.Namespace) -> Iterator[str]:
-    """The question of the command line, or (``--interactive``) one per line of stdin until
-    an empty input, ``quit``/``exit`` or end of input."""
+    """The question of the command line, or (``--interactive``) that one and then one per
+    line of stdin (blank lines skipped) until ``quit``/``exit`` or the end of input."""
     if not args.interactive:
         yield _check_query(args.query or "")
         return
@@ -251,8 +251,8 @@ def add_parser(sub: Any) -> None:
     se.add_argument("--device", default=None)
     se.add_argument(
         "--interactive", "-i", action="store_true",
-        help="load the model once, then answer one question per line of stdin (empty line, "
-        "quit or Ctrl-D ends)",
+        help="load the model once, then answer one question per line of stdin (quit, exit or "
+        "Ctrl-D ends)",
     )  # fmt: skip
     se.add_argument(
         "--server", metavar="URL", default=None,
