@@ -64,9 +64,14 @@ def run(args: argparse.Namespace) -> int:
         )
     filt = _parse_filters(args.filter)
     try:  # flag mistakes fail before anything loads
-        params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
+        params = SearchParams.of(
+            args.k, fetch_k=args.fetch_k, filter=filt, hybrid=args.hybrid,
+            hybrid_weight=args.hybrid_weight,
+        )  # fmt: skip
     except ValueError as exc:
-        raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
+        raise ValueError(
+            f"search flags (--k / --fetch-k / --filter / --hybrid / --hybrid-weight): {exc}"
+        ) from exc
     query: object = args.query
     if args.image:
         query = Path(args.query).expanduser()
@@ -84,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         col.model  # noqa: B018 - load (and check) the model before timing the search
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = col.search(query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt)
+        results = col.search(
+            query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt,
+            hybrid=params.hybrid, hybrid_weight=params.hybrid_weight,
+        )  # fmt: skip
         search_ms = (time.perf_counter() - t0) * 1000
         total = len(col)
     finally:
@@ -94,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             "query": args.query, "budget": str(budget), "k": params.k, "fetch_k": params.fetch_k,
             "filter": filt, "results": [r.to_dict() for r in results],
         }  # fmt: skip
+        if params.hybrid:
+            out.update(hybrid=params.hybrid, hybrid_weight=params.hybrid_weight)
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         shown = args.query if args.image else f'"{args.query}"'
@@ -101,11 +111,19 @@ def run(args: argparse.Namespace) -> int:
             f"Top {len(results)} of {total} chunks for {shown} at budget ({budget}): "
             f"{search_ms:.0f} ms (model loaded in {load_s:.1f} s)."
         )
-        print(
-            f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product with "
-            f"the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to {budget.r_q}; "
-            "higher is better)."
-        )
+        if params.hybrid == "rrf":
+            print("Score = reciprocal rank fusion of MaxSim and BM25 ranks (higher is better).")
+        elif params.hybrid == "weighted":
+            print(
+                f"Score = {params.weight:g} x MaxSim + {1 - params.weight:g} x BM25, each "
+                "min-max normalised over the candidates (0 to 1; higher is better)."
+            )
+        else:
+            print(
+                f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product "
+                f"with the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to "
+                f"{budget.r_q}; higher is better)."
+            )
         for r in results:
             print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
             if r.text:
@@ -144,6 +162,21 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="metadata filter, e.g. --filter type=pdf page=2 (values parsed as JSON "
         'when they are: numbers, true/false, {"$gte": 2})',
+    )
+    se.add_argument(
+        "--hybrid",
+        choices=("rrf", "weighted"),
+        default=None,
+        help="fuse the multi-vector ranking with BM25 over the query text: reciprocal rank "
+        "fusion or a weighted sum of min-max normalised scores (see docs/hybrid-search.md)",
+    )
+    se.add_argument(
+        "--hybrid-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="with --hybrid weighted: the multi-vector share in [0, 1] (default 0.5; 1 = "
+        "multi-vector alone, 0 = BM25 alone)",
     )
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
