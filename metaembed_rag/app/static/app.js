@@ -236,7 +236,8 @@ async function ask() {
     $("sweep").hidden = true;
   }
   try {
-    const data = await postJSON("/api/ask", { query, k: Number($("k").value), budget });
+    const hybrid = $("hybrid") && $("hybrid").checked ? "rrf" : null;
+    const data = await postJSON("/api/ask", { query, k: Number($("k").value), budget, hybrid });
     state.lastQuery = query;
     $("latency").replaceChildren(
       el("span", { text: "search latency " }),
