@@ -434,7 +434,9 @@ def test_example_answers_once(default_model: Any, tmp_path: Path, capsys) -> Non
     assert f"0 new files, 0 changed, {len(samples)} unchanged" in capsys.readouterr().out
 
 
-def test_hybrid_search_equals_collection_search(indexed: dict[str, Any], client: TestClient) -> None:
+def test_hybrid_search_equals_collection_search(
+    indexed: dict[str, Any], client: TestClient
+) -> None:
     r = client.post("/api/search", json={"query": QUERY, "k": 3, "hybrid": "rrf"})
     assert r.status_code == 200, r.text
     data = r.json()
