@@ -9,6 +9,7 @@ Layout (one directory per saved index)::
     coarse-<tag>.bin           (N, D) float32 coarse vectors (one per document)
     docs-<tag>.jsonl           one line per row: {"id", "text", "metadata"} or null (deleted)
     faiss-<tag>.faiss          the coarse FAISS index (faiss.write_index)
+    lexical-<tag>.safetensors  the BM25 sidecar for hybrid search (:mod:`.lexical`)
 
 Rows ("slots") are append-only: ``upsert`` writes a new row and tombstones the old one, ``delete``
 only tombstones. ``compact()`` (also run by ``save`` when at least ``compact_ratio`` of the rows
