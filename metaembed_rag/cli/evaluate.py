@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         settings["mean-pool"] = {"backbone": mean_pool.reference, "max_length": length}
     if len(folders) == 1 and not args.suite:
         out = per_set[names[0]]
-        out.update({"model": model_name, "data": str(args.data[0]), "split": args.split,
-                    "limit_queries": args.limit_queries, "limit_docs": args.limit_docs,
-                    "docs_seed": args.docs_seed})  # fmt: skip
+        out.update({"model": model_name, "data": str(args.data[0]), "split": args.split})
+        if args.limit_docs:
+            out.update(limit_docs=args.limit_docs, docs_seed=args.docs_seed)
         if settings:
             out["baseline_settings"] = settings
         title = f"{model_name} on {folders[0].name}"

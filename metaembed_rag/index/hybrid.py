@@ -19,7 +19,7 @@ the tests check).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +27,6 @@ import torch
 from .fusion import fuse
 from .hits import stable_topk
 from .params import SearchParams
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .multivector import MultiVectorIndex
 
 __all__ = ["hybrid_rows"]
 
@@ -47,7 +44,7 @@ def _lexical_top(
 
 
 def hybrid_rows(
-    index: MultiVectorIndex,
+    index: Any,
     queries: torch.Tensor,
     texts: Sequence[str],
     params: SearchParams,
@@ -55,7 +52,9 @@ def hybrid_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fused ``(scores (nq, k) float32, rows (nq, k) int64)``, padded with ``-inf`` / ``-1``
     (see the module docstring). ``queries`` are prepared ``(nq, Kq, D)`` vectors, ``texts``
-    the same queries as text, ``allowed`` the filter's row mask."""
+    the same queries as text, ``allowed`` the filter's row mask. ``index`` is the
+    :class:`~metaembed_rag.index.multivector.MultiVectorIndex` searched (its ``search_rows``,
+    ``lexical_scores``, ``backend``, ``budgets`` and ``num_rows``)."""
     p = params
     assert p.hybrid is not None
     nq = queries.shape[0]
