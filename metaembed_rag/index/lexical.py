@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .persist import IndexCorruptedError, atomic_writer, sha256_file
+from .rowset import new_tag
 
 __all__ = ["BM25_SETTINGS", "LexicalIndex", "import_bm25s", "tokenize"]
 
@@ -151,7 +152,38 @@ class LexicalIndex:
                 out[i] = model.get_scores_from_ids(known)
         return out
 
+    @classmethod
+    def from_records(cls, records: Sequence[Any]) -> LexicalIndex:
+        """A sidecar built from stored documents (objects with ``id`` and ``text``: a
+        backend's records), for an index saved without one."""
+        logger.info("building the BM25 sidecar from %d stored texts", len(records))
+        out = cls()
+        out.add([r.id for r in records], [r.text for r in records])
+        return out
+
     # ------------------------------------------------------------------ persistence
+    def save_into(self, folder: Path) -> dict[str, Any]:
+        """The manifest entry of the sidecar in ``folder``: the file saved last if it is there
+        and nothing changed since, else a new ``lexical-<tag>.safetensors`` (atomic)."""
+        if self.saved is not None:
+            path, entry = self.saved
+            if path.parent.resolve() == Path(folder).resolve() and path.is_file():
+                return entry
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return self.write(Path(folder) / f"lexical-{new_tag()}.safetensors")
+
+    @classmethod
+    def open(cls, folder: Path, manifest: dict[str, Any]) -> LexicalIndex | None:
+        """The sidecar a loaded manifest names (its file already checked against the
+        manifest's size and checksum), or ``None`` when it names none."""
+        entry = manifest.get("files", {}).get("lexical")
+        if entry is None:
+            return None
+        path = Path(folder) / entry["name"]
+        out = cls.read(path, manifest["counts"]["documents"])
+        out.saved = (path, entry)
+        return out
+
     def write(self, path: Path) -> dict[str, Any]:
         """Write the sidecar atomically to ``path``; returns its manifest entry
         (``name``, ``bytes``, ``sha256``)."""
@@ -191,7 +223,7 @@ class LexicalIndex:
         """
         from safetensors.numpy import load
 
-        fix = "delete the lexical entry's file and save the index again to rebuild it"
+        fix = "restore the index folder from a backup or rebuild the index"
         try:
             raw = path.read_bytes()
             arrays = load(raw)

@@ -37,7 +37,7 @@ from .lexical import LexicalIndex
 from .local import LocalBackend
 from .params import SearchOptions, SearchParams
 from .persist import IndexMismatchError, read_manifest
-from .rowset import CoarseVector, RowSet, new_tag
+from .rowset import CoarseVector, RowSet
 from .saving import expect
 from .storage import VectorCodec
 from .validate import check_batch, prepare_queries
@@ -463,12 +463,9 @@ class MultiVectorIndex:
                     "This index keeps no BM25 sidecar (built with lexical=False), so it cannot "
                     "run hybrid searches: rebuild it with lexical=True."
                 )
-            rows = np.flatnonzero(self.backend.allowed(None))
-            records = self.backend.records(rows)
-            logger.info("building the BM25 sidecar from %d stored texts", len(records))
-            lex = LexicalIndex()
-            lex.add([r.id for r in records], [r.text for r in records])
-            self._lexical = lex
+            self._lexical = LexicalIndex.from_records(
+                self.backend.records(np.flatnonzero(self.backend.allowed(None)))
+            )
         return self._lexical
 
     def lexical_scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -561,7 +558,7 @@ class MultiVectorIndex:
         assert target is not None
         if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
             self.compact()
-        header = {
+        header: dict[str, Any] = {
             "model_fingerprint": self.fingerprint,
             "dim": self.dim,
             "vectors_per_doc": self.num_vectors,
@@ -576,20 +573,8 @@ class MultiVectorIndex:
             },
         }
         if self._lexical is not None:
-            header["files"] = {"lexical": self._save_lexical(target)}
+            header["files"] = {"lexical": self._lexical.save_into(target)}
         return self.backend.save(target, header)
-
-    def _save_lexical(self, target: Path) -> dict[str, Any]:
-        """The sidecar's manifest entry: the file saved last if it is in ``target`` and
-        unchanged since, else a new ``lexical-<tag>.safetensors`` (atomic)."""
-        lex = self._lexical
-        assert lex is not None
-        if lex.saved is not None:
-            path, entry = lex.saved
-            if path.parent.resolve() == target.resolve() and path.is_file():
-                return entry
-        target.mkdir(parents=True, exist_ok=True)
-        return lex.write(target / f"lexical-{new_tag()}.safetensors")
 
     @classmethod
     def load(
@@ -642,13 +627,9 @@ class MultiVectorIndex:
         index._check_saved(folder, model, fingerprint, dim)
         assert isinstance(index.backend, LocalBackend)
         index.backend = LocalBackend.load(folder, manifest, index.backend, mmap, verify)
-        entry = manifest["files"].get("lexical")
-        if entry is not None and index.lexical_enabled:
-            path = folder / entry["name"]
-            index._lexical = LexicalIndex.read(path, manifest["counts"]["documents"])
-            index._lexical.saved = (path, entry)
-        else:
-            index._lexical = None  # built from the stored texts at the first hybrid search
+        index._lexical = (  # None: built from the stored texts at the first hybrid search
+            LexicalIndex.open(folder, manifest) if index.lexical_enabled else None
+        )
         return index
 
     def _check_saved(
