@@ -19,10 +19,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "require_backend"]
 
 # trec_eval measure -> our name ("{k}" filled with each cut-off)
 _CUT = {"ndcg_cut": "ndcg", "recall": "recall", "map_cut": "map"}
+
+
+def require_backend() -> None:
+    """Check that pytrec_eval imports, before long work whose end computes metrics.
+
+    Raises:
+        ImportError: it is not installed (the message names the extra).
+    """
+    _pytrec_eval()
 
 
 def _pytrec_eval() -> Any:

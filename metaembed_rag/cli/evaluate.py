@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from ..suite import dataset_names, evaluate_dataset, macro_average, plot_suite
     from ..vector_cache import default_cache_dir
 
+    from ..metrics import require_backend
+
+    require_backend()  # before the model loads and the corpora are encoded
     baselines = parse_baselines(args.baselines) if args.baselines else []
     if args.limit_docs is not None and args.limit_docs < 1:
         raise ValueError(f"--limit-docs must be a positive number, got {args.limit_docs}")
