@@ -55,11 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_beir
     from ..evaluation import plot_budgets
     from ..hub import resolve_model_folder
+    from ..metrics import require_backend
     from ..model import DEFAULT_MODEL
     from ..suite import dataset_names, evaluate_dataset, macro_average, plot_suite
     from ..vector_cache import default_cache_dir
-
-    from ..metrics import require_backend
 
     require_backend()  # before the model loads and the corpora are encoded
     baselines = parse_baselines(args.baselines) if args.baselines else []
