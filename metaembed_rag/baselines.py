@@ -1,6 +1,7 @@
 """Reference retrievers to read the model's figures against: BM25 and mean-pooled cosine.
 
-* BM25 — the ``bm25s`` library (optional extra ``metaembed-rag[eval]``): its default
+* BM25 — the ``bm25s`` library, as hybrid search runs it (:mod:`metaembed_rag.index.lexical`,
+  one settings table: :data:`BM25_SETTINGS`): its default
   tokenizer (lower-cased, tokens matching ``(?u)\\b\\w\\w+\\b``), its English stop-word list,
   no stemming (the library's default; ``bm25s`` stems only when given a stemmer), the Lucene
   BM25 variant with ``k1=1.5``, ``b=0.75``.
@@ -25,6 +26,7 @@ from torch import nn
 
 from .device import resolve_device
 from .hub import resolve_backbone_path
+from .index.lexical import BM25_SETTINGS, import_bm25s, tokenize
 from .vector_cache import folder_identity
 
 __all__ = [
@@ -40,18 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: The baselines ``metaembed-rag eval --baselines`` knows.
 BASELINES = ("bm25", "mean-pool")
-
-#: How the BM25 baseline runs (recorded in the evaluation's JSON).
-BM25_SETTINGS: dict[str, Any] = {
-    "library": "bm25s",
-    "method": "lucene",
-    "k1": 1.5,
-    "b": 0.75,
-    "stopwords": "en",
-    "stemmer": None,
-    "token_pattern": r"(?u)\b\w\w+\b",
-    "lower": True,
-}
 
 
 def parse_baselines(text: str) -> list[str]:
@@ -91,23 +81,14 @@ def bm25_rankings(
     Raises:
         ImportError: ``bm25s`` is not installed (the message names the extra).
     """
-    try:
-        import bm25s
-    except ImportError as exc:
-        raise ImportError(
-            "the BM25 baseline needs bm25s: pip install 'metaembed-rag[eval]'"
-        ) from exc
     if len(doc_ids) != len(doc_texts):
         raise ValueError(f"{len(doc_ids)} doc ids but {len(doc_texts)} texts")
+    bm25s = import_bm25s()
     s = BM25_SETTINGS
-    tok = {"stopwords": s["stopwords"], "stemmer": s["stemmer"], "lower": s["lower"],
-           "token_pattern": s["token_pattern"], "return_ids": False, "show_progress": False}  # fmt: skip
     retriever = bm25s.BM25(k1=s["k1"], b=s["b"], method=s["method"])
-    retriever.index(bm25s.tokenize(list(doc_texts), **tok), show_progress=False)
+    retriever.index(tokenize(doc_texts), show_progress=False)
     depth = min(k, len(doc_ids))
-    indices, _ = retriever.retrieve(
-        bm25s.tokenize(list(queries), **tok), k=depth, show_progress=False
-    )
+    indices, _ = retriever.retrieve(tokenize(queries), k=depth, show_progress=False)
     return [[doc_ids[int(i)] for i in row] for row in indices]
 
 

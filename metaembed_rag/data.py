@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class BeirDataset:
         queries: query id -> text (only the queries that appear in ``qrels``)
         qrels: query id -> {doc id: relevance grade > 0}
         folder / split: where it came from.
+        full_ids: ``None`` for the whole corpus; for a sample (:meth:`sample_docs`) the
+            sorted ids of the whole corpus (cached vectors of the whole corpus serve it).
     """
 
     corpus: dict[str, dict[str, str]]
@@ -46,6 +49,39 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]
     folder: Path
     split: str
+    full_ids: list[str] | None = None
+
+    def sample_docs(
+        self, limit: int, query_ids: Sequence[str] | None = None, seed: int = 0
+    ) -> BeirDataset:
+        """The set cut to ``limit`` documents: every document judged for ``query_ids``
+        (default: all queries) plus a sample of the others drawn with ``random.Random(seed)``
+        from the sorted ids; queries and qrels cut to ``query_ids``. When more documents
+        are judged than ``limit``, all judged ones are kept (a warning says so); a ``limit``
+        at least the corpus size returns the set unchanged (queries cut).
+
+        Raises:
+            ValueError: ``limit`` < 1.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit-docs must be a positive int, got {limit!r}")
+        qids = sorted(self.qrels) if query_ids is None else list(query_ids)
+        qrels = {q: self.qrels[q] for q in qids}
+        queries = {q: self.queries[q] for q in qids}
+        if limit >= len(self.corpus):
+            return BeirDataset(self.corpus, queries, qrels, self.folder, self.split, self.full_ids)
+        judged = {d for rel in qrels.values() for d in rel}
+        if len(judged) > limit:
+            logger.warning(
+                "%s: %d documents are judged for the evaluated queries, more than --limit-docs "
+                "%d: keeping all judged ones", self.folder, len(judged), limit,
+            )  # fmt: skip
+        others = sorted(set(self.corpus) - judged)
+        drawn = random.Random(seed).sample(others, max(0, min(limit - len(judged), len(others))))
+        keep = judged.union(drawn)
+        corpus = {d: v for d, v in self.corpus.items() if d in keep}
+        full = self.full_ids if self.full_ids is not None else sorted(self.corpus)
+        return BeirDataset(corpus, queries, qrels, self.folder, self.split, full)
 
     def doc_text(self, doc_id: str) -> str:
         """Title and text joined with a space (the usual BEIR convention)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
 import time
@@ -10,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from .budget import BudgetLike
 from .data import BeirDataset
 from .metrics import evaluate
 from .model import MetaEmbedModel
 from .scoring import maxsim
-from .vector_cache import cached_vectors, file_identity
+from .vector_cache import cache_path, cached_vectors, file_identity
 
 __all__ = [
     "QUALITY_METRICS",
@@ -45,9 +47,20 @@ def cached_corpus_vectors(
 ) -> tuple[torch.Tensor, float]:
     """The documents ``doc_ids`` of ``ds`` (title + text) encoded by ``encode``, through the
     vector cache: the key is ``encoder_key`` (the encoder's identity and max length) and the
-    corpus file's identity (path, size, mtime). Returns (vectors, seconds spent encoding: 0.0
-    on a cache hit)."""
+    corpus file's identity (path, size, mtime). For a sample of the corpus
+    (:meth:`BeirDataset.sample_docs`) the rows come from the whole corpus's cached vectors
+    when those exist, else the sample is encoded and cached under a key that adds its ids.
+    Returns (vectors, seconds spent encoding: 0.0 on a cache hit)."""
     key = f"{encoder_key}|{file_identity(ds.folder / 'corpus.jsonl')}"
+    if ds.full_ids is not None:  # a sample: rows of the whole corpus's cached vectors if any
+        full = cache_path(cache_dir, prefix, key) if cache_dir is not None else None
+        if full is not None and full.is_file():
+            logger.info("Cache hit: the sampled documents' rows of %s", full)
+            position = {d: i for i, d in enumerate(ds.full_ids)}
+            rows = torch.tensor([position[d] for d in doc_ids])
+            return load_file(str(full))["vectors"][rows], 0.0
+        digest = hashlib.sha256("\n".join(doc_ids).encode()).hexdigest()[:16]
+        key += f"|docs:{digest}"
     vectors, seconds, _ = cached_vectors(
         cache_dir, prefix, key, lambda: encode([ds.doc_text(d) for d in doc_ids])
     )

@@ -1,68 +1,57 @@
-"""Ranking metrics: nDCG@k, Recall@k, MRR@k, MAP (standard IR definitions, as in trec_eval).
+"""Ranking metrics: nDCG@k, Recall@k, MRR@k, MAP@k and MAP, computed by ``pytrec_eval`` (the
+trec_eval C code; wheel ``pytrec-eval-terrier``, extra ``metaembed-rag[eval]``).
 
-Inputs everywhere:
+Inputs:
 
-* ``ranking``: the retrieved document ids for one query, best first;
-* ``qrels``: ``{doc_id: gain}`` for that query; gains > 0 are relevant (graded gains are used
+* ``rankings``: ``{query id: [doc id, ...]}``, best first (the order is what counts: ranks
+  are handed to trec_eval as strictly decreasing scores, so its tie rule never applies);
+* ``qrels``: ``{query id: {doc id: gain}}``; gains > 0 are relevant (graded gains are used
   as-is by nDCG, binary relevance by the others).
 
-``evaluate`` averages over queries; queries with no relevant documents are skipped (as BEIR does).
+Queries with no relevant documents are skipped (as BEIR does); a query with relevant
+documents but no ranking counts 0. ``tests/test_metrics.py`` checks every figure against the
+hand-written definitions in ``tests/_reference_metrics.py`` (the module this one replaced),
+on hand cases and on a suite set.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["ndcg_at_k", "recall_at_k", "mrr_at_k", "average_precision", "evaluate"]
+__all__ = ["evaluate", "require_backend"]
+
+# trec_eval measure -> our name ("{k}" filled with each cut-off)
+_CUT = {"ndcg_cut": "ndcg", "recall": "recall", "map_cut": "map"}
 
 
-def ndcg_at_k(ranking: Sequence[str], qrels: Mapping[str, float], k: int) -> float:
-    """nDCG@k = DCG@k / IDCG@k with DCG = sum_i gain_i / log2(i + 1), i = 1-based rank.
+def require_backend() -> None:
+    """Check that pytrec_eval imports, before long work whose end computes metrics.
 
-    >>> round(ndcg_at_k(["a", "b", "c"], {"b": 1, "c": 1}, 3), 4)
-    0.6934
+    Raises:
+        ImportError: it is not installed (the message names the extra).
     """
-    dcg = sum(
-        float(qrels.get(d, 0)) / math.log2(i + 2)
-        for i, d in enumerate(ranking[:k])
-        if qrels.get(d, 0) > 0
-    )
-    ideal = sorted((float(g) for g in qrels.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
+    _pytrec_eval()
 
 
-def recall_at_k(ranking: Sequence[str], qrels: Mapping[str, float], k: int) -> float:
-    """Fraction of the relevant documents found in the top ``k``."""
-    relevant = {d for d, g in qrels.items() if g > 0}
-    if not relevant:
-        return 0.0
-    return len(relevant.intersection(ranking[:k])) / len(relevant)
+def _pytrec_eval() -> Any:
+    try:
+        import pytrec_eval
+    except ImportError as exc:
+        raise ImportError(
+            "ranking metrics need pytrec_eval: pip install 'metaembed-rag[eval]' "
+            "(the pytrec-eval-terrier wheel)"
+        ) from exc
+    return pytrec_eval
 
 
-def mrr_at_k(ranking: Sequence[str], qrels: Mapping[str, float], k: int) -> float:
-    """1 / rank of the first relevant document within the top ``k`` (0 if none)."""
-    for i, d in enumerate(ranking[:k]):
-        if qrels.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def average_precision(
-    ranking: Sequence[str], qrels: Mapping[str, float], k: int | None = None
-) -> float:
-    """AP: mean over relevant documents of precision at their rank (unretrieved ones count 0);
-    ``k`` cuts the ranking (MAP@k), ``None`` uses all of it."""
-    relevant = {d for d, g in qrels.items() if g > 0}
-    if not relevant:
-        return 0.0
-    hits, total = 0, 0.0
-    for i, d in enumerate(ranking if k is None else ranking[:k]):
-        if d in relevant:
-            hits += 1
-            total += hits / (i + 1)
-    return total / len(relevant)
+def _run(rankings: Mapping[str, Sequence[str]], qids: Sequence[str], depth: int | None) -> dict:
+    out: dict[str, dict[str, float]] = {}
+    for q in qids:
+        ranked = list(dict.fromkeys(rankings.get(q, [])))[:depth]
+        if ranked:
+            out[q] = {d: float(len(ranked) - i) for i, d in enumerate(ranked)}
+    return out
 
 
 def evaluate(
@@ -70,7 +59,7 @@ def evaluate(
     qrels: Mapping[str, Mapping[str, float]],
     ks: Sequence[int] = (10,),
 ) -> dict[str, float]:
-    """Mean metrics over queries that have relevant documents.
+    """Mean metrics over the queries that have relevant documents.
 
     Args:
         rankings: ``{query_id: [doc_id, ...]}`` best first (missing queries rank nothing).
@@ -78,15 +67,36 @@ def evaluate(
         ks: cut-offs.
 
     Returns:
-        ``{"ndcg@10": ..., "recall@10": ..., "mrr@10": ..., "map@10": ..., "map": ...}``.
+        ``{"ndcg@10", "recall@10", "mrr@10", "map@10", ..., "map"}`` (one set per cut-off);
+        ``{}`` when no query has a relevant document.
+
+    Raises:
+        ImportError: pytrec_eval is not installed (the message names the extra).
     """
     qids = [q for q, rel in qrels.items() if any(g > 0 for g in rel.values())]
-    out: dict[str, float] = {}
     if not qids:
-        return out
+        return {}
+    pte = _pytrec_eval()
+    judged = {q: {d: int(g) for d, g in qrels[q].items() if g > 0} for q in qids}
+    cuts = ",".join(str(k) for k in ks)
+    measures = {f"{m}.{cuts}" for m in _CUT} | {"map"}
+    per_query = pte.RelevanceEvaluator(judged, measures).evaluate(_run(rankings, qids, None))
+    sums: dict[str, float] = {}
+    for res in per_query.values():
+        for key, value in res.items():
+            sums[key] = sums.get(key, 0.0) + value
+    for k in ks:  # MRR@k: reciprocal rank over the top k
+        mrr = pte.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(_run(rankings, qids, k))
+        sums[f"mrr@{k}"] = sum(r["recip_rank"] for r in mrr.values())
+    n = len(qids)  # queries without a ranking are absent from per_query: they add 0
+    out: dict[str, float] = {}
     for k in ks:
-        for name, fn in (("ndcg", ndcg_at_k), ("recall", recall_at_k), ("mrr", mrr_at_k),
-                         ("map", average_precision)):  # fmt: skip
-            out[f"{name}@{k}"] = sum(fn(rankings.get(q, []), qrels[q], k) for q in qids) / len(qids)
-    out["map"] = sum(average_precision(rankings.get(q, []), qrels[q]) for q in qids) / len(qids)
-    return out
+        for measure, name in _CUT.items():
+            out[f"{name}@{k}"] = sums.get(f"{measure}_{k}", 0.0) / n
+        out[f"mrr@{k}"] = sums[f"mrr@{k}"] / n
+    out["map"] = sums.get("map", 0.0) / n
+    return {key: out[key] for key in _order(ks)}
+
+
+def _order(ks: Sequence[int]) -> list[str]:
+    return [f"{m}@{k}" for k in ks for m in ("ndcg", "recall", "mrr", "map")] + ["map"]

@@ -126,7 +126,9 @@ class TwoStageRetriever:
         single = not isinstance(query, list)
         items: list[Any] = list(query) if isinstance(query, list) else [query]
         vectors = self.model.encode_queries(items, instruction=instruction)
-        hits = self.search_vectors(vectors, k, params=params, **options)
+        texts = [_text_of(i) for i in items]
+        given = None if any(t is None for t in texts) else [str(t) for t in texts]
+        hits = self.search_vectors(vectors, k, params=params, texts=given, **options)
         return hits[0] if single else hits
 
     def search_vectors(
@@ -135,14 +137,16 @@ class TwoStageRetriever:
         k: int | None = None,
         *,
         params: SearchParams | None = None,
+        texts: Sequence[str] | None = None,
         **options: Unpack[SearchOptions],
     ) -> list[list[Hit]]:
         """Search with query vectors already computed (``(nq, Kq, D)``, e.g. a framework's
-        cached ``encode_queries`` output): one list of hits per query.
+        cached ``encode_queries`` output): one list of hits per query. ``texts`` (the queries
+        as text) are needed by hybrid searches only.
 
         Other arguments: see :meth:`MultiVectorIndex.search`.
         """
-        return self.index.search(vectors, k, params=params, **options)
+        return self.index.search(vectors, k, params=params, texts=texts, **options)
 
 
 def _text_of(item: Any) -> str | None:

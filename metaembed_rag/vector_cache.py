@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["default_cache_dir", "file_identity", "folder_identity", "cached_vectors"]
+__all__ = [
+    "cache_path",
+    "cached_vectors",
+    "default_cache_dir",
+    "file_identity",
+    "folder_identity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,12 @@ def folder_identity(reference: str, path: str) -> str:
     return "|".join(parts)
 
 
+def cache_path(cache_dir: str | Path, prefix: str, key: str) -> Path:
+    """The file the tensor stored under ``key`` lives in (whether or not it exists)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(cache_dir).expanduser() / f"{prefix}-{digest}.safetensors"
+
+
 def cached_vectors(
     cache_dir: str | Path | None,
     prefix: str,
@@ -71,8 +83,7 @@ def cached_vectors(
     """
     cache_file = None
     if cache_dir is not None:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        cache_file = Path(cache_dir).expanduser() / f"{prefix}-{digest}.safetensors"
+        cache_file = cache_path(cache_dir, prefix, key)
         if cache_file.is_file():
             logger.info("Cache hit: loading document vectors from %s", cache_file)
             return load_file(str(cache_file))["vectors"], 0.0, True

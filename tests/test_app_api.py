@@ -432,3 +432,17 @@ def test_example_answers_once(default_model: Any, tmp_path: Path, capsys) -> Non
     assert "A (extractive): " in out and out.count("\n  #") == 3
     assert example.main(argv, model=default_model) == 0  # resumable: nothing re-indexed
     assert f"0 new files, 0 changed, {len(samples)} unchanged" in capsys.readouterr().out
+
+
+def test_hybrid_search_equals_collection_search(
+    indexed: dict[str, Any], client: TestClient
+) -> None:
+    r = client.post("/api/search", json={"query": QUERY, "k": 3, "hybrid": "rrf"})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    expected = state_of(client).collection.search(QUERY, k=3, hybrid="rrf")
+    assert data["hybrid"] == "rrf"
+    assert [x["id"] for x in data["results"]] == [e.id for e in expected]
+    assert [x["score"] for x in data["results"]] == pytest.approx([e.score for e in expected])
+    bad = client.post("/api/search", json={"query": QUERY, "hybrid": "sum"})
+    assert bad.status_code == 400 and "'hybrid' must be" in bad.json()["detail"]

@@ -72,7 +72,7 @@ def test_in_place_save_and_reload(tmp_path):
     q = queries(rng, 2)
     assert _results(loaded, q) == _results(index, q)
     files = sorted(p.name.split("-")[0] for p in (tmp_path / "live").iterdir())
-    assert files == ["coarse", "docs", "faiss", "manifest.json", "vectors"]
+    assert files == ["coarse", "docs", "faiss", "lexical", "manifest.json", "vectors"]
 
 
 @pytest.mark.parametrize("in_place", [False, True])
@@ -175,6 +175,11 @@ def test_only_plain_file_formats(tmp_path):
     rng = np.random.default_rng(26)
     _filled(rng, dtype="int8").save(tmp_path / "idx")
     names = sorted(p.name.split("-")[0] for p in (tmp_path / "idx").iterdir())
-    assert names == ["coarse", "docs", "faiss", "manifest.json", "scales", "vectors"]
+    assert names == ["coarse", "docs", "faiss", "lexical", "manifest.json", "scales", "vectors"]
+    from safetensors import safe_open
+
+    for p in (tmp_path / "idx").glob("lexical-*.safetensors"):  # the BM25 sidecar
+        with safe_open(str(p), "np") as f:
+            assert set(f.keys()) == {"tokens", "offsets", "ids", "vocab"}
     for p in (tmp_path / "idx").glob("docs-*.jsonl"):
         assert all(json.loads(line) is None or "id" in json.loads(line) for line in p.open())

@@ -266,11 +266,13 @@ class DemoState:
         return out
 
     # -- search and answers ----------------------------------------------------------------
-    def _search(self, query: str, k: int, budget: Any) -> tuple[list[Any], float]:
+    def _search(
+        self, query: str, k: int, budget: Any, hybrid: Any = None
+    ) -> tuple[list[Any], float]:
         with self.lock:
             t0 = time.perf_counter()
             try:
-                results = self.collection.search(query, k=k, budget=budget)
+                results = self.collection.search(query, k=k, budget=budget, hybrid=hybrid)
             except ValueError as exc:  # empty collection, bad budget, ...
                 raise DemoError(str(exc)) from exc
             ms = (time.perf_counter() - t0) * 1000.0
@@ -287,17 +289,23 @@ class DemoState:
         return query.strip(), k
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``{"query", "k", "budget"}`` -> ``{"query", "budget", "latency_ms", "results"}``."""
+        """``{"query", "k", "budget", "hybrid"}`` -> ``{"query", "budget", "latency_ms",
+        "results"}``; ``"hybrid": "rrf"`` fuses the ranking with BM25 (reciprocal rank fusion;
+        ``"weighted"``: normalised scores, even weights)."""
         query, k = self._check_query(body)
         budget = self.resolve_budget(body.get("budget"))
+        hybrid = body.get("hybrid")
+        if hybrid not in (None, "rrf", "weighted"):
+            raise DemoError(f"'hybrid' must be null, 'rrf' or 'weighted', got {hybrid!r}.")
         terms = query_terms(query)
         with self.lock:  # the image lookup reads the collection's manifest
-            results, ms = self._search(query, k, budget)
+            results, ms = self._search(query, k, budget, hybrid)
             rows = [self._result_dict(r, terms) for r in results]
         return {
             "query": query,
             "budget": str(budget),
             "k": k,
+            "hybrid": hybrid,
             "latency_ms": round(ms, 3),
             "results": rows,
         }

@@ -55,11 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_beir
     from ..evaluation import plot_budgets
     from ..hub import resolve_model_folder
+    from ..metrics import require_backend
     from ..model import DEFAULT_MODEL
     from ..suite import dataset_names, evaluate_dataset, macro_average, plot_suite
     from ..vector_cache import default_cache_dir
 
+    require_backend()  # before the model loads and the corpora are encoded
     baselines = parse_baselines(args.baselines) if args.baselines else []
+    if args.limit_docs is not None and args.limit_docs < 1:
+        raise ValueError(f"--limit-docs must be a positive number, got {args.limit_docs}")
     folders = _eval_folders(args)
     names = dataset_names(folders)
     # every data error before the model loads
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     per_set: dict[str, dict] = {}
     for name, folder, ds in zip(names, folders, datasets, strict=True):
         qids = sorted(ds.qrels)[: args.limit_queries] if args.limit_queries else None
+        if args.limit_docs:
+            ds = ds.sample_docs(args.limit_docs, qids, args.docs_seed)
         res = evaluate_dataset(
             model,
             ds,
@@ -111,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     if len(folders) == 1 and not args.suite:
         out = per_set[names[0]]
         out.update({"model": model_name, "data": str(args.data[0]), "split": args.split})
+        if args.limit_docs:
+            out.update(limit_docs=args.limit_docs, docs_seed=args.docs_seed)
         if settings:
             out["baseline_settings"] = settings
         title = f"{model_name} on {folders[0].name}"
@@ -119,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"== macro average over {len(names)} sets ({', '.join(names)})")
         _eval_rows(macro, latency=False)
         out = {"datasets": per_set, "macro": macro, "model": model_name, "split": args.split,
-               "suite": args.suite, "limit_queries": args.limit_queries}  # fmt: skip
+               "suite": args.suite, "limit_queries": args.limit_queries,
+               "limit_docs": args.limit_docs, "docs_seed": args.docs_seed}  # fmt: skip
         if settings:
             out["baseline_settings"] = settings
         title = f"{model_name} on {len(names)} sets"
@@ -164,6 +173,18 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--max-length", type=int, default=None, help="document token limit")
     ev.add_argument(
         "--limit-queries", type=int, default=None, help="evaluate the first N queries of each set"
+    )
+    ev.add_argument(
+        "--limit-docs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cut each corpus to N documents: every document judged for the evaluated queries "
+        "plus a seeded sample of the others (--docs-seed); vectors come from the whole "
+        "corpus's cache when it exists",
+    )
+    ev.add_argument(
+        "--docs-seed", type=int, default=0, help="seed of the --limit-docs sample (default 0)"
     )
     ev.add_argument(
         "--cache-dir",

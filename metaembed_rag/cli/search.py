@@ -64,6 +64,8 @@ def _print_hits(
             "query": query, "budget": str(budget), "k": params.k, "fetch_k": params.fetch_k,
             "filter": filt, "results": [r.to_dict() for r in results],
         }  # fmt: skip
+        if params.hybrid:
+            out.update(hybrid=params.hybrid, hybrid_weight=params.hybrid_weight)
         print(json.dumps(out, indent=None if args.interactive else 2, ensure_ascii=False))
         return
     from ..budget import Budget
@@ -72,10 +74,18 @@ def _print_hits(
     shown = query if args.image else f'"{query}"'
     of = f" of {total}" if total is not None else ""
     print(f"Top {len(results)}{of} chunks for {shown} at budget ({b}): {timing}.")
-    print(
-        f"Score = MaxSim: for each of {b.r_q} query vectors its best dot product with "
-        f"the chunk's first {b.r_c} vectors, summed (-{b.r_q} to {b.r_q}; higher is better)."
-    )
+    if params.hybrid == "rrf":
+        print("Score = reciprocal rank fusion of MaxSim and BM25 ranks (higher is better).")
+    elif params.hybrid == "weighted":
+        print(
+            f"Score = {params.weight:g} x MaxSim + {1 - params.weight:g} x BM25, each "
+            "min-max normalised over the candidates (0 to 1; higher is better)."
+        )
+    else:
+        print(
+            f"Score = MaxSim: for each of {b.r_q} query vectors its best dot product with "
+            f"the chunk's first {b.r_c} vectors, summed (-{b.r_q} to {b.r_q}; higher is better)."
+        )
     for r in results:
         print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
         if r.text:
@@ -133,9 +143,9 @@ def _run_remote(args: argparse.Namespace, url: str, params: Any) -> int:
     """Search through a running ``metaembed-rag serve`` (its model stays loaded)."""
     from .remote import served_folder, server_info, server_search
 
-    if args.image or args.filter or args.fetch_k is not None:
+    if args.image or args.filter or args.fetch_k is not None or args.hybrid:
         raise ValueError(
-            "--image, --filter and --fetch-k are not available with --server (the demo "
+            "--image, --filter, --fetch-k and --hybrid are not available with --server (the demo "
             "server's search takes a question, --k and --budget); search without --server."
         )
     if args.budget:
@@ -173,11 +183,18 @@ def run(args: argparse.Namespace) -> int:
         _check_query(args.query or "")
     filt = _parse_filters(args.filter)
     try:  # flag mistakes fail before anything loads
-        params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
+        params = SearchParams.of(
+            args.k, fetch_k=args.fetch_k, filter=filt, hybrid=args.hybrid,
+            hybrid_weight=args.hybrid_weight,
+        )  # fmt: skip
     except ValueError as exc:
-        raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
+        raise ValueError(
+            f"search flags (--k / --fetch-k / --filter / --hybrid / --hybrid-weight): {exc}"
+        ) from exc
     server = args.server or (None if args.no_server else os.environ.get(SERVER_ENV))
-    local_only = args.no_server or args.image or args.filter or args.fetch_k is not None
+    local_only = (
+        args.no_server or args.image or args.filter or args.fetch_k is not None or args.hybrid
+    )
     if not server and not local_only:
         server = detect_server(args.index)  # a `serve` of this index on the default port
     if server:
@@ -202,8 +219,9 @@ def run(args: argparse.Namespace) -> int:
                     raise FileNotFoundError(f"{text}: no such image file.")
             t0 = time.perf_counter()
             results = col.search(
-                query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt
-            )
+                query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt,
+                hybrid=params.hybrid, hybrid_weight=params.hybrid_weight,
+            )  # fmt: skip
             timing = f"{(time.perf_counter() - t0) * 1000:.0f} ms (model loaded in {load_s:.1f} s)"
             _print_hits(args, text, list(results), budget, params, filt, timing, len(col))
             if not results:
@@ -244,6 +262,21 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="metadata filter, e.g. --filter type=pdf page=2 (values parsed as JSON "
         'when they are: numbers, true/false, {"$gte": 2})',
+    )
+    se.add_argument(
+        "--hybrid",
+        choices=("rrf", "weighted"),
+        default=None,
+        help="fuse the multi-vector ranking with BM25 over the query text: reciprocal rank "
+        "fusion or a weighted sum of min-max normalised scores (see docs/hybrid-search.md)",
+    )
+    se.add_argument(
+        "--hybrid-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="with --hybrid weighted: the multi-vector share in [0, 1] (default 0.5; 1 = "
+        "multi-vector alone, 0 = BM25 alone)",
     )
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -11,6 +11,7 @@ from typing import Any
 from ..budget import BudgetLike
 from ..chunking import Chunking, check_options
 from ..index import Filter, IndexMismatchError, MultiVectorIndex, SearchParams
+from ..index.fusion import HybridFusion
 from ..retriever import TwoStageRetriever
 from .folder import (
     CONFIG_FILE,
@@ -226,9 +227,12 @@ class Collection(Indexer):
         budget: BudgetLike | None = None,
         fetch_k: int | None = None,
         filter: Filter | None = None,
+        hybrid: HybridFusion | None = None,
+        hybrid_weight: float | None = None,
     ) -> list[SearchResult]:
         """Two-stage search; exactly ``TwoStageRetriever(model, index).search(query,
-        params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter))``.
+        params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter, hybrid=hybrid,
+        hybrid_weight=hybrid_weight))``.
 
         Args:
             query: text (a ``str`` is always text), or an image (``PIL.Image``, ``Path``,
@@ -239,6 +243,9 @@ class Collection(Indexer):
                 :data:`~metaembed_rag.index.params.DEFAULT_FETCH_K`).
             filter: metadata filter, e.g. ``{"type": "pdf"}`` (see
                 :mod:`metaembed_rag.index.filters`).
+            hybrid: ``"rrf"`` or ``"weighted"``: fuse with BM25 over the query text
+                (:mod:`metaembed_rag.index.hybrid`); ``hybrid_weight``: the multi-vector
+                share of the weighted fusion (default 0.5).
 
         Raises:
             ValueError: the collection is empty, a budget the model was not trained with
@@ -249,7 +256,10 @@ class Collection(Indexer):
                 f"The collection at {self.folder} holds no documents; add some first "
                 f"(`metaembed-rag index PATH --index {self.folder}` or add_paths)."
             )
-        params = SearchParams.of(k, fetch_k=fetch_k, rerank_budget=budget, filter=filter)
+        params = SearchParams.of(
+            k, fetch_k=fetch_k, rerank_budget=budget, filter=filter, hybrid=hybrid,
+            hybrid_weight=hybrid_weight,
+        )  # fmt: skip
         params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
         hits = self.retriever.search(query, params=params)
         out = []

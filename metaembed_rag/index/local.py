@@ -241,7 +241,7 @@ class LocalBackend(StorageBackend):
         manifest (``header`` + counts + file checksums) last."""
         target.mkdir(parents=True, exist_ok=True)
         tag = new_tag()
-        files = self.rows.save(target, tag)
+        files = {**header.get("files", {}), **self.rows.save(target, tag)}
         files["docs"] = self.table.write(target / f"docs-{tag}.jsonl")
         files["faiss"] = write_faiss(self.coarse, target / f"faiss-{tag}.faiss")
         counts = {

@@ -9,6 +9,7 @@ Layout (one directory per saved index)::
     coarse-<tag>.bin           (N, D) float32 coarse vectors (one per document)
     docs-<tag>.jsonl           one line per row: {"id", "text", "metadata"} or null (deleted)
     faiss-<tag>.faiss          the coarse FAISS index (faiss.write_index)
+    lexical-<tag>.safetensors  the BM25 sidecar for hybrid search (:mod:`.lexical`)
 
 Rows ("slots") are append-only: ``upsert`` writes a new row and tombstones the old one, ``delete``
 only tombstones. ``compact()`` (also run by ``save`` when at least ``compact_ratio`` of the rows
@@ -31,6 +32,8 @@ from .backend import StorageBackend
 from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
+from .hybrid import hybrid_rows
+from .lexical import LexicalIndex
 from .local import LocalBackend
 from .params import SearchOptions, SearchParams
 from .persist import IndexMismatchError, read_manifest
@@ -78,6 +81,10 @@ class MultiVectorIndex:
             of the same ``dim`` and ``num_vectors``); default: a new
             :class:`~metaembed_rag.index.local.LocalBackend` built from ``path``, ``dtype`` and
             the coarse-index options above (ignored when a backend is given).
+        lexical: keep the BM25 sidecar (:mod:`metaembed_rag.index.lexical`) up to date on
+            every add and delete and save it with the index, for ``hybrid`` searches. An
+            index saved without one builds it from its stored texts at the first hybrid
+            search. ``False``: no sidecar, hybrid searches refused.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class MultiVectorIndex:
         ivf_nlist: int | None = None,
         nprobe: int = 32,
         backend: StorageBackend | None = None,
+        lexical: bool = True,
     ) -> None:
         if dim < 1 or num_vectors < 1:
             raise ValueError(f"dim and num_vectors must be >= 1, got {dim} and {num_vectors}.")
@@ -125,6 +133,10 @@ class MultiVectorIndex:
         self.compact_ratio = float(compact_ratio)
         #: Filtered searches matching at most this many documents scan them exactly.
         self.exact_subset_max = int(exact_subset_max)
+        #: Whether the BM25 sidecar is kept (see ``lexical`` above).
+        self.lexical_enabled = bool(lexical)
+        self._lexical: LexicalIndex | None = LexicalIndex() if lexical else None
+        self._lexical_rows: tuple[tuple[int, ...], np.ndarray] | None = None
         if backend is not None:
             if (backend.dim, backend.num_vectors) != (self.dim, self.num_vectors):
                 raise ValueError(
@@ -310,6 +322,8 @@ class MultiVectorIndex:
             )
         self.delete(existing)
         self.backend.add(batch)
+        if self._lexical is not None:
+            self._lexical.add(batch.ids, batch.texts)
 
     def upsert(self, *args: Any, **kwargs: Any) -> None:
         """Add documents, replacing any with the same id (arguments as in :meth:`add`)."""
@@ -335,7 +349,10 @@ class MultiVectorIndex:
                 "(pass missing_ok=True to ignore unknown ids)."
             )
         gone = set(missing)
-        return self.backend.delete([i for i in ids if i not in gone])
+        present = [i for i in ids if i not in gone]
+        if self._lexical is not None:
+            self._lexical.delete(present)
+        return self.backend.delete(present)
 
     def rebuild_coarse(self, kind: str | None = None) -> None:
         """Rebuild the coarse FAISS index, optionally switching its kind for good.
@@ -379,6 +396,7 @@ class MultiVectorIndex:
         k: int | None = None,
         *,
         params: SearchParams | None = None,
+        texts: Sequence[str] | None = None,
         **options: Unpack[SearchOptions],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns arrays: ``(scores (nq, k) float32, rows (nq, k)
@@ -394,6 +412,13 @@ class MultiVectorIndex:
             )
         k, fetch_k, filter = p.k, p.fetch_k, p.filter
         allowed = self.backend.allowed(filter)
+        if p.hybrid is not None:
+            if texts is None:
+                raise ValueError(
+                    f"hybrid={p.hybrid!r} needs the query texts for BM25: pass texts=[...] "
+                    "(one per query vector), or search through TwoStageRetriever.search."
+                )
+            return hybrid_rows(self, q, list(texts), p, allowed)
         if p.mode == "exhaustive":
             return self._exhaustive(q, k, rerank, allowed)
         fetch = max(fetch_k, k)
@@ -424,6 +449,34 @@ class MultiVectorIndex:
             best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=-1)
         return best_s, best_r
 
+    @property
+    def lexical(self) -> LexicalIndex:
+        """The BM25 sidecar, built from the stored texts first if the index was saved
+        without one.
+
+        Raises:
+            ValueError: the index was built with ``lexical=False``.
+        """
+        if self._lexical is None:
+            if not self.lexical_enabled:
+                raise ValueError(
+                    "This index keeps no BM25 sidecar (built with lexical=False), so it cannot "
+                    "run hybrid searches: rebuild it with lexical=True."
+                )
+            self._lexical = LexicalIndex.from_records(
+                self.backend.records(np.flatnonzero(self.backend.allowed(None)))
+            )
+        return self._lexical
+
+    def lexical_scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores of every document for each query text, and the row of each column:
+        ``((nq, n) float32, (n,) int64)`` (see :class:`~.lexical.LexicalIndex`)."""
+        lex = self.lexical
+        key = (lex.version, self.num_rows, len(self), id(self.backend))
+        if self._lexical_rows is None or self._lexical_rows[0] != key:
+            self._lexical_rows = (key, self.backend.rows_of(lex.ids))
+        return lex.scores(texts), self._lexical_rows[1]
+
     def ids_of(self, rows: np.ndarray) -> list[list[str]]:
         """Map ``(nq, k)`` rows from :meth:`search_rows` to ids (``-1`` entries dropped)."""
         out = []
@@ -437,6 +490,7 @@ class MultiVectorIndex:
         k: int | None = None,
         *,
         params: SearchParams | None = None,
+        texts: Sequence[str] | None = None,
         **options: Unpack[SearchOptions],
     ) -> list[list[Hit]]:
         """Two-stage search: coarse recall of ``fetch_k`` rows, exact MaxSim rerank to ``k``.
@@ -455,11 +509,15 @@ class MultiVectorIndex:
           the coarse stage: only matching documents are candidates.
         * ``mode``: ``"two_stage"`` or ``"exhaustive"`` (exact MaxSim at ``rerank_budget`` over
           every matching document, chunked; for evaluation and small corpora).
+        * ``hybrid``: ``"rrf"`` or ``"weighted"`` fuses the result with BM25 over the query
+          ``texts`` (:mod:`metaembed_rag.index.hybrid`); ``hybrid_weight`` is the
+          multi-vector share of the weighted fusion. Hits then carry the fused score.
 
         Args:
             queries: ``(nq, Kq, D)`` float query vectors (or one ``(Kq, D)`` query).
             k: hits per query (default 10, or ``params.k``).
             params: the search options as one value.
+            texts: the queries as text, one per query (needed by ``hybrid`` only).
             options: the search options as keywords (see above).
 
         Returns:
@@ -470,7 +528,7 @@ class MultiVectorIndex:
             ValueError: empty index, a budget the index was not built for (the message lists
                 the valid ones), wrong query shape, a malformed filter.
         """
-        scores, rows = self.search_rows(queries, k, params=params, **options)
+        scores, rows = self.search_rows(queries, k, params=params, texts=texts, **options)
         out: list[list[Hit]] = []
         for srow, rrow in zip(scores, rows, strict=True):
             found = rrow >= 0  # padding (-1) only at the end
@@ -500,7 +558,7 @@ class MultiVectorIndex:
         assert target is not None
         if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
             self.compact()
-        header = {
+        header: dict[str, Any] = {
             "model_fingerprint": self.fingerprint,
             "dim": self.dim,
             "vectors_per_doc": self.num_vectors,
@@ -511,8 +569,11 @@ class MultiVectorIndex:
                 "exact_subset_max": self.exact_subset_max,
                 "recall_pool_factor": self.recall_pool_factor,
                 "compact_ratio": self.compact_ratio,
+                "lexical": self.lexical_enabled,
             },
         }
+        if self._lexical is not None:
+            header["files"] = {"lexical": self._lexical.save_into(target)}
         return self.backend.save(target, header)
 
     @classmethod
@@ -566,6 +627,9 @@ class MultiVectorIndex:
         index._check_saved(folder, model, fingerprint, dim)
         assert isinstance(index.backend, LocalBackend)
         index.backend = LocalBackend.load(folder, manifest, index.backend, mmap, verify)
+        index._lexical = (  # None: built from the stored texts at the first hybrid search
+            LexicalIndex.open(folder, manifest) if index.lexical_enabled else None
+        )
         return index
 
     def _check_saved(

@@ -15,11 +15,21 @@ from typing import Any, Literal, TypedDict, get_args
 
 from ..budget import Budget, BudgetLike, parse_budget, resolve_budget
 from .filters import Filter, compile_filter
+from .fusion import FUSIONS, HybridFusion
 
-__all__ = ["DEFAULT_FETCH_K", "SearchMode", "SearchOptions", "SearchParams"]
+__all__ = [
+    "DEFAULT_FETCH_K",
+    "DEFAULT_HYBRID_WEIGHT",
+    "SearchMode",
+    "SearchOptions",
+    "SearchParams",
+]
 
 #: Coarse candidates per query when a caller does not choose (see ``docs/index-and-search.md``).
 DEFAULT_FETCH_K = 200
+
+#: The multi-vector share of a weighted hybrid fusion when a caller does not choose.
+DEFAULT_HYBRID_WEIGHT = 0.5
 
 SearchMode = Literal["two_stage", "exhaustive"]
 
@@ -32,6 +42,8 @@ class SearchOptions(TypedDict, total=False):
     rerank_budget: BudgetLike | None
     filter: Filter | None
     mode: SearchMode
+    hybrid: HybridFusion | None
+    hybrid_weight: float | None
 
 
 def _positive(value: Any, what: str) -> int:
@@ -52,10 +64,16 @@ class SearchParams:
         rerank_budget: budget of the final exact MaxSim; ``None``: the largest trained one.
         filter: a metadata filter (:mod:`metaembed_rag.index.filters`) or ``None``.
         mode: ``"two_stage"`` or ``"exhaustive"``.
+        hybrid: ``None`` (multi-vector only), ``"rrf"`` or ``"weighted"``: fuse the
+            multi-vector score with BM25 (:mod:`metaembed_rag.index.fusion`); needs the query
+            texts (see :meth:`MultiVectorIndex.search`).
+        hybrid_weight: the multi-vector share of a ``"weighted"`` fusion, in [0, 1] (1: dense
+            alone, 0: BM25 alone; default :data:`DEFAULT_HYBRID_WEIGHT`).
 
     Raises:
         ValueError: ``k`` / ``fetch_k`` not a positive int, a budget that does not parse, an
-            unknown mode or a malformed filter (the message names the option).
+            unknown mode or fusion, a weight outside [0, 1] or without ``hybrid="weighted"``,
+            or a malformed filter (the message names the option).
     """
 
     k: int = 10
@@ -64,6 +82,8 @@ class SearchParams:
     rerank_budget: Budget | None = None
     filter: Filter | None = None
     mode: SearchMode = "two_stage"
+    hybrid: HybridFusion | None = None
+    hybrid_weight: float | None = None
 
     def __post_init__(self) -> None:
         _positive(self.k, "k")
@@ -75,18 +95,36 @@ class SearchParams:
             raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {self.mode!r}.")
         if self.filter is not None:
             compile_filter(self.filter)
+        if self.hybrid is not None and self.hybrid not in FUSIONS:
+            raise ValueError(f"hybrid must be None, 'rrf' or 'weighted', got {self.hybrid!r}.")
+        w = self.hybrid_weight
+        if w is not None:
+            if self.hybrid != "weighted":
+                raise ValueError(
+                    f"hybrid_weight={w!r} applies to hybrid='weighted' only (got hybrid="
+                    f"{self.hybrid!r}); drop the weight or use the weighted fusion."
+                )
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w <= 1.0:
+                raise ValueError(f"hybrid_weight must be a number in [0, 1], got {w!r}.")
+            object.__setattr__(self, "hybrid_weight", float(w))
+
+    @property
+    def weight(self) -> float:
+        """The multi-vector share of a weighted fusion (the default when not set)."""
+        return DEFAULT_HYBRID_WEIGHT if self.hybrid_weight is None else self.hybrid_weight
 
     def replace(self, **changes: Any) -> SearchParams:
         """A copy with ``changes`` applied; ``None`` values keep the current setting, except
-        ``filter`` and ``rerank_budget`` where ``None`` is a setting (no filter, the largest
-        budget) and only a missing key keeps the current one."""
-        keep_none = ("filter", "rerank_budget")
+        ``filter``, ``rerank_budget``, ``hybrid`` and ``hybrid_weight`` where ``None`` is a
+        setting (no filter, the largest budget, no fusion, the default weight) and only a
+        missing key keeps the current one."""
+        keep_none = ("filter", "rerank_budget", "hybrid", "hybrid_weight")
         given = {k: v for k, v in changes.items() if v is not None or k in keep_none}
         unknown = set(given) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(
                 f"unknown search option(s) {sorted(unknown)}; the options are k, fetch_k, "
-                "recall_budget, rerank_budget, filter and mode."
+                "recall_budget, rerank_budget, filter, mode, hybrid and hybrid_weight."
             )
         return dataclasses.replace(self, **given) if given else self
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_beir, load_image_captions, load_pairs
+from ..metrics import require_backend
 from ..model import DEFAULT_BACKBONE, MetaEmbedModel
 from .dev import evaluate_dev
 from .examples import (
@@ -171,6 +172,8 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     dev: list[TrainExample] = []
     if cfg.dev_fraction:
         base, dev = split_dev(base, cfg.dev_fraction, seed)
+        if dev:
+            require_backend()  # the dev evaluation's metrics, checked before training
         logger.info("Dev split: %d pairs held out of %d", len(dev), len(dev) + len(base))
     for i, csv_path in enumerate(cfg.captions):
         base += caption_pairs(

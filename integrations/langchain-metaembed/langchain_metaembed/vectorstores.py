@@ -214,13 +214,14 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         **options: Any,
     ) -> SearchParams:
         """This call's :class:`SearchParams`: the store's defaults with ``options`` (``budget``,
-        ``fetch_k``, ``recall_budget``, ``mode``) applied; budgets checked against
-        :attr:`budgets` (the message lists the valid ones)."""
-        unknown = sorted(set(options) - {"budget", "fetch_k", "recall_budget", "mode"})
+        ``fetch_k``, ``recall_budget``, ``mode``, ``hybrid``, ``hybrid_weight``) applied;
+        budgets checked against :attr:`budgets` (the message lists the valid ones)."""
+        known = {"budget", "fetch_k", "recall_budget", "mode", "hybrid", "hybrid_weight"}
+        unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(
                 f"MetaEmbedVectorStore.{where} got unexpected argument(s) {unknown}; the search "
-                "options are budget, fetch_k, recall_budget and mode."
+                "options are budget, fetch_k, recall_budget, mode, hybrid and hybrid_weight."
             )
         if filter is not None and not isinstance(filter, dict):
             raise TypeError(
@@ -241,19 +242,28 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
             rerank_budget=rerank,
             filter=filter,
             mode=options.get("mode") or self.mode,
+            hybrid=options.get("hybrid"),
+            hybrid_weight=options.get("hybrid_weight"),
         )
 
     def _search(
-        self, queries: torch.Tensor, k: int, filter: Any, where: str, **options: Any
+        self,
+        queries: torch.Tensor,
+        k: int,
+        filter: Any,
+        where: str,
+        text: str | None = None,
+        **options: Any,
     ) -> tuple[list[tuple[Document, float]], Budget]:
-        """Search with ``queries`` ``(1, r_q, D)`` float32: ``([(Document, score)], the rerank
-        budget used)``."""
+        """Search with ``queries`` ``(1, r_q, D)`` float32 (``text``: the query, for a hybrid
+        search): ``([(Document, score)], the rerank budget used)``."""
         params = self._params(k, filter, queries.shape[1], where, **options)
         assert params.rerank_budget is not None
         with self._lock:
             if self._index is None or len(self._index) == 0:
                 return [], params.rerank_budget
-            hits = self._index.search(queries, params=params)[0]
+            texts = None if text is None else [text]
+            hits = self._index.search(queries, params=params, texts=texts)[0]
         return [(document(h.id, h.text, h.metadata), h.score) for h in hits], params.rerank_budget
 
     def search_with_budget(
@@ -261,7 +271,9 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
     ) -> tuple[list[tuple[Document, float]], Budget]:
         """:meth:`similarity_search_with_score` that also returns the rerank budget it used
         (``budget`` if given, else :attr:`default_budget`): ``([(Document, score)], Budget)``."""
-        return self._search(self._query_vectors(query), k, filter, "similarity_search", **options)
+        return self._search(
+            self._query_vectors(query), k, filter, "similarity_search", query, **options
+        )
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **options: Any
@@ -273,12 +285,15 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
             k: documents to return (fewer when fewer match).
             filter: metadata filter (see the class docstring).
             options: this call's ``budget`` (rerank budget ``(r_q, r_c)``), ``fetch_k``,
-                ``recall_budget``, ``mode`` (default: the store's; see the class docstring).
+                ``recall_budget``, ``mode`` (default: the store's; see the class docstring);
+                ``hybrid="rrf"`` or ``"weighted"`` (with ``hybrid_weight``, the multi-vector
+                share, default 0.5) fuses the ranking with BM25 over the query text
+                (``as_retriever(search_kwargs={"hybrid": "rrf"})`` for a retriever).
 
         Returns:
             ``(Document, score)`` pairs; documents carry their ``id``. Scores are MaxSim sums
-            at ``budget`` (in ``[-r_q, r_q]``; dot products in single-vector mode). An empty
-            store returns ``[]``.
+            at ``budget`` (in ``[-r_q, r_q]``; dot products in single-vector mode; the fused
+            score with ``hybrid``). An empty store returns ``[]``.
         """
         return self.search_with_budget(query, k, filter, **options)[0]
 

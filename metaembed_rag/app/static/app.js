@@ -352,11 +352,13 @@ async function ask({ rerun = false } = {}) {
     $("sweep").hidden = true;
   }
   try {
+    const hybrid = $("hybrid") && $("hybrid").checked ? "rrf" : null;
     const data = await postJSON("/api/ask", {
       query,
       k: Number($("k").value),
       budget,
       history: historyBefore(n),
+      hybrid,
     });
     const turn = { n, data };
     state.turns[n] = turn;

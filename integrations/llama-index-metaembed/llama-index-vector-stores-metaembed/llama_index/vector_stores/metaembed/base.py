@@ -325,6 +325,9 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         recall_budget: BudgetLike | None = None,
         rerank_budget: BudgetLike | None = None,
         mode: Literal["two_stage", "exhaustive"] | None = None,
+        hybrid: Literal["rrf", "weighted"] | None = None,
+        hybrid_weight: float | None = None,
+        query_str: str | None = None,
     ) -> VectorStoreQueryResult:
         """Two-stage MaxSim search for an already encoded query, under the store's lock.
 
@@ -333,6 +336,8 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             similarity_top_k: nodes returned.
             filters, node_ids, doc_ids: restrictions (all must hold).
             fetch_k, recall_budget, rerank_budget, mode: ``None`` uses the store's setting.
+            hybrid, hybrid_weight: fuse with BM25 over ``query_str`` (see
+                ``metaembed_rag.index.hybrid``); the similarities are then the fused scores.
 
         Returns:
             nodes, MaxSim scores (sums over query vectors, best first) and node ids.
@@ -344,12 +349,15 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             rerank_budget=self.rerank_budget if rerank_budget is None else rerank_budget,
             filter=self.core_filter(filters, node_ids, doc_ids),
             mode=self.mode if mode is None else mode,
+            hybrid=hybrid,
+            hybrid_weight=hybrid_weight,
         )
         q = query_vectors.unsqueeze(0) if query_vectors.dim() == 2 else query_vectors
+        texts = None if query_str is None else [query_str]
         with self._lock:
             if len(self._index) == 0:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            hits = self._index.search(q, params=params)[0]
+            hits = self._index.search(q, params=params, texts=texts)[0]
         nodes = [self.node_from_record(h.id, h.text, h.metadata) for h in hits]
         return VectorStoreQueryResult(
             nodes=nodes, similarities=[h.score for h in hits], ids=[h.id for h in hits]
@@ -361,7 +369,10 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         Args:
             query: ``similarity_top_k``, ``filters``, ``node_ids`` and ``doc_ids`` restrict the
                 search; ``query_embedding`` / ``query_str`` give the query (see the module
-                docstring). Only ``VectorStoreQueryMode.DEFAULT`` is supported.
+                docstring). ``mode``: ``VectorStoreQueryMode.DEFAULT`` (MaxSim) or
+                ``HYBRID`` (MaxSim fused with BM25 over ``query_str``: ``alpha`` given, the
+                weighted fusion with ``alpha`` the multi-vector share, 1 = MaxSim alone;
+                ``alpha`` ``None``, reciprocal rank fusion).
             **kwargs: ``budget`` (alias of ``rerank_budget``), ``rerank_budget``,
                 ``recall_budget``, ``fetch_k``, ``mode`` override the store's defaults.
 
@@ -378,9 +389,15 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
                 f"Unknown MetaEmbedVectorStore query option(s) {unknown}; valid: "
                 f"{', '.join(_QUERY_KWARGS)}."
             )
-        if query.mode != VectorStoreQueryMode.DEFAULT:
+        hybrid = query.mode == VectorStoreQueryMode.HYBRID
+        if query.mode != VectorStoreQueryMode.DEFAULT and not hybrid:
             raise ValueError(
-                f"MetaEmbedVectorStore supports only the default query mode, got {query.mode!r}."
+                "MetaEmbedVectorStore supports the default and hybrid query modes, got "
+                f"{query.mode!r}."
+            )
+        if hybrid and not query.query_str:
+            raise ValueError(
+                "VectorStoreQueryMode.HYBRID needs query_str (BM25 reads the query text)."
             )
         if "budget" in kwargs and "rerank_budget" in kwargs:
             raise TypeError("Pass budget or rerank_budget, not both (they are the same).")
@@ -397,6 +414,9 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             recall_budget=kwargs.get("recall_budget"),
             rerank_budget=kwargs.get("budget", kwargs.get("rerank_budget")),
             mode=kwargs.get("mode"),
+            hybrid=(None if not hybrid else "rrf" if query.alpha is None else "weighted"),
+            hybrid_weight=query.alpha if hybrid else None,
+            query_str=query.query_str if hybrid else None,
         )
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
