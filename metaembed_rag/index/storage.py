@@ -71,6 +71,8 @@ class RowStore:
             self._buf: np.ndarray = np.empty((max(count, 0), *self.row_shape), self.dtype)
         else:
             if not self.path.exists():
+                if not writable:  # a reader never creates files in an index folder
+                    raise FileNotFoundError(f"{self.path} is missing.")
                 self.path.touch()
             self._buf = self._map(writable)
         if self.capacity < self.count:
