@@ -10,6 +10,7 @@ take it and never create a file in the folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -86,8 +87,6 @@ class WriterLock:
         """Give the lock back (a no-op when not held)."""
         if not self.held:
             return
-        try:
+        with contextlib.suppress(OSError):  # pragma: no cover - folder made read-only since
             (self.folder / OWNER_FILE).unlink(missing_ok=True)
-        except OSError:  # pragma: no cover - read-only folder after the fact
-            pass
         self._lock.release(force=True)

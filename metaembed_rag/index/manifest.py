@@ -79,10 +79,12 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     if dtype not in STORAGE_DTYPES:
         raise c.fail("dtype", f"must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     if c.get(manifest, "coarse_vector") not in ("first", "mean"):
-        raise c.fail("coarse_vector", f"must be 'first' or 'mean', got {manifest['coarse_vector']!r}")
+        raise c.fail(
+            "coarse_vector", f"must be 'first' or 'mean', got {manifest['coarse_vector']!r}"
+        )
     budgets = c.get(manifest, "budgets")
     if not isinstance(budgets, list) or not all(
-        isinstance(b, list) and len(b) == 2 and all(type(x) is int and 1 <= x for x in b)
+        isinstance(b, list) and len(b) == 2 and all(type(x) is int and x >= 1 for x in b)
         for b in budgets
     ):
         raise c.fail("budgets", f"must be a list of [r_q, r_c] integer pairs, got {budgets!r}")
@@ -188,7 +190,9 @@ def _check_blocks(c: _Checker, prefix: str, blocks: Any, rows: int) -> None:
             or not isinstance(b.get("sha256"), str)
             or not _HEX64.match(b["sha256"])
         ):
-            raise c.fail(field, f"has a bad block {b!r} (blocks must cover rows 0..{rows} in order)")
+            raise c.fail(
+                field, f"has a bad block {b!r} (blocks must cover rows 0..{rows} in order)"
+            )
         at = b["end"]
     if at != rows:
         raise c.fail(field, f"covers rows 0..{at}, but there are {rows} rows")

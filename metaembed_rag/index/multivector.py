@@ -33,9 +33,9 @@ from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
 from .local import LocalBackend
-from .params import SearchOptions, SearchParams
 from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
 from .manifest import check_manifest
+from .params import SearchOptions, SearchParams
 from .persist import MANIFEST, IndexCorruptedError, IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
 from .saving import expect
