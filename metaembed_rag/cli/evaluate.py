@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
             model_folder=resolve_model_folder(args.model or DEFAULT_MODEL),
             device=model.device,
             dtype=model.dtype,
-            trust_remote_code=model.config.trust_remote_code,
         )
     model_name = args.model or "default"
     per_set: dict[str, dict] = {}

@@ -116,7 +116,8 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
         "scales": ([k], STORAGE_DTYPES["float32"], 4 * k),
         "coarse": ([dim], STORAGE_DTYPES["float32"], 4 * dim),
     }
-    for kind, info in files.items():
+    for kind in [k for k in _EXT if k in files]:  # vectors first: its error explains the rest
+        info = files[kind]
         prefix = f"files.{kind}."
         name = c.get(info, "name", prefix)
         if not isinstance(name, str) or not file_name_pattern(kind).match(name):
