@@ -36,7 +36,7 @@ from .local import LocalBackend
 from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
 from .manifest import check_manifest
 from .params import SearchOptions, SearchParams
-from .persist import MANIFEST, IndexCorruptedError, IndexMismatchError, read_manifest
+from .persist import MANIFEST, IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
 from .saving import expect
 from .storage import VectorCodec
@@ -631,7 +631,7 @@ class MultiVectorIndex:
                     folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
                     dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
                 )  # fmt: skip
-            except (FileNotFoundError, IndexCorruptedError, RuntimeError, OSError):
+            except Exception:
                 # A writer may have committed (and removed the files of the generation this
                 # attempt read) mid-open: retry on the new manifest; otherwise the error stands.
                 if attempt + 1 == LOAD_ATTEMPTS or _manifest_bytes(folder) in (before, None):

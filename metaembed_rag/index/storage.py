@@ -85,6 +85,8 @@ class RowStore:
         assert self.path is not None
         size = self.path.stat().st_size
         rows = size // self.row_bytes if self.row_bytes else 0
+        if not writable:  # exactly the committed rows: a writer may trim the file's tail
+            rows = min(rows, self.count)
         if rows == 0:
             return np.empty((0, *self.row_shape), self.dtype)
         mode: Literal["r+", "r"] = "r+" if writable else "r"
