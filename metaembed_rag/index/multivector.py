@@ -430,8 +430,8 @@ class MultiVectorIndex:
         **options: Unpack[SearchOptions],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns arrays: ``(scores (nq, k) float32, rows (nq, k)
-        int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match. Map rows
-        to ids with :meth:`ids_of`."""
+        int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match (``k`` is
+        clamped to the number of documents). Map rows to ids with :meth:`ids_of`."""
         p = SearchParams.of(k, params, **options)
         q = prepare_queries(queries, self.dim)
         recall, rerank = p.check_budgets(self.budgets, q.shape[1])
@@ -440,13 +440,15 @@ class MultiVectorIndex:
                 "The index is empty: add documents (index.add or retriever.add_documents) "
                 "before searching."
             )
-        k, fetch_k, filter = p.k, p.fetch_k, p.filter
+        # k and fetch_k are clamped to the documents stored (a huge k must not allocate huge
+        # arrays); results are padded only up to that many
+        k, fetch_k, filter = min(p.k, len(self)), min(p.fetch_k, self.num_rows), p.filter
         allowed = self.backend.allowed(filter)
         if p.mode == "exhaustive":
             return self._exhaustive(q, k, rerank, allowed)
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
-        pool = fetch * self.recall_pool_factor if cascade else fetch
+        pool = min(fetch * self.recall_pool_factor, self.num_rows) if cascade else fetch
         cand, valid = self.backend.candidates(q, pool, allowed, filter is not None)
         if cascade and cand.shape[1] > fetch:
             scores = self.backend.score(q, cand, recall)
