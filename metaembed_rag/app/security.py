@@ -33,7 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 TOKEN_COOKIE = "metaembed_token"
 SECURITY_HEADERS: dict[str, str] = {
     "content-security-policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+        "img-src 'self' data: blob:; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     ),

@@ -32,8 +32,10 @@ LOCK_FILE = ".lock"
 CREATING_FILE = ".creating"
 INDEX_DIR = "index"
 PAGES_DIR = "pages"
-#: What a half-created collection folder may hold (removed before creation starts again).
-_CREATION_PARTS = (INDEX_DIR, FILES_FILE, PAGES_DIR, LOCK_FILE, CREATING_FILE)
+#: What a half-created collection folder may hold (removed before creation starts again),
+#: including the temporary files of interrupted atomic writes.
+_CREATION_PARTS = (INDEX_DIR, FILES_FILE, PAGES_DIR, LOCK_FILE, CREATING_FILE,
+                   f"{FILES_FILE}.tmp", f"{CONFIG_FILE}.tmp")  # fmt: skip
 #: Chunks encoded per ``encode_documents`` call (bounds the float32 vectors held in RAM:
 #: 4096 x 64 x 384 x 4 bytes = 400 MB for the default model).
 ENCODE_BLOCK = 4096
