@@ -549,8 +549,10 @@ class MultiVectorIndex:
         target = Path(path) if path is not None else self.path
         assert target is not None
         own = self.path is not None and target.resolve() == self.path.resolve()
+        lock: WriterLock
         if own:
             self._begin_write()
+            assert self._lock is not None
             lock = self._lock
             generation = self._generation + 1
         else:
@@ -567,7 +569,6 @@ class MultiVectorIndex:
             raise  # a failed save of the own folder keeps the lock: the state is still dirty
         if own:
             self._generation = generation
-        assert lock is not None
         lock.release()
         return out
 
