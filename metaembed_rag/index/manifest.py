@@ -17,10 +17,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .persist import IndexCorruptedError
+from .persist import MANIFEST, IndexCorruptedError, read_manifest
 from .storage import STORAGE_DTYPES
 
-__all__ = ["OPTION_FIELDS", "check_manifest", "expected_name", "file_name_pattern"]
+__all__ = [
+    "OPTION_FIELDS",
+    "check_manifest",
+    "disk_generation",
+    "expected_name",
+    "file_name_pattern",
+    "manifest_bytes",
+]
 
 _EXT = {"vectors": "bin", "scales": "bin", "coarse": "bin", "docs": "jsonl", "faiss": "faiss"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -197,3 +204,19 @@ def _check_blocks(c: _Checker, prefix: str, blocks: Any, rows: int) -> None:
         at = b["end"]
     if at != rows:
         raise c.fail(field, f"covers rows 0..{at}, but there are {rows} rows")
+
+
+def manifest_bytes(folder: Path) -> bytes | None:
+    """The raw manifest (``None`` when missing): what identifies a committed generation."""
+    try:
+        return (folder / MANIFEST).read_bytes()
+    except OSError:
+        return None
+
+
+def disk_generation(folder: Path) -> int:
+    """The generation of the manifest in ``folder`` (0: no manifest yet, or one written before
+    generations were recorded)."""
+    if not (folder / MANIFEST).exists():
+        return 0
+    return int(read_manifest(folder).get("generation", 0))

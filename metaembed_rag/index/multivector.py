@@ -34,7 +34,7 @@ from .filters import Filter
 from .hits import Hit, stable_topk
 from .local import LocalBackend
 from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
-from .manifest import check_manifest
+from .manifest import check_manifest, disk_generation, manifest_bytes
 from .params import SearchOptions, SearchParams
 from .persist import MANIFEST, IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
@@ -398,7 +398,7 @@ class MultiVectorIndex:
         if self._lock.held:
             return
         self._lock.acquire()
-        disk = _disk_generation(folder)
+        disk = disk_generation(folder)
         if disk != self._generation:
             self._lock.release()
             raise IndexStaleError(
@@ -558,7 +558,7 @@ class MultiVectorIndex:
         else:
             lock = WriterLock(target, self.lock_timeout)
             lock.acquire()
-            generation = _disk_generation(target) + 1
+            generation = disk_generation(target) + 1
         try:
             if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
                 self.compact()
@@ -628,7 +628,7 @@ class MultiVectorIndex:
         """
         folder = Path(path)
         for attempt in range(LOAD_ATTEMPTS):
-            before = _manifest_bytes(folder)
+            before = manifest_bytes(folder)
             try:
                 return cls._load_once(
                     folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
@@ -637,7 +637,7 @@ class MultiVectorIndex:
             except Exception:
                 # A writer may have committed (and removed the files of the generation this
                 # attempt read) mid-open: retry on the new manifest; otherwise the error stands.
-                if attempt + 1 == LOAD_ATTEMPTS or _manifest_bytes(folder) in (before, None):
+                if attempt + 1 == LOAD_ATTEMPTS or manifest_bytes(folder) in (before, None):
                     raise
                 logger.info("%s was saved while opening it: reading the new generation", folder)
                 time.sleep(0.01 * (attempt + 1))
@@ -691,19 +691,3 @@ class MultiVectorIndex:
         self.backend.close()
         if self._lock is not None:
             self._lock.release()
-
-
-def _manifest_bytes(folder: Path) -> bytes | None:
-    """The raw manifest (``None`` when missing): what identifies a committed generation."""
-    try:
-        return (folder / MANIFEST).read_bytes()
-    except OSError:
-        return None
-
-
-def _disk_generation(folder: Path) -> int:
-    """The generation of the manifest in ``folder`` (0: no manifest yet, or one written before
-    generations were recorded)."""
-    if not (folder / MANIFEST).exists():
-        return 0
-    return int(read_manifest(folder).get("generation", 0))
