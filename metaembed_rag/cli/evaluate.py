@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
             query_ids=qids,
         )
         res["data"] = str(folder)
-        res["empty_docs"] = {"count": len(ds.empty_docs), "judged": ds.empty_judged,
-                             "ids": ds.empty_docs[:20]}  # fmt: skip
         per_set[name] = res
-        if ds.empty_docs:
+        if ds.empty_docs:  # left out of the corpus: counted and named (JSON and stderr)
+            res["empty_docs"] = {"count": len(ds.empty_docs), "judged": ds.empty_judged,
+                                 "ids": ds.empty_docs[:20]}  # fmt: skip
             shown = ", ".join(ds.empty_docs[:5]) + (" ..." if len(ds.empty_docs) > 5 else "")
             print(
                 f"skipped {len(ds.empty_docs)} empty document(s) in {folder / 'corpus.jsonl'} "
