@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import resolve_device
-from .hub import resolve_backbone_path
+from .hub import resolve_backbone_path, trust_remote_code_default
 from .index.lexical import BM25_SETTINGS, import_bm25s, tokenize
 from .vector_cache import folder_identity
 
@@ -126,7 +126,7 @@ class MeanPoolEncoder:
         model_folder: str | Path | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
-        trust_remote_code: bool = False,
+        trust_remote_code: bool | None = None,
     ) -> MeanPoolEncoder:
         """Load a backbone the way :class:`~metaembed_rag.MetaEmbedModel` does.
 
@@ -136,7 +136,8 @@ class MeanPoolEncoder:
             model_folder: the MetaEmbed model folder the reference is relative to.
             device: where to run (default: CUDA, MPS, CPU).
             dtype: the precision to load the weights in.
-            trust_remote_code: as the model's config says.
+            trust_remote_code: run the backbone's custom code (default: what
+                :func:`metaembed_rag.hub.set_trust` set; never a saved config's value).
 
         Raises:
             ValueError: the backbone is not a text model (a vision-language backbone has no
@@ -146,6 +147,8 @@ class MeanPoolEncoder:
 
         folder = Path(model_folder) if model_folder is not None else None
         path = resolve_backbone_path(reference, folder)
+        if trust_remote_code is None:
+            trust_remote_code = trust_remote_code_default()
         adapter_cls, model, processor = load_backbone(path, trust_remote_code, dtype)
         if adapter_cls.family != "text":
             raise ValueError(

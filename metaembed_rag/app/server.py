@@ -22,10 +22,11 @@ to them (the model is not re-entrant and indexing rewrites the collection).
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Unpack
 
+from .security import RequestGuard, loopback_hosts
 from .state import DemoError, DemoOptions, DemoState, render_pdf_page, safe_filename
 
 __all__ = [
@@ -65,11 +66,22 @@ def _require_app_deps() -> None:
         )
 
 
-def create_app(index_dir: str | Path, **options: Unpack[DemoOptions]) -> Any:
-    """The FastAPI application of the demo.
+def create_app(
+    index_dir: str | Path,
+    *,
+    allowed_hosts: Iterable[str] | None = None,
+    auth_token: str | None = None,
+    **options: Unpack[DemoOptions],
+) -> Any:
+    """The FastAPI application of the demo, behind the request checks of
+    :class:`~metaembed_rag.app.security.RequestGuard` (security headers, JSON or multipart
+    with a same-origin ``Origin`` for changes, body size limits while streaming).
 
     Args:
         index_dir: the collection folder (created if missing).
+        allowed_hosts: ``Host`` names answered (``None``: any; :func:`serve` passes the bind
+            address's names).
+        auth_token: a token every request must carry (``None``: none needed).
         options: ``model``, ``llm``, ``collection``, ``max_upload_mb``, ``uploads_dir``,
             ``default_budget`` (:class:`~metaembed_rag.app.state.DemoOptions`; meanings and
             defaults in :class:`~metaembed_rag.app.state.DemoState`).
@@ -87,6 +99,12 @@ def create_app(index_dir: str | Path, **options: Unpack[DemoOptions]) -> Any:
     state = DemoState(index_dir, **options)
     app = FastAPI(title="metaembed-rag demo", docs_url=None, redoc_url=None)
     app.state.demo = state
+    app.add_middleware(
+        RequestGuard,
+        allowed_hosts=allowed_hosts,
+        auth_token=auth_token,
+        max_upload_bytes=state.max_upload_bytes,
+    )
 
     @app.exception_handler(DemoError)
     async def _demo_error(_: Request, exc: DemoError) -> JSONResponse:
@@ -132,6 +150,23 @@ def create_app(index_dir: str | Path, **options: Unpack[DemoOptions]) -> Any:
     return app
 
 
+#: Seconds requests still running at SIGINT / SIGTERM get before the server exits.
+SHUTDOWN_GRACE_S = 3
+
+
+def _stopping_server(config: Any, state: DemoState) -> Any:
+    """A ``uvicorn.Server`` that, on SIGINT / SIGTERM, also tells a running indexing request
+    to save and stop (:attr:`DemoState.stopping`)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            state.stopping.set()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (connections wait in its backlog until the app
     runs).
@@ -166,13 +201,19 @@ def serve(
     port: int = 8000,
     log_level: str = "info",
     on_ready: Callable[[], None] | None = None,
+    allowed_hosts: Iterable[str] = (),
+    auth_token: str | None = None,
     **options: Unpack[DemoOptions],
 ) -> None:
     """Run the demo at ``http://host:port/`` until interrupted (Ctrl-C).
 
     The port is bound first (a port in use fails at once, before the model loads), then the
     LLM and the collection are loaded, then ``on_ready()`` is called and requests are served
-    (those that arrived meanwhile wait, they are not refused).
+    (those that arrived meanwhile wait, they are not refused). Only ``Host`` names of the
+    bind address (plus ``allowed_hosts``; ``"*"``: any) are answered. SIGINT / SIGTERM stop
+    the server within seconds: a running indexing request saves the files it finished and
+    answers 503 (indexing the same files again later resumes), other requests get up to
+    :data:`SHUTDOWN_GRACE_S` seconds.
 
     Args: see :func:`create_app`; ``llm`` may also be a ``"module:attr"`` string
     (:func:`~metaembed_rag.app.answer.load_llm`); ``log_level`` is uvicorn's.
@@ -189,12 +230,18 @@ def serve(
             from .answer import load_llm
 
             options["llm"] = load_llm(options["llm"])
-        app = create_app(index_dir, **options)
+        hosts = loopback_hosts(host) | set(allowed_hosts)
+        if host in ("0.0.0.0", "::") and not allowed_hosts:
+            hosts = {"*"}  # every interface: the names it is reached by are not known here
+        app = create_app(index_dir, allowed_hosts=hosts, auth_token=auth_token, **options)
         shown = f"[{host}]" if ":" in host else host
         logger.info("metaembed-rag demo on http://%s:%d/ (index: %s)", shown, port, index_dir)
         if on_ready is not None:
             on_ready()
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-        server.run(sockets=[sock])
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )  # fmt: skip
+        _stopping_server(config, app.state.demo).run(sockets=[sock])
     finally:
         sock.close()

@@ -85,6 +85,52 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+class _GatedModel:
+    """The model as the indexing run sees it: ``encode_documents`` split into single batches,
+    each encoded under the demo's model lock (so a search waits for one batch at most, never
+    for a whole indexing run) and each first checking whether the server is stopping (then
+    ``KeyboardInterrupt``: ``add_paths`` saves the files finished so far). Batches are formed
+    in the order ``encode_documents`` itself batches in, so the vectors are those of one call.
+    Everything else is the model's own."""
+
+    def __init__(self, model: Any, lock: Any, stopping: threading.Event) -> None:
+        self._model, self._lock, self._stopping = model, lock, stopping
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode_documents(self, items: Any, *, batch_size: int = 32, **kw: Any) -> Any:
+        import torch
+
+        items = list(items) if isinstance(items, (list, tuple)) else [items]
+
+        def key(i: int) -> tuple[bool, int]:
+            item = items[i]
+            if isinstance(item, str):
+                return False, -len(item)
+            if isinstance(item, tuple):
+                return True, -len(item[0] or "")
+            return True, 0
+
+        order = sorted(range(len(items)), key=key)
+        parts: list[Any] = []
+        for start in range(0, len(order), batch_size):
+            if self._stopping.is_set():
+                raise KeyboardInterrupt
+            idx = order[start : start + batch_size]
+            with self._lock:
+                parts.append(
+                    self._model.encode_documents(
+                        [items[i] for i in idx], batch_size=batch_size, **kw
+                    )
+                )
+        if not parts:
+            return self._model.encode_documents(items, batch_size=batch_size, **kw)
+        out = torch.empty((len(items), *parts[0].shape[1:]), dtype=parts[0].dtype)
+        out[torch.tensor(order)] = torch.cat(parts)
+        return out
+
+
 class DemoOptions(TypedDict, total=False):
     """The demo's options besides the collection folder, as keywords of :class:`DemoState`,
     :func:`~metaembed_rag.app.create_app` and :func:`~metaembed_rag.app.serve` (documented
@@ -152,7 +198,13 @@ class DemoState:
         self.uploads.mkdir(parents=True, exist_ok=True)
         self.page_cache = self.index_dir / PAGE_CACHE
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        #: Held briefly by whatever uses the model or swaps the reader collection (searches,
+        #: answers, the sweep, one indexing batch at a time); never for a whole indexing run.
         self.lock = threading.RLock()
+        #: One indexing run at a time (it writes through its own Collection object).
+        self.index_lock = threading.Lock()
+        #: Set on shutdown: a running indexing run saves what it finished and stops.
+        self.stopping = threading.Event()
         self._images: dict[str, tuple[str, Path, int]] = {}
         self._sources: dict[str, Path] = {}
         self.default_budget = self.budgets[-1]
@@ -212,15 +264,23 @@ class DemoState:
 
     # -- uploads and indexing --------------------------------------------------------------
     def save_upload(self, filename: str, stream: BinaryIO) -> str:
-        """Copy an uploaded file to the uploads folder (atomically); returns the stored name.
+        """Copy an uploaded file to the uploads folder; returns the stored name.
+
+        The size limit is checked while copying (nothing past it is written). The copy goes to
+        a temporary file of its own and is linked into place only under a free name: an
+        existing upload is never overwritten (a different file with the same name is stored
+        as ``name (2).ext``; the same bytes again keep the existing name).
 
         Raises:
             DemoError: unusable name (400) or larger than ``max_upload_mb`` (413).
         """
+        import os
+        import uuid
+
         name = safe_filename(filename)
-        target = self.uploads / name
-        part = self.uploads / f".{name}.part"
+        part = self.uploads / f".{uuid.uuid4().hex}.part"
         size = 0
+        digest = hashlib.sha256()
         try:
             with part.open("wb") as out:
                 while chunk := stream.read(1 << 20):
@@ -231,12 +291,28 @@ class DemoState:
                             "upload limit (serve --max-upload-mb to raise it).",
                             413,
                         )
+                    digest.update(chunk)
                     out.write(chunk)
-            part.replace(target)
+                out.flush()
+                os.fsync(out.fileno())
+            stem, dot, suffix = name.rpartition(".")
+            stem, dot = (stem, dot) if dot and stem else (name, "")
+            for n in range(1, 10_000):
+                candidate = name if n == 1 else f"{stem} ({n}){dot}{suffix if dot else ''}"
+                target = self.uploads / candidate
+                try:
+                    os.link(part, target)  # atomic, and fails if the name is taken
+                except FileExistsError:
+                    if _sha256(target) == digest.hexdigest():
+                        break  # the same file uploaded again
+                    continue
+                break
+            else:  # pragma: no cover - 10,000 files of one name
+                raise DemoError(f"Too many uploads named {name!r}; rename the file.", 409)
         finally:
             part.unlink(missing_ok=True)
         logger.info("saved upload %s (%d bytes)", target, size)
-        return name
+        return candidate
 
     def index(self, files: list[str] | None = None) -> dict[str, Any]:
         """``Collection.add_paths`` on the named uploads (default: every upload).
@@ -257,18 +333,55 @@ class DemoState:
                 paths.append(path)
         if not paths:
             raise DemoError("Nothing to index: upload PDFs, images or text files first.")
-        with self.lock:
-            # Vision-language models also index every PDF page as an image.
-            images = bool(getattr(self.collection.model, "supports_images", False))
-            report = self.collection.add_paths(paths, pdf_page_images=images, progress=False)
+        if self.stopping.is_set():
+            raise DemoError("The server is shutting down.", 503)
+        # Vision-language models also index every PDF page as an image.
+        images = bool(getattr(self.collection.model, "supports_images", False))
+        with self.index_lock:  # searches go on meanwhile, on the reader collection
+            report = self._write(paths, images)
+        self.refresh()
         out = _report_dict(report)
         logger.info("indexed uploads: %s", out.get("summary"))
         return out
+
+    def _write(self, paths: list[Path], images: bool) -> Any:
+        """``add_paths`` through a writer collection of its own (the reader one is never
+        written to), its model gated per batch (see :class:`_GatedModel`)."""
+        from ..collection import Collection
+
+        model = _GatedModel(self.collection.model, self.lock, self.stopping)
+        writer = Collection.open(self.collection.folder, model=model)
+        try:
+            return writer.add_paths(paths, pdf_page_images=images, progress=False)
+        except KeyboardInterrupt as exc:
+            raise DemoError(
+                "The server is shutting down: the files finished so far are saved; index "
+                "the rest after it restarts.",
+                503,
+            ) from exc
+        finally:
+            writer.close()
+
+    def refresh(self) -> None:
+        """Reopen the reader collection if a writer committed since it was opened (this
+        process's indexing run or another process)."""
+        from ..collection import Collection
+
+        current = self.collection
+        disk = getattr(current, "_disk_generation", None)
+        if disk is None or disk() == getattr(current, "_generation", None):
+            return
+        fresh = Collection.open(current.folder, model=current.model)
+        with self.lock:
+            self.collection = fresh
+            self._sources = {}
+        logger.info("reopened %s after a commit", current.folder)
 
     # -- search and answers ----------------------------------------------------------------
     def _search(
         self, query: str, k: int, budget: Any, hybrid: Any = None
     ) -> tuple[list[Any], float]:
+        self.refresh()
         with self.lock:
             t0 = time.perf_counter()
             try:
@@ -490,6 +603,12 @@ class DemoState:
             with self.lock:
                 render_pdf_page(path, page, out)
         return out
+
+
+def _sha256(path: Path) -> str:
+    from ..index.persist import sha256_file
+
+    return sha256_file(path)
 
 
 def render_pdf_page(pdf: Path, page: int, out: Path, *, width: int = 900) -> Path:

@@ -40,11 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    for command_parser in sub.choices.values():
+        _trust_options(command_parser)
     return parser
 
 
 #: Errors a user can fix (bad paths, values, files, missing extras): ``error:`` and exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError, KeyError)
+def _trust_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command: what a model folder, index or collection may never decide."""
+    group = parser.add_argument_group("code from models")
+    group.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run custom Python code shipped with a model's backbone (never on by a saved "
+        "config alone; only for models you trust)",
+    )
+    group.add_argument(
+        "--allow-package",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="allow a model's saved 'package:MODULE' backbone to import MODULE (repeatable; "
+        "the packaged default backbone is always allowed)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from ..hub import set_trust
+
+    set_trust(trust_remote_code=args.trust_remote_code, allow_packages=args.allow_package)
     if args.command != "bench" and not args.verbose:
         _quiet_dependencies()
     try:

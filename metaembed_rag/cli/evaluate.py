@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
             model_folder=resolve_model_folder(args.model or DEFAULT_MODEL),
             device=model.device,
             dtype=model.dtype,
-            trust_remote_code=model.config.trust_remote_code,
         )
     model_name = args.model or "default"
     per_set: dict[str, dict] = {}
@@ -99,6 +99,15 @@ def run(args: argparse.Namespace) -> int:
         )
         res["data"] = str(folder)
         per_set[name] = res
+        if ds.empty_docs:  # left out of the corpus: counted and named (JSON and stderr)
+            res["empty_docs"] = {"count": len(ds.empty_docs), "judged": ds.empty_judged,
+                                 "ids": ds.empty_docs[:20]}  # fmt: skip
+            shown = ", ".join(ds.empty_docs[:5]) + (" ..." if len(ds.empty_docs) > 5 else "")
+            print(
+                f"skipped {len(ds.empty_docs)} empty document(s) in {folder / 'corpus.jsonl'} "
+                f"({ds.empty_judged} of them judged relevant, unretrievable): {shown}",
+                file=sys.stderr,
+            )
         print(
             f"{'' if len(folders) == 1 and not args.suite else '== ' + name + ': '}"
             f"model: {model_name}  data: {folder} ({args.split}, {res['num_queries']} queries, {res['num_docs']} docs)"

@@ -60,7 +60,7 @@ def _json_report(action: str, report: Any, info: dict[str, Any], load_s: float) 
 def run(args: argparse.Namespace) -> int:
     from ..chunking import check_options
     from ..collection import Collection
-    from ..collection.folder import CONFIG_FILE, _model_reference
+    from ..collection.folder import CONFIG_FILE, _model_reference, creatable
     from ..collection.folder import _load_model as load_collection_model
     from ..ingest import SUPPORTED_SUFFIXES, discover_files
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(args.chunk_size, args.chunk_overlap)
     folder = Path(args.index).expanduser()
     exists = (folder / CONFIG_FILE).is_file()
-    if not exists and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    if not exists and not creatable(folder):  # a half-created folder of ours is finished
         raise FileExistsError(
             f"{folder} exists and is not an empty folder or an index; choose a new or empty "
             "folder with --index."

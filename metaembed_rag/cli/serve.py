@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
         Budget.parse(args.budget)  # checked against the model's budgets once it is loaded
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
+    if args.auth_token:
+        url += f"?token={args.auth_token}"
     print(f"metaembed-rag demo: {url}  (index: {args.index}; starting)", flush=True)
     t0 = time.perf_counter()
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         log_level="info" if args.verbose else "warning",
         default_budget=args.budget,
         on_ready=ready,
+        allowed_hosts=args.allowed_host,
+        auth_token=args.auth_token,
     )
     return 0
 
@@ -70,4 +74,18 @@ def add_parser(sub: Any) -> None:
         "--uploads", help="folder for uploaded files (default: <index>-uploads beside the index)"
     )
     sv.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload, MiB")
+    sv.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (behind a proxy; repeatable; '*': any). "
+        "Default: only the --host address and its loopback names",
+    )
+    sv.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="require this token on every request (open the printed URL with ?token=...); "
+        "use it when serving beyond localhost",
+    )
     sv.set_defaults(func=run)

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ..budget import BudgetLike
 from ..chunking import Chunking, check_options
 from ..index import Filter, IndexMismatchError, MultiVectorIndex, SearchParams
@@ -15,14 +17,18 @@ from ..index.fusion import HybridFusion
 from ..retriever import TwoStageRetriever
 from .folder import (
     CONFIG_FILE,
+    CREATING_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_DIR,
+    LOCK_FILE,
     CollectionError,
     _load_model,
     _model_reference,
     _read_json,
     _write_json,
+    clear_half_created,
+    creatable,
 )
 from .indexer import Indexer
 from .report import SearchResult
@@ -89,43 +95,42 @@ class Collection(Indexer):
             index_kwargs: passed to :class:`MultiVectorIndex` (``dtype=``, ``coarse_vector=``...).
 
         Raises:
-            FileExistsError: the folder already holds a collection or other files.
+            FileExistsError: the folder already holds a collection or other files (a folder
+                half-created by an interrupted ``create``, recognised by its marker, is
+                finished instead).
             ValueError: bad chunking, or a ``chunk_size`` larger than the model reads whole.
         """
         root = Path(folder).expanduser()
-        if (root / CONFIG_FILE).exists():
-            raise FileExistsError(
-                f"{root} already holds a collection; open it (Collection.open) or choose "
-                "another folder."
-            )
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise FileExistsError(
-                f"{root} exists and is not an empty folder; choose a new or empty folder for "
-                "the collection."
-            )
+        _check_creatable(root)
         check_options(chunk_size, chunk_overlap)  # obvious mistakes fail before the model loads
         ref = model_name or _model_reference(model)
         loaded = _load_model(model, device)
         chunking = Chunking.for_model(loaded, chunk_size, chunk_overlap)
         root.mkdir(parents=True, exist_ok=True)
-        index = MultiVectorIndex.for_model(loaded, path=root / INDEX_DIR, **index_kwargs)
-        index.save()
-        from .. import __version__
+        with FileLock(str(root / LOCK_FILE), thread_local=False):
+            _check_creatable(root)  # again, under the lock: another process may have won
+            if clear_half_created(root):
+                logger.warning("%s was left half-created by an interrupted run: finishing it", root)
+            (root / CREATING_FILE).write_text("metaembed-rag collection being created\n")
+            index = MultiVectorIndex.for_model(loaded, path=root / INDEX_DIR, **index_kwargs)
+            index.save()
+            from .. import __version__
 
-        config = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "model": ref,
-            "model_fingerprint": loaded.fingerprint(),
-            "chunk_size": chunking.size,
-            "chunk_overlap": chunking.overlap,
-            "chunk_unit": chunking.unit,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "metaembed_rag_version": __version__,
-        }
-        self = cls(root, config, index, loaded)
-        self._write_files()
-        _write_json(root / CONFIG_FILE, config)
+            config = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "model": ref,
+                "model_fingerprint": loaded.fingerprint(),
+                "chunk_size": chunking.size,
+                "chunk_overlap": chunking.overlap,
+                "chunk_unit": chunking.unit,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "metaembed_rag_version": __version__,
+            }
+            self = cls(root, config, index, loaded)
+            self._write_files()
+            _write_json(root / CONFIG_FILE, config)
+            (root / CREATING_FILE).unlink(missing_ok=True)
         logger.info("created collection %s (model %s)", root, ref)
         return self
 
@@ -320,6 +325,19 @@ class Collection(Indexer):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_creatable(root: Path) -> None:
+    if (root / CONFIG_FILE).exists():
+        raise FileExistsError(
+            f"{root} already holds a collection; open it (Collection.open) or choose "
+            "another folder."
+        )
+    if not creatable(root):
+        raise FileExistsError(
+            f"{root} exists and is not an empty folder; choose a new or empty folder for "
+            "the collection."
+        )
 
 
 def _check_model(root: Path, index: MultiVectorIndex, model: Any, what: Any) -> None:

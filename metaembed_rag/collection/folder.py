@@ -15,6 +15,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INDEX_DIR",
+    "CREATING_FILE",
     "LOCK_FILE",
     "PAGES_DIR",
     "CollectionError",
@@ -24,9 +25,17 @@ FORMAT_NAME = "metaembed-rag-collection"
 FORMAT_VERSION = 1
 CONFIG_FILE = "collection.json"
 FILES_FILE = "files.json"
-INDEX_DIR = "index"
 LOCK_FILE = ".lock"
+#: Marker of a collection being created (written first, removed once ``collection.json`` is
+#: written): a folder holding it and no ``collection.json`` is ours, half-created, and the
+#: next :meth:`~metaembed_rag.collection.Collection.create` finishes it.
+CREATING_FILE = ".creating"
+INDEX_DIR = "index"
 PAGES_DIR = "pages"
+#: What a half-created collection folder may hold (removed before creation starts again),
+#: including the temporary files of interrupted atomic writes.
+_CREATION_PARTS = (INDEX_DIR, FILES_FILE, PAGES_DIR, LOCK_FILE, CREATING_FILE,
+                   f"{FILES_FILE}.tmp", f"{CONFIG_FILE}.tmp")  # fmt: skip
 #: Chunks encoded per ``encode_documents`` call (bounds the float32 vectors held in RAM:
 #: 4096 x 64 x 384 x 4 bytes = 400 MB for the default model).
 ENCODE_BLOCK = 4096
@@ -40,6 +49,37 @@ SUMMARY_NAMES = 5
 
 class CollectionError(ValueError):
     """A folder is not a usable collection (missing, not a collection, wrong model)."""
+
+
+def creatable(root: Path) -> bool:
+    """Whether ``Collection.create`` may use ``root``: missing, empty (a stale writer lock
+    aside), or half-created by an interrupted create (its marker, only our parts, no
+    ``collection.json``)."""
+    if not root.exists():
+        return True
+    if not root.is_dir() or (root / CONFIG_FILE).exists():
+        return False
+    names = {p.name for p in root.iterdir()}
+    if CREATING_FILE in names:
+        return names <= set(_CREATION_PARTS)
+    return names <= {LOCK_FILE}
+
+
+def clear_half_created(root: Path) -> bool:
+    """Remove what an interrupted create left in ``root`` (only our parts); whether it did."""
+    import shutil
+
+    if not (root / CREATING_FILE).exists() or (root / CONFIG_FILE).exists():
+        return False
+    for name in _CREATION_PARTS:
+        path = root / name
+        if name in (LOCK_FILE, CREATING_FILE):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return True
 
 
 def _display(path: Path) -> str:

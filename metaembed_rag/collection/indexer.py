@@ -27,6 +27,7 @@ from ..ingest import (
     load_file,
     model_chunk_limit,
     model_tokenizer,
+    special_file_kind,
 )
 from .folder import (
     CONFIG_FILE,
@@ -246,6 +247,10 @@ class Indexer(Journal):
         if key not in self._files:
             self._adopt_moved(key, display, owner)
         prev = self._files.get(key)
+        special = special_file_kind(path)
+        if special is not None:  # reading a FIFO or device could block forever
+            report.skipped.append((display, f"{special}, not a regular file"))
+            return 0
         try:
             digest = sha256_file(path)
             stat = path.stat()
@@ -268,10 +273,12 @@ class Indexer(Journal):
                 )
             tokenizer = self._tokenizer if params["chunk_unit"] == "tokens" else None
             bad_lines: list[str] = []
+            empty: list[str] = []
             chunks = load_file(
                 path, chunk_size=params["chunk_size"], chunk_overlap=params["chunk_overlap"],
                 pdf_page_images=params["pdf_page_images"], source=display,
                 image_dir=self.folder / PAGES_DIR, tokenizer=tokenizer, errors=bad_lines,
+                empty=empty,
             )  # fmt: skip
         except (IngestError, ImportError, OSError) as exc:
             reason = str(exc)
@@ -282,6 +289,7 @@ class Indexer(Journal):
         for line in bad_lines:  # "<path>:<line>: reason" -> ("<display>:<line>", reason)
             where, _, reason = line.removeprefix(f"{path}:").partition(": ")
             report.bad_records.append((f"{display}:{where}", reason))
+        report.empty_records.extend(empty)
         self._count_truncated(chunks, display, report)
         old_ids = set(prev.get("chunks", [])) if prev else set()
         taken = [c.id for c in chunks if owner.get(c.id, key) != key]

@@ -71,6 +71,7 @@ class IngestReport:
             encoded (JSONL records are never split; a chunked text only for a single huge word).
         truncated_files: the files holding those chunks.
         max_tokens: the most tokens of a chunk the model encodes (``None``: no tokenizer).
+        empty_records: ``"<id> (<file>:<line>)"`` of every empty JSONL record left out.
     """
 
     files_added: int = 0
@@ -88,6 +89,7 @@ class IngestReport:
     chunks_truncated: int = 0
     truncated_files: list[str] = field(default_factory=list)
     max_tokens: int | None = None
+    empty_records: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +115,10 @@ class IngestReport:
         if self.bad_records:
             where = _names([w for w, _ in self.bad_records])
             lines.append(f"Skipped {len(self.bad_records)} malformed JSONL record(s): {where}.")
+        if self.empty_records:
+            lines.append(
+                f"Skipped {len(self.empty_records)} empty record(s): {_names(self.empty_records)}."
+            )
         if self.files_ignored:
             lines.append(
                 f"Ignored {self.files_ignored} file(s) of unsupported types: "

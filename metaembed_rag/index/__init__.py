@@ -16,6 +16,7 @@ from __future__ import annotations
 from .coarse import AUTO_FLAT_MAX, IVF_MIN_TRAIN
 from .filters import Filter, compile_filter
 from .hits import Hit
+from .lock import IndexLockedError, IndexStaleError
 from .multivector import MultiVectorIndex
 from .params import DEFAULT_FETCH_K, SearchMode, SearchParams
 from .persist import IndexCorruptedError, IndexMismatchError
@@ -27,6 +28,8 @@ __all__ = [
     "Filter",
     "Hit",
     "IndexCorruptedError",
+    "IndexLockedError",
+    "IndexStaleError",
     "IndexMismatchError",
     "MultiVectorIndex",
     "SearchMode",

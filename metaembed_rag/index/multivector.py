@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Unpack
@@ -35,14 +36,19 @@ from .hits import Hit, stable_topk
 from .hybrid import hybrid_rows
 from .lexical import LexicalIndex
 from .local import LocalBackend
+from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
+from .manifest import check_manifest, disk_generation, manifest_bytes
 from .params import SearchOptions, SearchParams
-from .persist import IndexMismatchError, read_manifest
+from .persist import MANIFEST, IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
 from .saving import expect
 from .storage import VectorCodec
 from .validate import check_batch, prepare_queries
 
-__all__ = ["MultiVectorIndex"]
+__all__ = ["LOAD_ATTEMPTS", "MultiVectorIndex"]
+
+#: Times :meth:`MultiVectorIndex.load` reads the manifest when a save replaces it mid-open.
+LOAD_ATTEMPTS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,8 @@ class MultiVectorIndex:
             every add and delete and save it with the index, for ``hybrid`` searches. An
             index saved without one builds it from its stored texts at the first hybrid
             search. ``False``: no sidecar, hybrid searches refused.
+        lock_timeout: seconds a change waits for another writer of the same folder before
+            :class:`~metaembed_rag.index.lock.IndexLockedError` (see :mod:`.lock`).
     """
 
     def __init__(
@@ -109,7 +117,12 @@ class MultiVectorIndex:
         nprobe: int = 32,
         backend: StorageBackend | None = None,
         lexical: bool = True,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
+        #: The manifest generation this object's state derives from (0: never saved).
+        self._generation = 0
+        self.lock_timeout = float(lock_timeout)
+        self._lock: WriterLock | None = None
         if dim < 1 or num_vectors < 1:
             raise ValueError(f"dim and num_vectors must be >= 1, got {dim} and {num_vectors}.")
         if coarse_vector not in ("first", "mean"):
@@ -151,7 +164,10 @@ class MultiVectorIndex:
         if path is not None:
             folder = Path(path)
             folder.mkdir(parents=True, exist_ok=True)
-            if (folder / "manifest.json").exists():
+            self._lock = WriterLock(folder, self.lock_timeout)
+            self._lock.acquire()  # a new index in a folder is a writer from the start
+            if (folder / MANIFEST).exists():
+                self._lock.release()
                 raise FileExistsError(
                     f"{folder} already holds an index; open it with "
                     "MultiVectorIndex.load(path) or choose an empty directory."
@@ -312,6 +328,7 @@ class MultiVectorIndex:
                 ``replace``) ids already in the index.
         """
         batch = check_batch(self.num_vectors, self.dim, ids, vectors, texts, metadatas)
+        self._begin_write()
         existing = [
             i for i, r in zip(batch.ids, self.backend.rows_of(batch.ids), strict=True) if r >= 0
         ]
@@ -349,6 +366,7 @@ class MultiVectorIndex:
                 "(pass missing_ok=True to ignore unknown ids)."
             )
         gone = set(missing)
+        self._begin_write()
         present = [i for i in ids if i not in gone]
         if self._lexical is not None:
             self._lexical.delete(present)
@@ -362,10 +380,12 @@ class MultiVectorIndex:
                 Useful after a streaming build done with ``coarse_index="flat"`` (cheap adds):
                 ``rebuild_coarse("ivf")`` then trains IVF once on the whole collection.
         """
+        self._begin_write()
         self.backend.rebuild_coarse(kind)
 
     def reserve(self, num_docs: int) -> None:
         """Pre-size storage for ``num_docs`` rows (avoids repeated growth on big builds)."""
+        self._begin_write()
         self.backend.reserve(num_docs)
 
     def compact(self) -> None:
@@ -374,7 +394,35 @@ class MultiVectorIndex:
         Files named by an already saved manifest are left in place until the next
         :meth:`save`, so the saved index stays loadable.
         """
+        self._begin_write()
         self.backend.compact()
+
+    # ------------------------------------------------------------------ the writer lock
+    def _begin_write(self) -> None:
+        """Before the first change to a folder-backed index: take the folder's writer lock
+        (held until :meth:`save` commits or :meth:`close`) and check that no other writer
+        committed since this object loaded or last saved.
+
+        Raises:
+            IndexLockedError: another writer holds the lock past ``lock_timeout``.
+            IndexStaleError: another writer committed in between; load the index again.
+        """
+        folder = self.path
+        if folder is None:
+            return
+        if self._lock is None:
+            self._lock = WriterLock(folder, self.lock_timeout)
+        if self._lock.held:
+            return
+        self._lock.acquire()
+        disk = disk_generation(folder)
+        if disk != self._generation:
+            self._lock.release()
+            raise IndexStaleError(
+                f"The index at {folder} was saved by another writer (generation {disk}) since "
+                f"this object loaded generation {self._generation}; changing it now would "
+                "overwrite that commit. Load it again (MultiVectorIndex.load) and redo the change."
+            )
 
     # ------------------------------------------------------------------ search
     def _select(
@@ -400,8 +448,8 @@ class MultiVectorIndex:
         **options: Unpack[SearchOptions],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns arrays: ``(scores (nq, k) float32, rows (nq, k)
-        int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match. Map rows
-        to ids with :meth:`ids_of`."""
+        int64)``, padded with ``-inf`` / ``-1`` when fewer than ``k`` documents match (``k`` is
+        clamped to the number of documents). Map rows to ids with :meth:`ids_of`."""
         p = SearchParams.of(k, params, **options)
         q = prepare_queries(queries, self.dim)
         recall, rerank = p.check_budgets(self.budgets, q.shape[1])
@@ -410,7 +458,9 @@ class MultiVectorIndex:
                 "The index is empty: add documents (index.add or retriever.add_documents) "
                 "before searching."
             )
-        k, fetch_k, filter = p.k, p.fetch_k, p.filter
+        # k and fetch_k are clamped to the documents stored (a huge k must not allocate huge
+        # arrays); results are padded only up to that many
+        k, fetch_k, filter = min(p.k, len(self)), min(p.fetch_k, self.num_rows), p.filter
         allowed = self.backend.allowed(filter)
         if p.hybrid is not None:
             if texts is None:
@@ -423,7 +473,7 @@ class MultiVectorIndex:
             return self._exhaustive(q, k, rerank, allowed)
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
-        pool = fetch * self.recall_pool_factor if cascade else fetch
+        pool = min(fetch * self.recall_pool_factor, self.num_rows) if cascade else fetch
         cand, valid = self.backend.candidates(q, pool, allowed, filter is not None)
         if cascade and cand.shape[1] > fetch:
             scores = self.backend.score(q, cand, recall)
@@ -556,8 +606,31 @@ class MultiVectorIndex:
             raise ValueError("This index lives in RAM: pass a directory, index.save('my-index').")
         target = Path(path) if path is not None else self.path
         assert target is not None
-        if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
-            self.compact()
+        own = self.path is not None and target.resolve() == self.path.resolve()
+        lock: WriterLock
+        if own:
+            self._begin_write()
+            assert self._lock is not None
+            lock = self._lock
+            generation = self._generation + 1
+        else:
+            lock = WriterLock(target, self.lock_timeout)
+            lock.acquire()
+            generation = disk_generation(target) + 1
+        try:
+            if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
+                self.compact()
+            out = self._save_to(target, generation)
+        except BaseException:
+            if not own:
+                lock.release()
+            raise  # a failed save of the own folder keeps the lock: the state is still dirty
+        if own:
+            self._generation = generation
+        lock.release()
+        return out
+
+    def _save_to(self, target: Path, generation: int) -> Path:
         header: dict[str, Any] = {
             "model_fingerprint": self.fingerprint,
             "dim": self.dim,
@@ -574,6 +647,7 @@ class MultiVectorIndex:
         }
         if self._lexical is not None:
             header["files"] = {"lexical": self._lexical.save_into(target)}
+        header["generation"] = generation
         return self.backend.save(target, header)
 
     @classmethod
@@ -588,8 +662,11 @@ class MultiVectorIndex:
         dim: int | None = None,
         dtype: str | None = None,
         use_gpu: bool = False,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> MultiVectorIndex:
-        """Open a saved index.
+        """Open a saved index (a consistent generation: if a writer commits while the files
+        are being opened, the new manifest is read again, up to :data:`LOAD_ATTEMPTS` times).
+        Opening never writes into ``path``; the first change takes its writer lock.
 
         Args:
             path: the directory given to :meth:`save`.
@@ -603,6 +680,7 @@ class MultiVectorIndex:
             dim: expected vector width.
             dtype: expected storage dtype.
             use_gpu: search the coarse index on a GPU when faiss-gpu is present.
+            lock_timeout: see the constructor.
 
         Raises:
             FileNotFoundError: no manifest at ``path``.
@@ -610,7 +688,29 @@ class MultiVectorIndex:
             IndexMismatchError: another model fingerprint, dim or stored dtype.
         """
         folder = Path(path)
+        for attempt in range(LOAD_ATTEMPTS):
+            before = manifest_bytes(folder)
+            try:
+                return cls._load_once(
+                    folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
+                    dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
+                )  # fmt: skip
+            except Exception:
+                # A writer may have committed (and removed the files of the generation this
+                # attempt read) mid-open: retry on the new manifest; otherwise the error stands.
+                if attempt + 1 == LOAD_ATTEMPTS or manifest_bytes(folder) in (before, None):
+                    raise
+                logger.info("%s was saved while opening it: reading the new generation", folder)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load_once(
+        cls, folder: Path, *, mmap: bool, verify: bool, model: Any, fingerprint: str | None,
+        dim: int | None, dtype: str | None, use_gpu: bool, lock_timeout: float,
+    ) -> MultiVectorIndex:  # fmt: skip
         manifest = read_manifest(folder)
+        check_manifest(folder, manifest)
         expect(folder, "dtype", manifest.get("dtype"), dtype,
                f"load without dtype= (the stored one is used) or rebuild the index with "
                f"dtype={dtype!r}")  # fmt: skip
@@ -622,7 +722,7 @@ class MultiVectorIndex:
             fingerprint=manifest.get("model_fingerprint"), use_gpu=use_gpu,
             hnsw_m=coarse["hnsw_m"], ef_construction=coarse["ef_construction"],
             ef_search=coarse["ef_search"], ivf_nlist=coarse["ivf_nlist"], nprobe=coarse["nprobe"],
-            **manifest.get("options", {}),
+            lock_timeout=lock_timeout, **manifest.get("options", {}),
         )  # fmt: skip
         index._check_saved(folder, model, fingerprint, dim)
         assert isinstance(index.backend, LocalBackend)
@@ -630,6 +730,8 @@ class MultiVectorIndex:
         index._lexical = (  # None: built from the stored texts at the first hybrid search
             LexicalIndex.open(folder, manifest) if index.lexical_enabled else None
         )
+        if mmap:
+            index._generation = int(manifest.get("generation", 0))
         return index
 
     def _check_saved(
@@ -649,5 +751,7 @@ class MultiVectorIndex:
             raise IndexMismatchError(f"{folder}: {exc}") from exc
 
     def close(self) -> None:
-        """Release memory maps (the object is unusable afterwards)."""
+        """Release memory maps and the writer lock (the object is unusable afterwards)."""
         self.backend.close()
+        if self._lock is not None:
+            self._lock.release()

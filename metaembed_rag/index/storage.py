@@ -71,6 +71,8 @@ class RowStore:
             self._buf: np.ndarray = np.empty((max(count, 0), *self.row_shape), self.dtype)
         else:
             if not self.path.exists():
+                if not writable:  # a reader never creates files in an index folder
+                    raise FileNotFoundError(f"{self.path} is missing.")
                 self.path.touch()
             self._buf = self._map(writable)
         if self.capacity < self.count:
@@ -83,6 +85,8 @@ class RowStore:
         assert self.path is not None
         size = self.path.stat().st_size
         rows = size // self.row_bytes if self.row_bytes else 0
+        if not writable:  # exactly the committed rows: a writer may trim the file's tail
+            rows = min(rows, self.count)
         if rows == 0:
             return np.empty((0, *self.row_shape), self.dtype)
         mode: Literal["r+", "r"] = "r+" if writable else "r"

@@ -49,7 +49,7 @@ from .base import (
     IngestError,
 )
 from .chunks import check_chunking, chunk_text, count_tokens, model_chunk_limit, model_tokenizer
-from .discovery import discover_files, file_type, iter_files
+from .discovery import discover_files, file_type, iter_files, special_file_kind
 from .readers import load_file
 
 __all__ = [
@@ -71,4 +71,5 @@ __all__ = [
     "file_type",
     "iter_files",
     "load_file",
+    "special_file_kind",
 ]

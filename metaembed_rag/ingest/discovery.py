@@ -77,6 +77,27 @@ def discover_files(
     return files, ignored
 
 
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What a path that exists but is not a regular file (or folder) is, e.g. ``"a FIFO
+    (named pipe)"``; ``None`` for regular files, folders and missing paths. Reading a FIFO or
+    a device could block forever, so such paths are skipped with this as the reason."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return None
+
+
 def file_type(path: str | os.PathLike[str]) -> str:
     """The ingest type of a file from its suffix (``text``, ``markdown``, ``html``, ``jsonl``,
     ``pdf``, ``image``).

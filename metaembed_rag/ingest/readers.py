@@ -20,7 +20,7 @@ from .base import (
     IngestError,
 )
 from .chunks import check_chunking, chunk_text
-from .discovery import file_type
+from .discovery import file_type, special_file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,9 @@ def _text_chunks(
     return out
 
 
-def _load_jsonl(path: Path, source: str, errors: list[str] | None) -> list[Chunk]:
+def _load_jsonl(
+    path: Path, source: str, errors: list[str] | None, empty: list[str] | None = None
+) -> list[Chunk]:
     out: list[Chunk] = []
     seen: dict[str, int] = {}
     bad = 0
@@ -123,7 +125,7 @@ def _load_jsonl(path: Path, source: str, errors: list[str] | None) -> list[Chunk
         if not line.strip():
             continue
         try:
-            chunk = _jsonl_record(path, source, lineno, line, seen)
+            chunk = _jsonl_record(path, source, lineno, line, seen, empty)
         except IngestError as exc:
             if errors is None:
                 raise
@@ -143,7 +145,12 @@ def _load_jsonl(path: Path, source: str, errors: list[str] | None) -> list[Chunk
 
 
 def _jsonl_record(
-    path: Path, source: str, lineno: int, line: str, seen: dict[str, int]
+    path: Path,
+    source: str,
+    lineno: int,
+    line: str,
+    seen: dict[str, int],
+    empty: list[str] | None = None,
 ) -> Chunk | None:
     """One JSONL line as a chunk (``None`` for an empty record); IngestError names the line."""
     try:
@@ -156,6 +163,18 @@ def _jsonl_record(
     if not isinstance(row, dict):
         raise IngestError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
     rid = row.get("_id", row.get("id"))
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        raise IngestError(
+            f"{path}:{lineno}: '_id' must be a string (or integer), got {type(rid).__name__} "
+            f"{rid!r:.60}."
+        )
+    for name in ("title", "text"):
+        value = row.get(name)
+        if value is not None and not isinstance(value, str):
+            raise IngestError(
+                f"{path}:{lineno}: {name!r} of record {rid!r} must be a string, got "
+                f"{type(value).__name__} {value!r:.60}."
+            )
     if rid is None or str(rid) == "":
         raise IngestError(
             f"{path}:{lineno}: no '_id' (or 'id') field; every record needs a unique id "
@@ -178,6 +197,8 @@ def _jsonl_record(
     doc = f"{title} {body}".strip()  # as BeirDataset.doc_text, so CLI == eval vectors
     if not doc:
         logger.info("%s:%d: record %r is empty; skipped", path, lineno, rid)
+        if empty is not None:
+            empty.append(f"{rid} ({path.name}:{lineno})")
         return None
     meta: dict[str, Any] = {"source": source, "type": "jsonl", "chunk": 0, "line": lineno}
     if title:
@@ -276,6 +297,7 @@ def load_file(
     image_dir: str | os.PathLike[str] | None = None,
     tokenizer: Any | None = None,
     errors: list[str] | None = None,
+    empty: list[str] | None = None,
 ) -> list[Chunk]:
     """Read one file into chunks (see the module docstring for types, ids and chunking).
 
@@ -290,6 +312,8 @@ def load_file(
         tokenizer: a ``transformers`` tokenizer to chunk by (see :func:`model_tokenizer`).
         errors: when a list, malformed JSONL records are skipped and described in it
             (``"<path>:<line>: <reason>"``); else the first one raises ``IngestError``.
+        empty: when a list, ``"<id> (<file>:<line>)"`` of every empty JSONL record (left out)
+            is appended to it.
 
     Returns:
         the chunks in document order (may be empty only for a JSONL file of empty records).
@@ -305,12 +329,15 @@ def load_file(
     path = Path(path)
     source = str(path) if source is None else source
     kind = file_type(path)
+    special = special_file_kind(path)
+    if special is not None:
+        raise IngestError(f"{path}: {special}, not a regular file; only regular files are read.")
     if not path.is_file():
         raise IngestError(f"{path}: no such file (or not a regular file); check the path.")
     if not os.access(path, os.R_OK):
         raise IngestError(f"{path}: permission denied; make the file readable (chmod +r).")
     if kind == "jsonl":
-        return _load_jsonl(path, source, errors)
+        return _load_jsonl(path, source, errors, empty)
     if kind == "pdf":
         folder = None if image_dir is None else Path(image_dir)
         return _load_pdf(
