@@ -84,6 +84,7 @@ class BeirDataset:
         corpus = {d: v for d, v in self.corpus.items() if d in keep}
         full = self.full_ids if self.full_ids is not None else sorted(self.corpus)
         return BeirDataset(corpus, queries, qrels, self.folder, self.split, full, self.empty_docs)
+
     #: ids of corpus documents left out because their title and text are empty.
     empty_docs: list[str] = field(default_factory=list)
 

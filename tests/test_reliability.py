@@ -380,6 +380,7 @@ def test_eval_non_string_text_is_one_line_error(tmp_path, capsys):
 
 # ---------------------------------------------------------------- 5. the demo server
 
+
 @pytest.fixture(scope="module")
 def demo_model():
     pytest.importorskip("fastapi")  # the `app` extra

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Errors a user can fix (bad paths, values, files, missing extras): ``error:`` and exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError, KeyError)
+
+
 def _trust_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command: what a model folder, index or collection may never decide."""
     group = parser.add_argument_group("code from models")
