@@ -292,7 +292,8 @@ def test_a_sidecar_that_disagrees_with_the_manifest_is_refused(tmp_path) -> None
     idx, *_ = _index()
     idx.save(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    manifest["counts"]["documents"] = 39
+    # counts that agree with each other (so the manifest check passes) but not with the sidecar
+    manifest["counts"]["documents"], manifest["counts"]["deleted"] = 39, 1
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptedError, match="40 documents but the manifest records 39"):
         MultiVectorIndex.load(tmp_path)
