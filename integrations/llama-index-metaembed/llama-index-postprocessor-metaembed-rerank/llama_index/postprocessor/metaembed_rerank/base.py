@@ -26,11 +26,11 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
-from llama_index.embeddings.metaembed.inputs import content_hash, node_input
 
 from metaembed_rag import Budget, maxsim
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
+from metaembed_rag.frameworks.llama_index.inputs import content_hash, node_input
 
 __all__ = ["MetaEmbedRerank", "RETRIEVAL_SCORE_KEY"]
 

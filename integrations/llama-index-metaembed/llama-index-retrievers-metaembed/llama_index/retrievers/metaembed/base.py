@@ -20,7 +20,7 @@ is not used: the retriever needs the multi-vector and encodes the query itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -28,14 +28,28 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, ImageNode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
-from llama_index.embeddings.metaembed.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
-from llama_index.vector_stores.metaembed import MetaEmbedVectorStore, to_core_filter
 
 from metaembed_rag import Hit, TwoStageRetriever
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding, to_core_filter
+from metaembed_rag.frameworks.llama_index.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
 from metaembed_rag.index import DEFAULT_FETCH_K, SearchParams
 
+if TYPE_CHECKING:  # the vector-store package is not a dependency (see from_vector_store)
+    from llama_index.vector_stores.metaembed import MetaEmbedVectorStore
+
 __all__ = ["DEFAULT_IMAGE_KEY", "MetaEmbedRetriever", "hit_to_node"]
+
+#: What :meth:`MetaEmbedRetriever.from_vector_store` uses of a store.
+_STORE_API = (
+    "embed_model",
+    "client",
+    "query_multi_vectors",
+    "fetch_k",
+    "recall_budget",
+    "rerank_budget",
+    "mode",
+)
 
 #: Metadata key holding an image document's file path (what ``metaembed-rag index`` and
 #: ``Collection`` write for images and PDF page images).
@@ -155,10 +169,12 @@ class MetaEmbedRetriever(BaseRetriever):
         settings, ``instruction`` to the store embedding's ``query_instruction``; other
         ``kwargs`` as in the constructor.
         """
-        if not isinstance(vector_store, MetaEmbedVectorStore):
+        missing = [name for name in _STORE_API if not hasattr(vector_store, name)]
+        if missing or not isinstance(vector_store.embed_model, MetaEmbedEmbedding):
             raise TypeError(
                 "vector_store must be a llama_index.vector_stores.metaembed."
-                f"MetaEmbedVectorStore, got {type(vector_store).__name__}."
+                f"MetaEmbedVectorStore, got {type(vector_store).__name__}"
+                + (f" (it has no {', '.join(missing)})." if missing else ".")
             )
         embed = vector_store.embed_model
         two_stage = TwoStageRetriever(embed.model, vector_store.client)

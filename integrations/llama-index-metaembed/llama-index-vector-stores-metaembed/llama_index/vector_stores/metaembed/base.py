@@ -52,12 +52,12 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
 
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
+from metaembed_rag.frameworks.llama_index.filters import ELEMENTS_KEY, element_index, to_core_filter
 from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams
 
-from .filters import ELEMENTS_KEY, element_index, to_core_filter
 from .persist import read_store, write_store
 from .vectors import document_multi_vectors, query_multi_vector
 
