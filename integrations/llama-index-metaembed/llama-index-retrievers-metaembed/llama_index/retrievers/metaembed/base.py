@@ -34,6 +34,7 @@ from metaembed_rag.budget import BudgetLike
 from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding, to_core_filter
 from metaembed_rag.frameworks.llama_index.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
 from metaembed_rag.index import DEFAULT_FETCH_K, SearchParams
+from metaembed_rag.relevance import relevance_scores
 
 if TYPE_CHECKING:  # the vector-store package is not a dependency (see from_vector_store)
     from llama_index.vector_stores.metaembed import MetaEmbedVectorStore
@@ -102,6 +103,8 @@ class MetaEmbedRetriever(BaseRetriever):
         instruction: task instruction put before every query text.
         url_timeout: seconds to wait for an image URL in ``QueryBundle.image_path``.
         image_key: metadata key of an image document's path (see :func:`hit_to_node`).
+        score_mode: ``"maxsim"`` (default: node scores are raw MaxSim sums) or
+            ``"relevance"`` (the model's calibrated 0-1 relevance, docs/scores.md).
         callback_manager, verbose: as for any LlamaIndex retriever.
     """
 
@@ -118,6 +121,7 @@ class MetaEmbedRetriever(BaseRetriever):
         instruction: str | None = None,
         url_timeout: float = DEFAULT_URL_TIMEOUT,
         image_key: str = DEFAULT_IMAGE_KEY,
+        score_mode: Literal["maxsim", "relevance"] = "maxsim",
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         _vector_store: MetaEmbedVectorStore | None = None,
@@ -146,6 +150,9 @@ class MetaEmbedRetriever(BaseRetriever):
         self.instruction = instruction
         self.url_timeout = url_timeout
         self.image_key = image_key
+        if score_mode not in ("maxsim", "relevance"):
+            raise ValueError(f"score_mode must be 'maxsim' or 'relevance', got {score_mode!r}.")
+        self.score_mode = score_mode
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
@@ -237,6 +244,7 @@ class MetaEmbedRetriever(BaseRetriever):
                 recall_budget=self.recall_budget,
                 rerank_budget=self.rerank_budget,
                 mode=self.mode,
+                score_mode=self.score_mode,
             )
             return [
                 NodeWithScore(node=node, score=score)
@@ -253,9 +261,12 @@ class MetaEmbedRetriever(BaseRetriever):
             mode=self.mode,
         )
         hits = self.retriever.search_vectors(q.unsqueeze(0), params=params)[0]
+        scores = [h.score for h in hits]
+        if self.score_mode == "relevance":
+            scores = relevance_scores(self.retriever.model, scores, self.rerank_budget)
         return [
-            NodeWithScore(node=hit_to_node(h, image_key=self.image_key), score=h.score)
-            for h in hits
+            NodeWithScore(node=hit_to_node(h, image_key=self.image_key), score=s)
+            for h, s in zip(hits, scores, strict=True)
         ]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
