@@ -10,9 +10,12 @@ the **dev** queries - held out of training - are used. Per source, up to ``--per
 pairs with distinct positives; every query is scored against every positive of its source at
 each trained budget; its own positive is a positive example, its ``--hard-negatives`` highest
 scoring other positives are negatives (what a search would return above the answer). A
-logistic regression (scikit-learn) per budget maps the raw MaxSim to a probability; the two
-classes are weighted equally (``--class-weight balanced``, default), so 0.5 is the score where
-a hit is as likely a match as a hard non-match, whatever the ratio of negatives sampled.
+logistic regression (scikit-learn) per budget maps the raw MaxSim to a probability. With the
+default ``--class-weight none`` the examples keep their natural ratio (1 answer : 4 hard
+candidates), so the relevance estimates "this hit is the answer, given it is among the query's
+five best candidates" and 0.5 means "more likely the answer than not" (a precision-leaning
+threshold); ``balanced`` weighs the classes equally (0.5 = as likely a match as a hard
+non-match: a recall-leaning threshold that keeps most hits).
 
 Writes ``relevance_calibration.json`` into the model folder (default), or ``--out``.
 scripts/train_default_model.sh runs it for the shipped default model.
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hard-negatives", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--class-weight", choices=["balanced", "none"], default="balanced")
+    ap.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

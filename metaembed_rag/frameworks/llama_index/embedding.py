@@ -227,19 +227,19 @@ class MetaEmbedEmbedding(MultiModalEmbedding):
                 "embedding was saved with (indexes built with that model need it); load the "
                 "matching model folder."
             )
-        super().__init__(
-            model_name=name,
-            model_fingerprint=fingerprint,
-            device=device,
-            max_length=max_length,
-            query_instruction=query_instruction,
-            embed_batch_size=embed_batch_size,
-            vector_cache_mb=vector_cache_mb,
-            query_cache_mb=query_cache_mb,
-            url_timeout=url_timeout,
-            callback_manager=callback_manager,
-            **kwargs,
-        )
+        fields: dict[str, Any] = {  # pydantic fields (a dict: mypy has no pydantic plugin here)
+            "model_name": name,
+            "model_fingerprint": fingerprint,
+            "device": device,
+            "max_length": max_length,
+            "query_instruction": query_instruction,
+            "embed_batch_size": embed_batch_size,
+            "vector_cache_mb": vector_cache_mb,
+            "query_cache_mb": query_cache_mb,
+            "url_timeout": url_timeout,
+            "callback_manager": callback_manager,
+        }
+        super().__init__(**fields, **kwargs)
         self._model = model
 
     @classmethod
