@@ -124,8 +124,8 @@ def test_relevance_scores_are_the_models_calibration(store, default_embeddings) 
 
 def test_relevance_separates_the_answer_from_unrelated_passages(store) -> None:
     """The issue's case: (score / r_q + 1) / 2 squeezed a relevant passage (0.714) and
-    unrelated ones (0.68, 0.668) together. The calibrated relevance puts the answer far above
-    the unrelated passages, which stay below 0.5 (a 0.5 threshold drops them)."""
+    unrelated ones (0.68, 0.668) together. The calibrated relevance puts the answer several
+    times above the unrelated passages, which stay near 0 (a 0.5 threshold drops them)."""
     pairs = store.similarity_search_with_relevance_scores(
         "What causes type 2 diabetes?", k=len(store)
     )
@@ -141,7 +141,7 @@ def test_relevance_separates_the_answer_from_unrelated_passages(store) -> None:
     ]
     assert pairs[0][0].page_content == "Insulin resistance is a major cause of type 2 diabetes."
     assert max(unrelated) < 0.5
-    assert answer - max(unrelated) > 0.25, (answer, unrelated)
+    assert max(unrelated) < 0.1 and answer > 3 * max(unrelated), (answer, unrelated)
 
 
 @pytest.mark.asyncio

@@ -287,7 +287,7 @@ def test_mmr_query_mode_matches_the_core_mmr(model, embed, documents) -> None:
 
 def test_relevance_score_mode(model, embed, documents) -> None:
     """score_mode="relevance": similarities are the model's calibrated relevance of the raw
-    MaxSim (same order); the answer stands far above unrelated passages, which a 0.5 cutoff
+    MaxSim (same order); the answer stands several times above unrelated passages, which a 0.5 cutoff
     (SimilarityPostprocessor) drops."""
     from llama_index.core.postprocessor import SimilarityPostprocessor
 
@@ -306,7 +306,7 @@ def test_relevance_score_mode(model, embed, documents) -> None:
     answer = by_text["Berlin is the capital of Germany."]
     unrelated = [s for t, s in by_text.items() if "Cats" in t or "Moon" in t or "Insulin" in t]
     assert rel[0].node.get_content() == "Berlin is the capital of Germany."
-    assert answer - max(unrelated) > 0.25, (answer, unrelated)
+    assert max(unrelated) < 0.1 and answer > 3 * max(unrelated), (answer, unrelated)
     kept = SimilarityPostprocessor(similarity_cutoff=0.5).postprocess_nodes(rel)
     assert not any("Cats" in n.node.get_content() or "Moon" in n.node.get_content() for n in kept)
     with pytest.raises(ValueError, match="score_mode"):
