@@ -40,6 +40,7 @@ from .model_io import (
     read_meta_weights,
     write_model_folder,
 )
+from .relevance import CalibrationError, RelevanceCalibration, load_calibration
 
 __all__ = ["MetaEmbedModel", "DEFAULT_BACKBONE", "DEFAULT_MODEL", "ignore_peft_deprecation"]
 
@@ -116,6 +117,8 @@ class MetaEmbedModel(nn.Module):
         self._truncation_warned = False
         # digest of LoRA adapters merged into the backbone at load time (see fingerprint())
         self._merged_lora_digest: str | None = None
+        # score -> 0-1 relevance maps shipped in the model folder (metaembed_rag.relevance)
+        self.relevance_calibration: RelevanceCalibration | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -311,6 +314,10 @@ class MetaEmbedModel(nn.Module):
             if self.projection is not None:
                 self.projection.weight.copy_(state["projection.weight"])
                 self.projection.bias.copy_(state["projection.bias"])
+        try:
+            self.relevance_calibration = load_calibration(folder, self.fingerprint())
+        except CalibrationError as exc:  # the model still loads; relevance falls back, warned
+            logger.warning("%s Relevance scores use the uncalibrated fallback.", exc)
         return self.to(device=dev, dtype=torch_dtype)
 
     def save_pretrained(

@@ -2,7 +2,8 @@
 # Reproduce the embedded default model `metaembed-minilm-l6`, a general-purpose model trained
 # only on ../shared/data/pairs (15 general-domain sources; no folder of the zero-shot suite is
 # read), evaluate it on the seven-set zero-shot suite beside BM25 and the backbone's own
-# mean-pooled cosine, and (with --install) copy it into metaembed_rag/pretrained/.
+# mean-pooled cosine, and (with --install) copy it into metaembed_rag/pretrained/ and fit its
+# relevance calibration there (scripts/calibrate_relevance.py: held-out training pairs only).
 #
 #   bash scripts/train_default_model.sh [OUTPUT_DIR] [--install]
 #
@@ -29,5 +30,7 @@ if [ "$INSTALL" = "--install" ]; then
         cp "$OUT/final/adapter/adapter_config.json" "$OUT/final/adapter/adapter_model.safetensors" \
             "$dest/adapter/"
     fi
+    # the 0-1 relevance of the score contract (docs/scores.md), fitted for the installed model
+    python scripts/calibrate_relevance.py --model "$dest" --recipe scripts/default-model.toml
     echo "installed into $dest (update its README.md and docs/default-model.md from $OUT/suite.json)"
 fi

@@ -13,13 +13,14 @@ An HTML comment on the line before a fence can say how a block is run:
 - ``<!-- doc-test: sub OLD => NEW -->`` — run with OLD replaced by NEW (e.g. a real checkpoint by
   a tiny random one of the same family, ``cuda`` by ``cpu``). NEW may use ``{tiny_qwen2vl}``,
   ``{tiny_bert}`` and ``{flickr}``.
+
+Python blocks run as a script would: a top-level ``await`` is a syntax error (wrap async calls
+in ``asyncio.run``). A search with a metadata filter that matches nothing fails the page
+(``tests/doc_guard/empty_filter_guard.py``), in python blocks and in the commands of bash blocks.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import inspect
 import os
 import re
 import subprocess
@@ -34,6 +35,7 @@ SHARED = ROOT.parent / "shared"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNABLE = {"python", "bash"}
 NOT_CODE = {"text"}
+DOC_GUARD = Path(__file__).resolve().parent / "doc_guard"
 
 _FENCE = re.compile(r"^```([\w+-]*)\s*$")
 _DIRECTIVE = re.compile(r"<!--\s*doc-test:\s*(.*?)\s*-->")
@@ -140,7 +142,13 @@ def test_page_code_runs(
         "flickr": str(SHARED / "data" / "flickr8k"),
     }
     monkeypatch.chdir(scratch)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    monkeypatch.syspath_prepend(str(DOC_GUARD))
+    from empty_filter_guard import guarded
+
+    from metaembed_rag.index import MultiVectorIndex
+
+    monkeypatch.setattr(MultiVectorIndex, "search_rows", guarded(MultiVectorIndex.search_rows))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{DOC_GUARD}{os.pathsep}{ROOT}"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     namespace: dict[str, object] = {"__name__": "__doc_test__"}
     ran = 0
@@ -152,11 +160,14 @@ def test_page_code_runs(
         code = _substitutions(block, values)
         if block.lang == "python":
             try:
-                compiled = compile(code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                if compiled.co_flags & inspect.CO_COROUTINE:  # top-level await, as in a notebook
-                    asyncio.run(eval(compiled, namespace))
-                else:
-                    exec(compiled, namespace)
+                compiled = compile(code, block.where, "exec")  # no top-level await: a script
+            except SyntaxError as exc:
+                raise AssertionError(
+                    f"{block.where}: python block does not compile as a script ({exc}); wrap "
+                    "async calls in asyncio.run(...)"
+                ) from exc
+            try:
+                exec(compiled, namespace)
             except Exception as exc:
                 raise AssertionError(f"{block.where}: python block failed: {exc!r}") from exc
         else:
@@ -175,3 +186,47 @@ def test_page_code_runs(
         ran += 1
     if ran == 0:
         pytest.skip(f"{page.name}: every runnable block here is run by .ci/run or is slow-only")
+
+
+def test_doc_guard_catches_an_empty_filter_and_top_level_await(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two doc errors the guard exists for fail the page: a filter on a field the documents
+    do not have (issue: docs/langchain.md filtered on ``topic`` over ``year`` metadata) and a
+    top-level ``await`` in a script block - in python blocks and in bash blocks' commands."""
+    import numpy as np
+    import torch
+
+    from metaembed_rag.index import MultiVectorIndex
+
+    monkeypatch.syspath_prepend(str(DOC_GUARD))
+    from empty_filter_guard import EmptyFilterResult, guarded
+
+    monkeypatch.setattr(MultiVectorIndex, "search_rows", guarded(MultiVectorIndex.search_rows))
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((3, 4, 8)).astype(np.float32)
+    index = MultiVectorIndex(8, num_vectors=4, budgets=[(1, 1), (2, 4)], dtype="float32")
+    index.add(["a", "b", "c"], torch.from_numpy(docs), metadatas=[{"year": 2016}] * 3)
+    q = torch.from_numpy(docs[0, :2].copy())
+    assert len(index.search(q, k=2, filter={"year": {"$gte": 2015}})[0]) == 2  # matches: fine
+    with pytest.raises(EmptyFilterResult, match="topic"):
+        index.search(q, k=2, filter={"topic": "health"})
+    assert len(index.search(q, k=2)[0]) == 2  # no filter: not checked
+
+    page = scratch / "bad.md"
+    page.write_text("```python\nimport asyncio\nasync def f():\n    return 1\nawait f()\n```\n")
+    with pytest.raises(SyntaxError):
+        compile(parse_blocks(page)[0].code, "bad.md", "exec")
+
+    script = (
+        "import numpy as np, torch\n"
+        "from metaembed_rag.index import MultiVectorIndex\n"
+        "i = MultiVectorIndex(8, num_vectors=4, budgets=[(1, 1)], dtype='float32')\n"
+        "i.add(['a'], torch.ones(1, 4, 8) / 8 ** 0.5, metadatas=[{'year': 1}])\n"
+        "i.search(torch.ones(1, 8) / 8 ** 0.5, k=1, filter={'topic': 'x'})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{DOC_GUARD}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "EmptyFilterResult" in proc.stderr, proc.stderr[-2000:]

@@ -6,6 +6,7 @@
 * :class:`SearchParams` - the search options (one validator, one ``fetch_k`` default);
 * :class:`Hit` - one search result;
 * :func:`compile_filter` - the metadata filter syntax;
+* :func:`mmr_search` / :func:`mmr` - maximal marginal relevance over stored rows;
 * :class:`IndexCorruptedError`, :class:`IndexMismatchError` - load errors.
 
 See ``docs/index-and-search.md``.
@@ -14,6 +15,7 @@ See ``docs/index-and-search.md``.
 from __future__ import annotations
 
 from .coarse import AUTO_FLAT_MAX, IVF_MIN_TRAIN
+from .diversity import mmr, mmr_search
 from .filters import Filter, compile_filter
 from .hits import Hit
 from .lock import IndexLockedError, IndexStaleError
@@ -35,4 +37,6 @@ __all__ = [
     "SearchMode",
     "SearchParams",
     "compile_filter",
+    "mmr",
+    "mmr_search",
 ]

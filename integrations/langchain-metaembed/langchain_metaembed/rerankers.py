@@ -10,6 +10,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from metaembed_rag import maxsim
 from metaembed_rag.budget import check_budget, parse_budget
+from metaembed_rag.relevance import relevance_scores
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .embeddings import MetaEmbedEmbeddings
@@ -25,9 +26,15 @@ class MetaEmbedReranker(BaseDocumentCompressor):
     ``R_c`` vectors; the score at budget ``(r_q, r_c)`` is
     ``sum_{i<=r_q} max_{j<=r_c} <q_i, d_j>`` (``metaembed_rag.maxsim``; unit vectors, so it lies
     in ``[-r_q, r_q]``). The best ``top_n`` come back, best first (ties keep the input order),
-    as **copies** whose metadata gains the score under ``score_key`` (``"relevance_score"``,
-    LangChain's reranker convention: a value already there, e.g. from an earlier reranker, is
-    replaced); the input documents are never modified.
+    as **copies** whose metadata gains (docs/scores.md):
+
+    * under ``score_key`` (``"relevance_score"``, LangChain's reranker convention, 0-1 like
+      Cohere's): the model's calibrated relevance at the budget
+      (:func:`metaembed_rag.relevance.relevance_scores`; 0.5 is a usable threshold);
+    * under ``raw_score_key`` (``"maxsim_score"``): the raw MaxSim sum.
+
+    Values already there (e.g. from an earlier reranker) are replaced; the input documents are
+    never modified.
 
     With ``vectorstore=`` (a multi-vector :class:`MetaEmbedVectorStore` of the same model),
     documents found in the store by ``id`` with the same ``page_content`` are scored with the
@@ -62,7 +69,11 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         description="Scoring budget (r_q, r_c), one of the model's trained budgets; None: the largest.",
     )
     score_key: str = Field(
-        default="relevance_score", description="Metadata key the score is written to."
+        default="relevance_score",
+        description="Metadata key the calibrated 0-1 relevance is written to.",
+    )
+    raw_score_key: str = Field(
+        default="maxsim_score", description="Metadata key the raw MaxSim sum is written to."
     )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -151,10 +162,20 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """The best ``top_n`` documents for ``query``, as copies with the score in metadata."""
+        """The best ``top_n`` documents for ``query``, as copies with the calibrated
+        relevance (``score_key``) and the raw MaxSim (``raw_score_key``) in metadata."""
+        ranked = self.rerank(documents, query)
+        budget = self.embeddings.client.resolve_budget(parse_budget(self.budget, "budget"))
+        relevance = relevance_scores(self.embeddings.client, [s for _, s in ranked], budget)
         return [
             documents[i].model_copy(
-                update={"metadata": {**documents[i].metadata, self.score_key: score}}
+                update={
+                    "metadata": {
+                        **documents[i].metadata,
+                        self.score_key: rel,
+                        self.raw_score_key: score,
+                    }
+                }
             )
-            for i, score in self.rerank(documents, query)
+            for (i, score), rel in zip(ranked, relevance, strict=True)
         ]

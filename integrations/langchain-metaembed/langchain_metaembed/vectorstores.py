@@ -17,7 +17,14 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 from metaembed_rag import Budget
 from metaembed_rag.budget import BudgetLike, check_budget
-from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchMode, SearchParams
+from metaembed_rag.index import (
+    DEFAULT_FETCH_K,
+    MultiVectorIndex,
+    SearchMode,
+    SearchParams,
+    mmr_search,
+)
+from metaembed_rag.relevance import relevance_scores
 
 from . import _single as single
 from ._persist import CONFIG_NAME, INDEX_DIR, read_store, save_store
@@ -46,10 +53,17 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
       exists. This is what LangChain's standard vector-store tests drive with their fake
       embeddings.
 
-    Relevance scores (``similarity_search_with_relevance_scores``, LangChain's ``[0, 1]``
-    scale) are ``(score / r_q + 1) / 2`` at the budget used (multi-vector), and
-    ``(cos + 1) / 2`` with ``cos = score / (|q| |d|)`` (single-vector), so they stay in
-    ``[0, 1]`` for embeddings of any length.
+    Scores (docs/scores.md): ``similarity_search_with_score`` returns the raw MaxSim sum;
+    ``similarity_search_with_relevance_scores`` (LangChain's ``[0, 1]`` scale) returns the
+    model's calibrated relevance at the budget used (multi-vector:
+    :func:`metaembed_rag.relevance.relevance_scores`, a logistic fitted on held-out training
+    pairs and shipped with the model; 0.5 is a usable threshold), and ``(cos + 1) / 2`` with
+    ``cos = score / (|q| |d|)`` in single-vector mode.
+
+    ``max_marginal_relevance_search`` (and ``_by_vector``, and their async versions) picks
+    ``k`` of ``fetch_k`` candidates for relevance and diversity (``lambda_mult``), with
+    document-document similarity from the stored vectors (:mod:`metaembed_rag.index.diversity`;
+    nothing is re-encoded).
 
     Args:
         embedding: the embeddings (see above).
@@ -325,14 +339,77 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         **options: Any,
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search_by_vector`, with scores."""
-        q = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
-        if q.dim() not in (1, 2):
-            raise ValueError(
-                f"embedding must be one vector (D floats) or a multi-vector (r_q x D), got "
-                f"shape {tuple(q.shape)}."
-            )
-        q = q.view(1, 1, -1) if q.dim() == 1 else q.unsqueeze(0)
+        q = _query_tensor(embedding)
         return self._search(q, k, filter, "similarity_search_by_vector", **options)[0]
+
+    # ------------------------------------------------------------------ MMR
+    def _mmr(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        fetch_k: int,
+        lambda_mult: float,
+        filter: dict[str, Any] | None,
+        where: str,
+        **options: Any,
+    ) -> list[Document]:
+        params = self._params(k, filter, queries.shape[1], where, fetch_k=fetch_k, **options)
+        with self._lock:
+            if self._index is None or len(self._index) == 0:
+                return []
+            hits = mmr_search(self._index, queries[0], params, lambda_mult)
+        return [document(h.id, h.text, h.metadata) for h in hits]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> list[Document]:
+        """``k`` documents chosen for relevance and diversity among ``fetch_k`` candidates.
+
+        Args:
+            query: the query text.
+            k: documents to return.
+            fetch_k: candidates searched (the store's two-stage search at the budget used).
+            lambda_mult: ``1`` = relevance only, ``0`` = diversity only.
+            filter: metadata filter.
+            options: ``budget``, ``recall_budget``, ``mode`` as in
+                :meth:`similarity_search_with_score`.
+        """
+        return self._mmr(
+            self._query_vectors(query),
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            "max_marginal_relevance_search",
+            **options,
+        )
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float] | list[list[float]],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> list[Document]:
+        """:meth:`max_marginal_relevance_search` with precomputed query vectors (one vector,
+        scored at (1,1), or a query multi-vector; see :meth:`similarity_search_by_vector`)."""
+        return self._mmr(
+            _query_tensor(embedding),
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            "max_marginal_relevance_search_by_vector",
+            **options,
+        )
 
     # ------------------------------------------------------------------ relevance scores
     def _similarity_search_with_relevance_scores(
@@ -341,9 +418,9 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         """``(Document, relevance)`` with relevance in ``[0, 1]``, best first (arguments as in
         :meth:`similarity_search_with_score`).
 
-        * multi-vector: ``(score / r_q + 1) / 2`` at the budget used. MetaEmbed vectors are
-          unit length, so ``score`` lies in ``[-r_q, r_q]``; the value is clipped to
-          ``[0, 1]`` against the rounding of the stored dtype (bfloat16: about 1e-3).
+        * multi-vector: the model's calibrated relevance of the raw MaxSim at the budget used
+          (:func:`metaembed_rag.relevance.relevance_scores`: the logistic shipped with the
+          model; a model without one gets ``(score / r_q + 1) / 2`` and a warning).
         * single-vector: ``(cos + 1) / 2`` with ``cos = score / (|q| |d|)`` from the query
           vector and the stored document vector, so embeddings of any length map to
           ``[0, 1]`` (a zero vector has ``cos = 0``: relevance 0.5). For unit-length
@@ -355,7 +432,8 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         with self._lock:  # the documents found stay in the store while their norms are read
             pairs, used = self._search(q, k, filter, where, **options)
             if self.is_multivector:
-                return [(d, _clip01((s / used.r_q + 1.0) / 2.0)) for d, s in pairs]
+                rel = relevance_scores(self._meta.client, [s for _, s in pairs], used)
+                return [(d, r) for (d, _), r in zip(pairs, rel, strict=True)]
             q_norm = float(q.norm())
             out: list[tuple[Document, float]] = []
             for doc, score in pairs:
@@ -374,7 +452,7 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """``score -> relevance`` at the store's :attr:`default_budget` (multi-vector mode):
-        ``(score / r_q + 1) / 2``, clipped to ``[0, 1]``.
+        the model's calibrated relevance (see :meth:`_similarity_search_with_relevance_scores`).
 
         Raises:
             NotImplementedError: single-vector mode, where relevance needs the vectors'
@@ -386,8 +464,8 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
                 "both vectors' lengths (cosine), not from the score alone: call "
                 "similarity_search_with_relevance_scores(query, ...) instead."
             )
-        r_q = self.default_budget.r_q
-        return lambda score: _clip01((score / r_q + 1.0) / 2.0)
+        model, budget = self._meta.client, self.default_budget
+        return lambda score: relevance_scores(model, [score], budget)[0]
 
     def close(self) -> None:
         """Release the index's memory maps (the store is unusable afterwards)."""
@@ -452,3 +530,14 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
 
 def _clip01(x: float) -> float:
     return min(1.0, max(0.0, float(x)))
+
+
+def _query_tensor(embedding: list[float] | list[list[float]]) -> torch.Tensor:
+    """``(1, r_q, D)`` float32 from one vector or a query multi-vector."""
+    q = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
+    if q.dim() not in (1, 2):
+        raise ValueError(
+            f"embedding must be one vector (D floats) or a multi-vector (r_q x D), got "
+            f"shape {tuple(q.shape)}."
+        )
+    return q.view(1, 1, -1) if q.dim() == 1 else q.unsqueeze(0)

@@ -9,6 +9,7 @@ import torch
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from metaembed_rag import maxsim
+from metaembed_rag.relevance import relevance_scores
 
 from langchain_metaembed import (
     MetaEmbedEmbeddings,
@@ -91,8 +92,11 @@ def test_reranker_scores_are_budgeted_maxsim(default_embeddings: MetaEmbedEmbedd
     expected = maxsim(Q, D, (8, 16))[0]
     order = sorted(range(len(TEXTS)), key=lambda i: (-float(expected[i]), i))[:4]
     assert [d.id for d in out] == [IDS[i] for i in order]
-    got = torch.tensor([d.metadata["relevance_score"] for d in out])
+    got = torch.tensor([d.metadata["maxsim_score"] for d in out])
     assert torch.allclose(got, expected[order], atol=1e-5)
+    relevance = relevance_scores(default_embeddings.client, got.tolist(), (8, 16))
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx(relevance)
+    assert all(0.0 <= r <= 1.0 for r in relevance)
     for d, i in zip(out, order, strict=True):
         assert d.page_content == TEXTS[i] and d.metadata["i"] == i
         assert d is not docs[i] and d.metadata is not docs[i].metadata

@@ -25,6 +25,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from metaembed_rag import maxsim
+from metaembed_rag.relevance import relevance_scores
 
 from langchain_metaembed import MetaEmbedReranker, MetaEmbedRetriever
 
@@ -125,8 +126,10 @@ def test_contextual_compression_with_reranker(scifact_store, default_embeddings)
     expected = maxsim(Q, D, (16, 64))[0]
     order = sorted(range(10), key=lambda i: (-float(expected[i]), i))[:3]
     assert [d.id for d in out] == [candidates[i].id for i in order]
-    got = torch.tensor([d.metadata["relevance_score"] for d in out])
+    got = torch.tensor([d.metadata["maxsim_score"] for d in out])
     assert torch.allclose(got, expected[order], atol=1e-5)
+    relevance = relevance_scores(default_embeddings.client, got.tolist(), (16, 64))
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx(relevance)
     # First-stage scores stay in the copies' metadata next to the rerank score.
     assert all(d.metadata["budget"] == "1,1" and "score" in d.metadata for d in out)
     assert [d.id for d in compression.invoke(QUERY)] == [d.id for d in out]

@@ -11,7 +11,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_shared import HEALTH_TEXTS
 from metaembed_rag import maxsim
-from metaembed_rag.index import IndexMismatchError
+from metaembed_rag.index import IndexMismatchError, SearchParams, mmr_search
+from metaembed_rag.relevance import relevance_scores
 
 from langchain_metaembed import MetaEmbedEmbeddings, MetaEmbedVectorStore
 
@@ -103,30 +104,93 @@ def test_errors_name_the_fix(store) -> None:
     assert store.get_by_ids(["bad"]) == []
 
 
-def test_relevance_scores_in_unit_interval(store) -> None:
+def test_relevance_scores_are_the_models_calibration(store, default_embeddings) -> None:
+    model = default_embeddings.client
+    assert model.relevance_calibration is not None  # shipped with the default model
+    assert set(model.relevance_calibration.coefficients) == set(model.budgets)
     pairs = store.similarity_search_with_relevance_scores(QUERY, k=4, budget=(8, 16))
     raw = store.similarity_search_with_score(QUERY, k=4, budget=(8, 16))
     assert [d.id for d, _ in pairs] == [d.id for d, _ in raw]
-    for (_, rel), (_, s) in zip(pairs, raw, strict=True):
-        assert 0.0 <= rel <= 1.0
-        assert rel == pytest.approx((s / 8 + 1) / 2)
-    # Without a budget: the store's default, the largest (16,64), so r_q = 16.
+    expected = relevance_scores(model, [s for _, s in raw], (8, 16))
+    assert [r for _, r in pairs] == pytest.approx(expected)
+    assert all(0.0 <= r <= 1.0 for r, _ in zip(expected, raw, strict=True))
+    # Without a budget: the store's default, the largest (16,64).
     default = store.similarity_search_with_relevance_scores(QUERY, k=4)
     full = store.similarity_search_with_score(QUERY, k=4)
-    assert [r for _, r in default] == pytest.approx([(s / 16 + 1) / 2 for _, s in full])
+    assert [r for _, r in default] == pytest.approx(
+        relevance_scores(model, [s for _, s in full], (16, 64))
+    )
+
+
+def test_relevance_separates_the_answer_from_unrelated_passages(store) -> None:
+    """The issue's case: (score / r_q + 1) / 2 squeezed a relevant passage (0.714) and
+    unrelated ones (0.68, 0.668) together. The calibrated relevance puts the answer several
+    times above the unrelated passages, which stay near 0 (a 0.5 threshold drops them)."""
+    pairs = store.similarity_search_with_relevance_scores(
+        "What causes type 2 diabetes?", k=len(store)
+    )
+    rel = {d.page_content: r for d, r in pairs}
+    answer = rel["Insulin resistance is a major cause of type 2 diabetes."]
+    unrelated = [
+        rel[t]
+        for t in (
+            "The Moon orbits the Earth roughly every 27 days.",
+            "Paris is the capital of France.",
+            "Jupiter is the largest planet.",
+        )
+    ]
+    assert pairs[0][0].page_content == "Insulin resistance is a major cause of type 2 diabetes."
+    assert max(unrelated) < 0.5
+    assert max(unrelated) < 0.1 and answer > 3 * max(unrelated), (answer, unrelated)
 
 
 @pytest.mark.asyncio
 async def test_relevance_scores_async_and_score_fn(store, default_embeddings) -> None:
     sync = store.similarity_search_with_relevance_scores(QUERY, k=3, budget=(2, 4))
     assert await store.asimilarity_search_with_relevance_scores(QUERY, k=3, budget=(2, 4)) == sync
-    # _select_relevance_score_fn follows the store's default budget: r_q=16 at (16,64) ...
+    # _select_relevance_score_fn follows the store's default budget: (16,64) ...
+    model = default_embeddings.client
     fn = store._select_relevance_score_fn()
-    assert fn(8.0) == pytest.approx(0.75) and fn(16.0) == 1.0 and fn(-16.0) == 0.0
-    # ... and r_q=8 for a store whose default budget is (8,16).
+    assert fn(8.0) == pytest.approx(relevance_scores(model, [8.0], (16, 64))[0])
+    assert 0.0 <= fn(-16.0) < fn(0.0) < fn(8.0) < fn(16.0) <= 1.0
+    # ... and (8,16) for a store whose default budget is (8,16).
     small = MetaEmbedVectorStore(default_embeddings, index=store.index, budget=(8, 16))
-    assert small._select_relevance_score_fn()(8.0) == 1.0
-    assert small._select_relevance_score_fn()(100.0) == 1.0  # clipped (stored-dtype rounding)
+    assert small._select_relevance_score_fn()(4.0) == pytest.approx(
+        relevance_scores(model, [4.0], (8, 16))[0]
+    )
+
+
+def test_max_marginal_relevance_search(store, default_embeddings) -> None:
+    """MMR over the stored vectors equals the core's mmr_search (itself checked against a
+    brute-force reference in tests/test_diversity.py); lambda_mult=1 is the plain ranking."""
+    q = default_embeddings.encode_queries([QUERY])[0]
+    params = SearchParams(k=3, fetch_k=6, rerank_budget=(16, 64))
+    expected = [h.id for h in mmr_search(store.index, q, params, lambda_mult=0.25)]
+    got = store.max_marginal_relevance_search(QUERY, k=3, fetch_k=6, lambda_mult=0.25)
+    assert [d.id for d in got] == expected
+    by_vector = store.max_marginal_relevance_search_by_vector(
+        q.tolist(), k=3, fetch_k=6, lambda_mult=0.25
+    )
+    assert [d.id for d in by_vector] == expected
+    plain = [d.id for d in store.similarity_search(QUERY, k=3)]
+    assert [d.id for d in store.max_marginal_relevance_search(QUERY, k=3, lambda_mult=1.0)] == plain
+    filtered = store.max_marginal_relevance_search(QUERY, k=2, filter={"topic": "a"})
+    assert len(filtered) == 2 and all(d.metadata["topic"] == "a" for d in filtered)
+    with pytest.raises(ValueError, match="lambda_mult"):
+        store.max_marginal_relevance_search(QUERY, lambda_mult=2.0)
+
+
+@pytest.mark.asyncio
+async def test_max_marginal_relevance_search_async(store, default_embeddings) -> None:
+    sync = store.max_marginal_relevance_search(QUERY, k=3, fetch_k=6, lambda_mult=0.3)
+    assert (
+        await store.amax_marginal_relevance_search(QUERY, k=3, fetch_k=6, lambda_mult=0.3) == sync
+    )
+    q = default_embeddings.encode_queries([QUERY])[0].tolist()
+    assert (
+        await store.amax_marginal_relevance_search_by_vector(q, k=3, fetch_k=6, lambda_mult=0.3)
+        == sync
+    )
 
 
 def test_get_vectors_are_the_full_multivectors(store, default_embeddings) -> None:

@@ -164,3 +164,21 @@ def test_image_nodes_by_path_base64_and_url(vlm, vlm_embed, flickr_images) -> No
     want = dict(zip(["path", "b64", "url", "text"], scores, strict=True))
     assert {n.node.node_id: n.score for n in out} == pytest.approx(want, abs=1e-3)
     assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+
+
+def test_reranker_relevance_score_mode(model, embed, texts) -> None:
+    """score_mode="relevance": same order, node scores = calibrated relevance of the MaxSim."""
+    from metaembed_rag.relevance import relevance_scores
+
+    nodes = _nodes(texts)
+    raw = MetaEmbedRerank(embed, top_n=3, budget=(4, 8)).postprocess_nodes(
+        nodes, query_str="moons of Mars"
+    )
+    rel = MetaEmbedRerank(embed, top_n=3, budget=(4, 8), score_mode="relevance").postprocess_nodes(
+        nodes, query_str="moons of Mars"
+    )
+    assert [n.node.node_id for n in rel] == [n.node.node_id for n in raw]
+    assert [n.score for n in rel] == pytest.approx(
+        relevance_scores(model, [n.score for n in raw], (4, 8))
+    )
+    assert all(0.0 <= n.score <= 1.0 for n in rel)

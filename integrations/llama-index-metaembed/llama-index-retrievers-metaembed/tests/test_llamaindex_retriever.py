@@ -145,3 +145,32 @@ def test_hits_become_the_right_node_types() -> None:
     custom = hit_to_node(Hit("img3", 2.0, "a caption", {"file": "b.png"}), image_key="file")
     assert isinstance(custom, ImageNode) and custom.image_path == "b.png"
     assert custom.text == "a caption"
+
+
+def test_relevance_score_mode(model, two_stage, embed, documents) -> None:
+    """score_mode="relevance": the same nodes, scored by the model's calibrated relevance of the
+    raw MaxSim - over a TwoStageRetriever and over a vector store."""
+    from metaembed_rag.relevance import relevance_scores
+
+    question = "Which city is the capital of Germany?"
+    raw = MetaEmbedRetriever(two_stage, similarity_top_k=4, rerank_budget=(8, 16))
+    rel = MetaEmbedRetriever(
+        two_stage, similarity_top_k=4, rerank_budget=(8, 16), score_mode="relevance"
+    )
+    got, want = rel.retrieve(question), raw.retrieve(question)
+    assert [n.node.node_id for n in got] == [n.node.node_id for n in want]
+    expected = relevance_scores(model, [n.score for n in want], (8, 16))
+    assert [n.score for n in got] == pytest.approx(expected)
+    store = MetaEmbedVectorStore(embed, dtype="float32")
+    ctx = StorageContext.from_defaults(vector_store=store)
+    VectorStoreIndex.from_documents(documents, storage_context=ctx, embed_model=embed)
+    plain = MetaEmbedRetriever.from_vector_store(store, similarity_top_k=3).retrieve(question)
+    scored = MetaEmbedRetriever.from_vector_store(
+        store, similarity_top_k=3, score_mode="relevance"
+    ).retrieve(question)
+    assert [n.node.node_id for n in scored] == [n.node.node_id for n in plain]
+    assert [n.score for n in scored] == pytest.approx(
+        relevance_scores(model, [n.score for n in plain], (16, 64))
+    )
+    with pytest.raises(ValueError, match="score_mode"):
+        MetaEmbedRetriever(two_stage, score_mode="cosine")  # type: ignore[arg-type]

@@ -241,3 +241,73 @@ def test_foreign_and_evicted_node_embeddings_warn(model, embed, caplog) -> None:
         small_store.add(nodes)
     assert "2 of 3 nodes were encoded twice" in caplog.text and "vector_cache_mb" in caplog.text
     assert small.cache_stats()["document_entries"] == 0
+
+
+def test_mmr_query_mode_matches_the_core_mmr(model, embed, documents) -> None:
+    """VectorStoreQueryMode.MMR over the stored vectors equals the core's mmr_search (checked
+    against a brute-force reference in tests/test_diversity.py); mmr_threshold is lambda_mult,
+    mmr_prefetch_k the candidates; lambda 1 is the plain ranking."""
+    from metaembed_rag.index import SearchParams, mmr_search
+
+    store, index = _build(embed, documents)
+    question = "Which city is a capital?"
+    q = model.encode_queries([question])[0]
+    expected = mmr_search(
+        store.client, q, SearchParams(k=3, fetch_k=5, rerank_budget=(16, 64)), lambda_mult=0.2
+    )
+    retriever = index.as_retriever(
+        similarity_top_k=3,
+        vector_store_query_mode="mmr",
+        vector_store_kwargs={"mmr_threshold": 0.2, "mmr_prefetch_k": 5},
+    )
+    got = retriever.retrieve(question)
+    assert [n.node.node_id for n in got] == [h.id for h in expected]  # index ids = node ids
+    assert [n.score for n in got] == pytest.approx([h.score for h in expected], abs=1e-4)
+    plain = index.as_retriever(similarity_top_k=3).retrieve(question)
+    same = index.as_retriever(
+        similarity_top_k=3,
+        vector_store_query_mode="mmr",
+        vector_store_kwargs={"mmr_threshold": 1.0},
+    ).retrieve(question)
+    assert [n.node.node_id for n in same] == [n.node.node_id for n in plain]
+    query = VectorStoreQuery(
+        query_str=question,
+        similarity_top_k=2,
+        mode="mmr",
+        mmr_threshold=0.2,
+        filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="space")]),
+    )
+    spaced = store.query(query, fetch_k=5)
+    assert len(spaced.nodes) == 2 and {n.metadata["topic"] for n in spaced.nodes} == {"space"}
+    with pytest.raises(ValueError, match="lambda_mult"):
+        store.query(VectorStoreQuery(query_str=question, mode="mmr", mmr_threshold=3.0))
+    with pytest.raises(ValueError, match="default and the MMR"):
+        store.query(VectorStoreQuery(query_str=question, mode="hybrid"))
+
+
+def test_relevance_score_mode(model, embed, documents) -> None:
+    """score_mode="relevance": similarities are the model's calibrated relevance of the raw
+    MaxSim (same order); the answer stands several times above unrelated passages, which a 0.5 cutoff
+    (SimilarityPostprocessor) drops."""
+    from llama_index.core.postprocessor import SimilarityPostprocessor
+
+    from metaembed_rag.relevance import relevance_scores
+
+    store, index = _build(embed, documents)
+    question = "What is the capital of Germany?"
+    raw = index.as_retriever(similarity_top_k=6).retrieve(question)
+    rel = index.as_retriever(
+        similarity_top_k=6, vector_store_kwargs={"score_mode": "relevance"}
+    ).retrieve(question)
+    assert [n.node.node_id for n in rel] == [n.node.node_id for n in raw]
+    expected = relevance_scores(model, [n.score for n in raw], (16, 64))
+    assert [n.score for n in rel] == pytest.approx(expected)
+    by_text = {n.node.get_content(): n.score for n in rel}
+    answer = by_text["Berlin is the capital of Germany."]
+    unrelated = [s for t, s in by_text.items() if "Cats" in t or "Moon" in t or "Insulin" in t]
+    assert rel[0].node.get_content() == "Berlin is the capital of Germany."
+    assert max(unrelated) < 0.1 and answer > 3 * max(unrelated), (answer, unrelated)
+    kept = SimilarityPostprocessor(similarity_cutoff=0.5).postprocess_nodes(rel)
+    assert not any("Cats" in n.node.get_content() or "Moon" in n.node.get_content() for n in kept)
+    with pytest.raises(ValueError, match="score_mode"):
+        store.query(VectorStoreQuery(query_str=question), score_mode="bad")

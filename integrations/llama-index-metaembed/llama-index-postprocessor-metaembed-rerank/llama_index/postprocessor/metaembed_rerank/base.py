@@ -8,6 +8,12 @@ or is encoded in batches of ``batch_size``; the score is the exact MaxSim sum at
 ``get_content(metadata_mode=EMBED)``, ``ImageNode``s from their image (base64 ``image``,
 ``image_path`` or ``image_url``).
 
+Scores (docs/scores.md): ``score_mode="maxsim"`` (default) sets each node's score to the raw
+MaxSim sum; ``"relevance"`` to the model's calibrated 0-1 relevance
+(:func:`metaembed_rag.relevance.relevance_scores`), like Cohere's reranker, so a 0.5 cutoff
+(``SimilarityPostprocessor(similarity_cutoff=0.5)`` after it) is meaningful. The order is the
+same either way.
+
 Like llama-index-core's own rerankers it reports a ``CBEventType.RERANKING`` callback event and
 the ``ReRankStartEvent`` / ``ReRankEndEvent`` instrumentation events.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -26,11 +32,12 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
-from llama_index.embeddings.metaembed.inputs import content_hash, node_input
 
 from metaembed_rag import Budget, maxsim
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
+from metaembed_rag.frameworks.llama_index.inputs import content_hash, node_input
+from metaembed_rag.relevance import relevance_scores
 
 __all__ = ["MetaEmbedRerank", "RETRIEVAL_SCORE_KEY"]
 
@@ -59,6 +66,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
         cache_mb: MiB of document multi-vectors kept, keyed by node id and content hash
             (64 float32 vectors of D=384 are 96 KiB: the default 64 MiB holds about 680
             nodes); ``0`` disables the cache.
+        score_mode: ``"maxsim"`` (raw MaxSim sum) or ``"relevance"`` (calibrated 0-1).
         callback_manager: receives the ``CBEventType.RERANKING`` event.
     """
 
@@ -83,6 +91,10 @@ class MetaEmbedRerank(BaseNodePostprocessor):
     model_fingerprint: str | None = Field(
         default=None, description="MetaEmbedModel.fingerprint() of the model (checked on load)."
     )
+    score_mode: Literal["maxsim", "relevance"] = Field(
+        default="maxsim",
+        description="Node score: 'maxsim' (raw MaxSim sum) or 'relevance' (calibrated 0-1).",
+    )
 
     _embed_model: MetaEmbedEmbedding = PrivateAttr()
     _cache: OrderedDict[tuple[str, str], torch.Tensor] = PrivateAttr(default_factory=OrderedDict)
@@ -101,6 +113,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
         batch_size: int = 16,
         keep_retrieval_score: bool = False,
         cache_mb: float = 64.0,
+        score_mode: Literal["maxsim", "relevance"] = "maxsim",
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
@@ -127,6 +140,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             batch_size=batch_size,
             keep_retrieval_score=keep_retrieval_score,
             cache_mb=cache_mb,
+            score_mode=score_mode,
             model_name=embed_model.model_name,
             model_fingerprint=embed_model.model_fingerprint,
             callback_manager=callback_manager or CallbackManager(),
@@ -238,6 +252,8 @@ class MetaEmbedRerank(BaseNodePostprocessor):
         ) as event:
             scores = self.score(nodes, query_bundle)
             order = sorted(range(len(nodes)), key=lambda i: (-scores[i], i))[: self.top_n]
+            if self.score_mode == "relevance":
+                scores = relevance_scores(self._embed_model.model, scores, self.budget)
             new_nodes = []
             for i in order:
                 node = nodes[i].node

@@ -20,7 +20,7 @@ is not used: the retriever needs the multi-vector and encodes the query itself.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -28,14 +28,29 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import BaseNode, ImageNode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
-from llama_index.embeddings.metaembed.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
-from llama_index.vector_stores.metaembed import MetaEmbedVectorStore, to_core_filter
 
 from metaembed_rag import Hit, TwoStageRetriever
 from metaembed_rag.budget import BudgetLike
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding, to_core_filter
+from metaembed_rag.frameworks.llama_index.inputs import DEFAULT_URL_TIMEOUT, encode_query_bundle
 from metaembed_rag.index import DEFAULT_FETCH_K, SearchParams
+from metaembed_rag.relevance import relevance_scores
+
+if TYPE_CHECKING:  # the vector-store package is not a dependency (see from_vector_store)
+    from llama_index.vector_stores.metaembed import MetaEmbedVectorStore
 
 __all__ = ["DEFAULT_IMAGE_KEY", "MetaEmbedRetriever", "hit_to_node"]
+
+#: What :meth:`MetaEmbedRetriever.from_vector_store` uses of a store.
+_STORE_API = (
+    "embed_model",
+    "client",
+    "query_multi_vectors",
+    "fetch_k",
+    "recall_budget",
+    "rerank_budget",
+    "mode",
+)
 
 #: Metadata key holding an image document's file path (what ``metaembed-rag index`` and
 #: ``Collection`` write for images and PDF page images).
@@ -88,6 +103,8 @@ class MetaEmbedRetriever(BaseRetriever):
         instruction: task instruction put before every query text.
         url_timeout: seconds to wait for an image URL in ``QueryBundle.image_path``.
         image_key: metadata key of an image document's path (see :func:`hit_to_node`).
+        score_mode: ``"maxsim"`` (default: node scores are raw MaxSim sums) or
+            ``"relevance"`` (the model's calibrated 0-1 relevance, docs/scores.md).
         callback_manager, verbose: as for any LlamaIndex retriever.
     """
 
@@ -104,6 +121,7 @@ class MetaEmbedRetriever(BaseRetriever):
         instruction: str | None = None,
         url_timeout: float = DEFAULT_URL_TIMEOUT,
         image_key: str = DEFAULT_IMAGE_KEY,
+        score_mode: Literal["maxsim", "relevance"] = "maxsim",
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         _vector_store: MetaEmbedVectorStore | None = None,
@@ -132,6 +150,9 @@ class MetaEmbedRetriever(BaseRetriever):
         self.instruction = instruction
         self.url_timeout = url_timeout
         self.image_key = image_key
+        if score_mode not in ("maxsim", "relevance"):
+            raise ValueError(f"score_mode must be 'maxsim' or 'relevance', got {score_mode!r}.")
+        self.score_mode = score_mode
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
@@ -155,10 +176,12 @@ class MetaEmbedRetriever(BaseRetriever):
         settings, ``instruction`` to the store embedding's ``query_instruction``; other
         ``kwargs`` as in the constructor.
         """
-        if not isinstance(vector_store, MetaEmbedVectorStore):
+        missing = [name for name in _STORE_API if not hasattr(vector_store, name)]
+        if missing or not isinstance(vector_store.embed_model, MetaEmbedEmbedding):
             raise TypeError(
                 "vector_store must be a llama_index.vector_stores.metaembed."
-                f"MetaEmbedVectorStore, got {type(vector_store).__name__}."
+                f"MetaEmbedVectorStore, got {type(vector_store).__name__}"
+                + (f" (it has no {', '.join(missing)})." if missing else ".")
             )
         embed = vector_store.embed_model
         two_stage = TwoStageRetriever(embed.model, vector_store.client)
@@ -221,6 +244,7 @@ class MetaEmbedRetriever(BaseRetriever):
                 recall_budget=self.recall_budget,
                 rerank_budget=self.rerank_budget,
                 mode=self.mode,
+                score_mode=self.score_mode,
             )
             return [
                 NodeWithScore(node=node, score=score)
@@ -237,9 +261,12 @@ class MetaEmbedRetriever(BaseRetriever):
             mode=self.mode,
         )
         hits = self.retriever.search_vectors(q.unsqueeze(0), params=params)[0]
+        scores = [h.score for h in hits]
+        if self.score_mode == "relevance":
+            scores = relevance_scores(self.retriever.model, scores, self.rerank_budget)
         return [
-            NodeWithScore(node=hit_to_node(h, image_key=self.image_key), score=h.score)
-            for h in hits
+            NodeWithScore(node=hit_to_node(h, image_key=self.image_key), score=s)
+            for h, s in zip(hits, scores, strict=True)
         ]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

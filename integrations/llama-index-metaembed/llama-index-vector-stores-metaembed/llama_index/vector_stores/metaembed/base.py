@@ -26,7 +26,19 @@ How the store gets *multi*-vectors through LlamaIndex's single-vector plumbing:
   encodes ``query_str`` (``custom_embedding_strs`` cannot reach a store that way).
 
 Query-time options go through ``index.as_retriever(vector_store_kwargs={...})``: ``budget``
-(= ``rerank_budget``), ``recall_budget``, ``fetch_k`` and ``mode``.
+(= ``rerank_budget``), ``recall_budget``, ``fetch_k``, ``mode``, ``score_mode`` and, for
+``VectorStoreQueryMode.MMR``, ``mmr_threshold`` / ``mmr_prefetch_k``.
+
+Scores (docs/scores.md): ``score_mode="maxsim"`` (default) gives the raw MaxSim sum as each
+node's similarity; ``"relevance"`` the model's calibrated 0-1 relevance
+(:func:`metaembed_rag.relevance.relevance_scores`), so ``SimilarityPostprocessor(
+similarity_cutoff=0.5)`` is a meaningful threshold.
+
+``VectorStoreQueryMode.MMR`` (``as_retriever(vector_store_query_mode="mmr")``) picks
+``similarity_top_k`` of ``fetch_k`` candidates (``mmr_prefetch_k`` overrides it) for relevance
+and diversity, ``lambda_mult = mmr_threshold`` (``VectorStoreQuery.mmr_threshold`` or the
+``mmr_threshold`` keyword; default 0.5; 1 = relevance only), with document-document similarity
+from the stored vectors (:func:`metaembed_rag.index.mmr_search`; nothing is re-encoded).
 """
 
 from __future__ import annotations
@@ -52,12 +64,13 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
 
 from metaembed_rag.budget import BudgetLike
-from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
+from metaembed_rag.frameworks.llama_index.filters import ELEMENTS_KEY, element_index, to_core_filter
+from metaembed_rag.index import DEFAULT_FETCH_K, MultiVectorIndex, SearchParams, mmr_search
+from metaembed_rag.relevance import relevance_scores
 
-from .filters import ELEMENTS_KEY, element_index, to_core_filter
 from .persist import read_store, write_store
 from .vectors import document_multi_vectors, query_multi_vector
 
@@ -68,7 +81,19 @@ logger = logging.getLogger(__name__)
 #: Metadata key holding the node id (for ``node_ids`` restrictions and ``delete_nodes``).
 NODE_ID_KEY = "_node_id"
 _NAMESPACE_SEP = "__"
-_QUERY_KWARGS = ("budget", "rerank_budget", "recall_budget", "fetch_k", "mode")
+_QUERY_KWARGS = (
+    "budget",
+    "rerank_budget",
+    "recall_budget",
+    "fetch_k",
+    "mode",
+    "score_mode",
+    "mmr_threshold",
+    "mmr_prefetch_k",
+)
+#: What a node's similarity is: the raw MaxSim sum or the calibrated 0-1 relevance.
+ScoreMode = Literal["maxsim", "relevance"]
+_MMR_DEFAULT_LAMBDA = 0.5
 
 
 class MetaEmbedVectorStore(BasePydanticVectorStore):
@@ -89,6 +114,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         is_embedding_query: ``True`` (default) lets LlamaIndex embed the query (needed for
             image and HyDE queries); ``False`` skips it and the store encodes ``query_str``.
         flat_metadata: require flat metadata (str, int, float, None values).
+        score_mode: ``"maxsim"`` (raw MaxSim similarities) or ``"relevance"`` (calibrated 0-1).
 
     The search defaults can be overridden per retriever with ``vector_store_kwargs``.
     """
@@ -115,6 +141,10 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         default="two_stage", description="'two_stage' or 'exhaustive' (exact MaxSim over all)."
     )
     dtype: str = Field(default="bfloat16", description="Stored vector dtype of the index.")
+    score_mode: ScoreMode = Field(
+        default="maxsim",
+        description="Node similarity: 'maxsim' (raw MaxSim sum) or 'relevance' (calibrated 0-1).",
+    )
 
     _embed_model: MetaEmbedEmbedding = PrivateAttr()
     _index: MultiVectorIndex = PrivateAttr()
@@ -132,6 +162,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         mode: Literal["two_stage", "exhaustive"] = "two_stage",
         is_embedding_query: bool = True,
         flat_metadata: bool = False,
+        score_mode: ScoreMode = "maxsim",
         **kwargs: Any,
     ) -> None:
         if not isinstance(embed_model, MetaEmbedEmbedding):
@@ -155,6 +186,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             rerank_budget=None if defaults.rerank_budget is None else rerank.as_tuple(),
             mode=mode,
             dtype=index.dtype,
+            score_mode=score_mode,
             **kwargs,
         )
         self._embed_model = embed_model
@@ -328,6 +360,8 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         hybrid: Literal["rrf", "weighted"] | None = None,
         hybrid_weight: float | None = None,
         query_str: str | None = None,
+        score_mode: ScoreMode | None = None,
+        mmr_lambda: float | None = None,
     ) -> VectorStoreQueryResult:
         """Two-stage MaxSim search for an already encoded query, under the store's lock.
 
@@ -335,13 +369,20 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             query_vectors: ``(R_q, D)`` (or ``(1, R_q, D)``) query multi-vector.
             similarity_top_k: nodes returned.
             filters, node_ids, doc_ids: restrictions (all must hold).
-            fetch_k, recall_budget, rerank_budget, mode: ``None`` uses the store's setting.
+            fetch_k, recall_budget, rerank_budget, mode, score_mode: ``None`` uses the store's
+                setting.
             hybrid, hybrid_weight: fuse with BM25 over ``query_str`` (see
                 ``metaembed_rag.index.hybrid``); the similarities are then the fused scores.
+            mmr_lambda: run maximal marginal relevance with this ``lambda_mult`` over
+                ``fetch_k`` candidates (``None``: plain ranking).
 
         Returns:
-            nodes, MaxSim scores (sums over query vectors, best first) and node ids.
+            nodes, similarities (raw MaxSim sums or calibrated relevance, see ``score_mode``;
+            best first, or in MMR order) and node ids.
         """
+        kind = self.score_mode if score_mode is None else score_mode
+        if kind not in ("maxsim", "relevance"):
+            raise ValueError(f"score_mode must be 'maxsim' or 'relevance', got {kind!r}.")
         params = SearchParams(
             k=similarity_top_k,
             fetch_k=self.fetch_k if fetch_k is None else fetch_k,
@@ -357,11 +398,17 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         with self._lock:
             if len(self._index) == 0:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            hits = self._index.search(q, params=params, texts=texts)[0]
+            if mmr_lambda is None:
+                hits = self._index.search(q, params=params, texts=texts)[0]
+            else:
+                hits = mmr_search(self._index, q, params, mmr_lambda)
         nodes = [self.node_from_record(h.id, h.text, h.metadata) for h in hits]
-        return VectorStoreQueryResult(
-            nodes=nodes, similarities=[h.score for h in hits], ids=[h.id for h in hits]
-        )
+        scores = [h.score for h in hits]
+        if kind == "relevance":
+            model = self._embed_model.model
+            budget = params.check_budgets(model.budgets)[1]
+            scores = relevance_scores(model, scores, budget)
+        return VectorStoreQueryResult(nodes=nodes, similarities=scores, ids=[h.id for h in hits])
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Two-stage MaxSim search.
@@ -369,12 +416,14 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         Args:
             query: ``similarity_top_k``, ``filters``, ``node_ids`` and ``doc_ids`` restrict the
                 search; ``query_embedding`` / ``query_str`` give the query (see the module
-                docstring). ``mode``: ``VectorStoreQueryMode.DEFAULT`` (MaxSim) or
-                ``HYBRID`` (MaxSim fused with BM25 over ``query_str``: ``alpha`` given, the
-                weighted fusion with ``alpha`` the multi-vector share, 1 = MaxSim alone;
-                ``alpha`` ``None``, reciprocal rank fusion).
+                docstring). ``mode``: ``VectorStoreQueryMode.DEFAULT`` (MaxSim), ``MMR``
+                (lambda from ``mmr_threshold``) or ``HYBRID`` (MaxSim fused with BM25 over
+                ``query_str``: ``alpha`` given, the weighted fusion with ``alpha`` the
+                multi-vector share, 1 = MaxSim alone; ``alpha`` ``None``, reciprocal rank
+                fusion).
             **kwargs: ``budget`` (alias of ``rerank_budget``), ``rerank_budget``,
-                ``recall_budget``, ``fetch_k``, ``mode`` override the store's defaults.
+                ``recall_budget``, ``fetch_k``, ``mode``, ``score_mode`` override the store's
+                defaults; ``mmr_threshold`` (lambda) and ``mmr_prefetch_k`` (candidates) for MMR.
 
         Returns:
             nodes, MaxSim scores (sums over query vectors, best first) and node ids.
@@ -390,15 +439,27 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
                 f"{', '.join(_QUERY_KWARGS)}."
             )
         hybrid = query.mode == VectorStoreQueryMode.HYBRID
-        if query.mode != VectorStoreQueryMode.DEFAULT and not hybrid:
+        if query.mode not in (
+            VectorStoreQueryMode.DEFAULT,
+            VectorStoreQueryMode.MMR,
+            VectorStoreQueryMode.HYBRID,
+        ):
             raise ValueError(
-                "MetaEmbedVectorStore supports the default and hybrid query modes, got "
+                "MetaEmbedVectorStore supports the default, MMR and hybrid query modes, got "
                 f"{query.mode!r}."
             )
         if hybrid and not query.query_str:
             raise ValueError(
                 "VectorStoreQueryMode.HYBRID needs query_str (BM25 reads the query text)."
             )
+        mmr_lambda = None
+        fetch_k = kwargs.get("fetch_k")
+        if query.mode == VectorStoreQueryMode.MMR:
+            mmr_lambda = next(
+                (v for v in (query.mmr_threshold, kwargs.get("mmr_threshold")) if v is not None),
+                _MMR_DEFAULT_LAMBDA,
+            )
+            fetch_k = kwargs.get("mmr_prefetch_k", fetch_k)
         if "budget" in kwargs and "rerank_budget" in kwargs:
             raise TypeError("Pass budget or rerank_budget, not both (they are the same).")
         self.core_filter(query.filters)  # unsupported filters fail before any encoding
@@ -410,13 +471,15 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             filters=query.filters,
             node_ids=query.node_ids or None,
             doc_ids=query.doc_ids or None,
-            fetch_k=kwargs.get("fetch_k"),
+            fetch_k=fetch_k,
             recall_budget=kwargs.get("recall_budget"),
             rerank_budget=kwargs.get("budget", kwargs.get("rerank_budget")),
             mode=kwargs.get("mode"),
             hybrid=(None if not hybrid else "rrf" if query.alpha is None else "weighted"),
             hybrid_weight=query.alpha if hybrid else None,
             query_str=query.query_str if hybrid else None,
+            score_mode=kwargs.get("score_mode"),
+            mmr_lambda=mmr_lambda,
         )
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
 
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
 from metaembed_rag.index import MultiVectorIndex, SearchParams
 from metaembed_rag.index.settings import StoreSettings
 

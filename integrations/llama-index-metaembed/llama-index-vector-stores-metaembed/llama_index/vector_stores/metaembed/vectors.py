@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import torch
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
-from llama_index.embeddings.metaembed import MetaEmbedEmbedding
-from llama_index.embeddings.metaembed.inputs import node_input
+
+from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
+from metaembed_rag.frameworks.llama_index.inputs import node_input
 
 __all__ = ["document_multi_vectors", "query_multi_vector"]
 
