@@ -29,6 +29,7 @@ def guarded(search_rows: Any) -> Any:
         from metaembed_rag.index import SearchParams
 
         scores, rows = search_rows(self, queries, k, params=params, **options)
+        options.pop("texts", None)  # the query texts (hybrid search), not a search option
         p = SearchParams.of(k, params, **options)
         if p.filter is not None and rows.ndim == 2 and (rows < 0).all(axis=1).any():
             raise EmptyFilterResult(

@@ -47,5 +47,5 @@ def test_retriever_in_hybrid_mode_and_errors(built) -> None:
     assert [n.node.node_id for n in nodes] == _query(store, 0.0, k=2).ids
     with pytest.raises(ValueError, match="needs query_str"):
         store.query(VectorStoreQuery(query_embedding=[0.0] * 4, mode=VectorStoreQueryMode.HYBRID))
-    with pytest.raises(ValueError, match="default and hybrid query modes"):
-        store.query(VectorStoreQuery(query_str="x", mode=VectorStoreQueryMode.MMR))
+    with pytest.raises(ValueError, match="default, MMR and hybrid query modes"):
+        store.query(VectorStoreQuery(query_str="x", mode=VectorStoreQueryMode.SPARSE))

@@ -281,8 +281,8 @@ def test_mmr_query_mode_matches_the_core_mmr(model, embed, documents) -> None:
     assert len(spaced.nodes) == 2 and {n.metadata["topic"] for n in spaced.nodes} == {"space"}
     with pytest.raises(ValueError, match="lambda_mult"):
         store.query(VectorStoreQuery(query_str=question, mode="mmr", mmr_threshold=3.0))
-    with pytest.raises(ValueError, match="default and the MMR"):
-        store.query(VectorStoreQuery(query_str=question, mode="hybrid"))
+    with pytest.raises(ValueError, match="default, MMR and hybrid query modes"):
+        store.query(VectorStoreQuery(query_str=question, mode="sparse"))
 
 
 def test_relevance_score_mode(model, embed, documents) -> None:
