@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike
-from .backend import StorageBackend
+from .backend import SearchPlan, StorageBackend
 from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
@@ -393,12 +393,16 @@ class MultiVectorIndex:
                 "before searching."
             )
         k, fetch_k, filter = p.k, p.fetch_k, p.filter
-        allowed = self.backend.allowed(filter)
-        if p.mode == "exhaustive":
-            return self._exhaustive(q, k, rerank, allowed)
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
         pool = fetch * self.recall_pool_factor if cascade else fetch
+        plan = SearchPlan(k, fetch, pool, recall, rerank, filter, p.mode == "exhaustive")
+        native = self.backend.native_search(q, plan)
+        if native is not None:
+            return native
+        allowed = self.backend.allowed(filter)
+        if p.mode == "exhaustive":
+            return self._exhaustive(q, k, rerank, allowed)
         cand, valid = self.backend.candidates(q, pool, allowed, filter is not None)
         if cascade and cand.shape[1] > fetch:
             scores = self.backend.score(q, cand, recall)
@@ -494,10 +498,11 @@ class MultiVectorIndex:
         Returns:
             the directory written.
         """
-        if path is None and self.path is None:
+        if path is None and self.path is None and not self.backend.remote:
             raise ValueError("This index lives in RAM: pass a directory, index.save('my-index').")
         target = Path(path) if path is not None else self.path
-        assert target is not None
+        if target is None:  # a remote backend: it records the settings itself
+            target = Path(".")
         if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
             self.compact()
         header = {
