@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import index_option, search_hint
+from .common import index_option, qdrant_options, search_hint, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(p).expanduser().exists():
             raise FileNotFoundError(f"{p}: no such file or folder; check the path.")
     check_options(args.chunk_size, args.chunk_overlap)
+    storage = storage_of(args)
     folder = Path(args.index).expanduser()
     exists = (folder / CONFIG_FILE).is_file()
     if not exists and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if exists:  # the model loads only if a file needs encoding
-            col = Collection.open(folder, model=args.model, device=args.device, load_model=False)
+            col = Collection.open(folder, model=args.model, device=args.device, load_model=False,
+                                  storage=storage)  # fmt: skip
         else:
             model = load_collection_model(args.model, args.device)
             if args.pdf_images and not model.supports_images:
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             col = Collection.create(
                 folder, model, model_name=_model_reference(args.model),
-                chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, storage=storage,
             )  # fmt: skip
         load_s = time.perf_counter() - t0
         report = col.add_paths(
@@ -196,6 +198,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="keep the chunks of files deleted from the indexed folders",
     )
+    qdrant_options(ix)
     ix.add_argument("--no-progress", action="store_true", help="no progress bars")
     ix.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     ix.set_defaults(func=run)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..index.params import DEFAULT_FETCH_K
-from .common import index_option
+from .common import index_option, qdrant_options, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         query = Path(args.query).expanduser()
         if not query.is_file():  # type: ignore[union-attr]
             raise FileNotFoundError(f"{args.query}: no such image file.")
-    col = Collection.open(args.index, model=args.model, device=args.device, load_model=False)
+    col = Collection.open(args.index, model=args.model, device=args.device, load_model=False,
+                          storage=storage_of(args))  # fmt: skip
     try:
         if len(col) == 0:
             raise ValueError(
@@ -124,6 +125,7 @@ def add_parser(sub: Any) -> None:
     se = sub.add_parser("search", help="search an index made by `metaembed-rag index`")
     se.add_argument("query", help="the question (or an image file with --image)")
     index_option(se)
+    qdrant_options(se)
     se.add_argument("--k", type=int, default=5, help="results to show (default 5)")
     se.add_argument(
         "--budget",
