@@ -94,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
                 chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, storage=storage,
             )  # fmt: skip
         load_s = time.perf_counter() - t0
+        if args.ray is not None:  # encode on a Ray cluster; this process reads and writes
+            from ..distributed import RayEncoder
+
+            ref = col.config.get("model")
+            if ref is None:
+                raise ValueError("--ray needs the collection's model by name or folder (--model).")
+            col.encoder = RayEncoder(ref, address=None if args.ray == "local" else args.ray,
+                                     num_workers=args.ray_workers)  # fmt: skip
         report = col.add_paths(
             args.paths,
             chunk_size=args.chunk_size,
@@ -199,6 +207,22 @@ def add_parser(sub: Any) -> None:
         help="keep the chunks of files deleted from the indexed folders",
     )
     qdrant_options(ix)
+    ix.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="encode on a Ray cluster (needs the ray extra): --ray alone starts a local one, "
+        "--ray auto / ray://HEAD:10001 joins one; one model per worker, a GPU each if present",
+    )
+    ix.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: the cluster's GPUs, else its CPUs)",
+    )
     ix.add_argument("--no-progress", action="store_true", help="no progress bars")
     ix.add_argument("--device", default=None, help="cpu, cuda, ... (default: auto)")
     ix.set_defaults(func=run)
