@@ -21,9 +21,10 @@ first ``r_q`` query vectors are sent, ``r_c`` picks the stored ``mv<r_c>`` vecto
 whose ``r_c`` is not stored falls back to the generic path (Qdrant prefetch for the
 candidates, document vectors fetched and scored here), which is exact but moves vectors.
 
-Storage per document (float32): ``D * 4 * (1 + sum(prefixes))`` bytes; storing the trained
-prefix groups (1, 2, 4, 8, 16, 32, 64) as separate named vectors costs ``127 / 64`` (about 2x)
-the full-64 vectors alone; ``datatype="float16"`` halves either. See ``docs/scale-out.md``.
+Storage per document (float32): ``D * 4 * (1 + sum(prefixes))`` bytes. The default model's
+trained budgets rerank at r_c = 4, 8, 16 or 64; storing 4, 8 and 16 beside the full 64 costs
+``(4 + 8 + 16 + 64) / 64 = 1.44x`` the full-64 vectors alone; ``datatype="float16"`` halves
+either. See ``docs/scale-out.md``.
 """
 
 from __future__ import annotations
