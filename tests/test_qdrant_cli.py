@@ -128,3 +128,26 @@ def test_serve_opens_the_collection_on_qdrant(
     col = seen["collection"]
     assert isinstance(col.index.backend, QdrantBackend) and col.index.backend.collection == "demo"
     col.close()
+
+
+def test_a_failed_first_run_removes_the_qdrant_collection_it_created(
+    tmp_path: Path, corpus: Path, tiny_model: str, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the index folder, the new Qdrant collection of a run that fails goes away, so the
+    same command can run again."""
+    from qdrant_client import QdrantClient
+
+    def boom(*a, **k):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(Collection, "add_paths", boom)
+    argv = ["index", str(corpus), "--index", str(tmp_path / "i"), "--model", tiny_model,
+            "--qdrant", str(tmp_path / "s"), "--collection", "docs", "--no-progress"]  # fmt: skip
+    assert main(argv) != 0
+    assert "disk on fire" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+    client = QdrantClient(path=str(tmp_path / "s"))
+    assert not client.collection_exists("docs")
+    client.close()
+    monkeypatch.undo()
+    assert main(argv) == 0

@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except BaseException:
         if col is not None:
+            drop = getattr(col.index.backend, "drop", None)
+            if not exists and storage is not None and drop is not None:
+                drop()  # the Qdrant collection this failed run created
             col.close()
         if not exists:
             _remove_created(folder, first_new)

@@ -320,8 +320,10 @@ class QdrantBackend(StorageBackend):
 
     # ------------------------------------------------------------------ generic search path
     def allowed(self, filter: Filter | None) -> np.ndarray:
-        mask = np.zeros(self._next_row, dtype=bool)
         rows = [int(p.id) for p in self._scroll(to_qdrant_filter(filter))]
+        if rows:  # another writer may have added rows since this backend counted them
+            self._next_row = max(self._next_row, max(rows) + 1)
+        mask = np.zeros(self._next_row, dtype=bool)
         mask[rows] = True
         return mask
 
@@ -442,6 +444,11 @@ class QdrantBackend(StorageBackend):
         settings["index"] = header
         self.client.update_collection(self.collection, metadata={SETTINGS_KEY: settings})
         return target
+
+    def drop(self) -> None:
+        """Delete the whole Qdrant collection (e.g. a new one whose first run failed)."""
+        self.client.delete_collection(self.collection)
+        self._next_row = 0
 
     def close(self) -> None:
         """Close the client (a local-mode folder is released for other processes)."""
