@@ -123,3 +123,28 @@ def test_cli_index_ray(cluster, model_dir: str, tmp_path: Path, capsys) -> None:
     b = MultiVectorIndex.load(tmp_path / "ray" / "index")
     assert sorted(a.ids) == sorted(b.ids) and len(a) >= 6
     assert all(torch.equal(a.get(i)["vectors"], b.get(i)["vectors"]) for i in a.ids)
+
+
+def test_ray_encoding_into_a_qdrant_collection(cluster, model_dir: str, tmp_path: Path) -> None:
+    """The same run writing into Qdrant (local mode): every chunk stored with its text and the
+    vectors of a single-process encoding (other batches than the per-file ones, so equal up to
+    padding round-off, not bitwise)."""
+    pytest.importorskip("qdrant_client", reason="needs the qdrant extra")
+    from metaembed_rag.collection.storage import qdrant_storage
+
+    torch.set_num_threads(1)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = _texts(10)
+    for i, t in enumerate(texts):
+        (corpus / f"d{i}.txt").write_text(t, encoding="utf-8")
+    storage = qdrant_storage(str(tmp_path / "qdrant"), "docs")
+    report = index_paths_with_ray([corpus], tmp_path / "col", model_dir, num_workers=2,
+                                  batch_size=4, storage=storage, progress=False)  # fmt: skip
+    with Collection.open(tmp_path / "col", model=model_dir) as col:
+        assert len(col) == report.chunks_added >= len(texts)
+        ids = col.index.ids
+        got = {i: col.index.get(i) for i in ids}
+        expected = col.model.encode_documents([got[i]["text"] for i in ids], batch_size=4)
+    for n, i in enumerate(ids):
+        torch.testing.assert_close(got[i]["vectors"], expected[n], rtol=0, atol=1e-5)
