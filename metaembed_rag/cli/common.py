@@ -13,7 +13,9 @@ __all__ = [
     "error_line",
     "index_option",
     "load_model",
+    "qdrant_options",
     "search_hint",
+    "storage_of",
 ]
 
 #: Where index / search / info / serve keep the index without --index (under the current folder).
@@ -46,6 +48,31 @@ def index_option(parser: argparse.ArgumentParser, extra: str = "") -> None:
         metavar="DIR",
         help=f"the index folder{extra} (default: {DEFAULT_INDEX} in the current folder)",
     )
+
+
+def qdrant_options(parser: argparse.ArgumentParser) -> None:
+    """``--qdrant URL_OR_PATH --collection NAME``: the index in a Qdrant collection."""
+    parser.add_argument(
+        "--qdrant",
+        metavar="URL_OR_PATH",
+        default=None,
+        help="keep the index in Qdrant: a server URL (http://host:6333; API key from "
+        "QDRANT_API_KEY) or a local-mode folder (needs the qdrant extra); the --index folder "
+        "then keeps only the collection config and file list",
+    )
+    parser.add_argument(
+        "--collection", metavar="NAME", default=None, help="the Qdrant collection (with --qdrant)"
+    )
+
+
+def storage_of(args: argparse.Namespace) -> dict | None:
+    """The Qdrant storage entry the options name (``None``: the index folder)."""
+    qdrant, name = getattr(args, "qdrant", None), getattr(args, "collection", None)
+    if qdrant is None and name is None:
+        return None
+    from ..collection.storage import qdrant_storage
+
+    return qdrant_storage(qdrant or "", name or "")
 
 
 def search_hint(folder: str) -> str:

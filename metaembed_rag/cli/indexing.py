@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import index_option, search_hint
+from .common import index_option, qdrant_options, search_hint, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(p).expanduser().exists():
             raise FileNotFoundError(f"{p}: no such file or folder; check the path.")
     check_options(args.chunk_size, args.chunk_overlap)
+    storage = storage_of(args)
     folder = Path(args.index).expanduser()
     exists = (folder / CONFIG_FILE).is_file()
     if not exists and not creatable(folder):  # a half-created folder of ours is finished
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if exists:  # the model loads only if a file needs encoding
-            col = Collection.open(folder, model=args.model, device=args.device, load_model=False)
+            col = Collection.open(folder, model=args.model, device=args.device, load_model=False,
+                                  storage=storage)  # fmt: skip
         else:
             model = load_collection_model(args.model, args.device)
             if args.pdf_images and not model.supports_images:
@@ -108,9 +110,17 @@ def run(args: argparse.Namespace) -> int:
                 )
             col = Collection.create(
                 folder, model, model_name=_model_reference(args.model),
-                chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, storage=storage,
             )  # fmt: skip
         load_s = time.perf_counter() - t0
+        if args.ray is not None:  # encode on a Ray cluster; this process reads and writes
+            from ..distributed import RayEncoder
+
+            ref = col.config.get("model")
+            if ref is None:
+                raise ValueError("--ray needs the collection's model by name or folder (--model).")
+            col.encoder = RayEncoder(ref, address=None if args.ray == "local" else args.ray,
+                                     num_workers=args.ray_workers)  # fmt: skip
         report = col.add_paths(
             args.paths,
             chunk_size=args.chunk_size,
@@ -135,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except BaseException:
         if col is not None:
+            drop = getattr(col.index.backend, "drop", None)
+            if not exists and storage is not None and drop is not None:
+                drop()  # the Qdrant collection this failed run created
             col.close()
         if not exists:
             _remove_created(folder, first_new)
@@ -217,6 +230,23 @@ def add_parser(sub: Any) -> None:
         "--no-prune",
         action="store_true",
         help="keep the chunks of files deleted from the indexed folders",
+    )
+    qdrant_options(ix)
+    ix.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="encode on a Ray cluster (needs the ray extra): --ray alone starts a local one, "
+        "--ray auto / ray://HEAD:10001 joins one; one model per worker, a GPU each if present",
+    )
+    ix.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Ray workers (default: the cluster's GPUs, else its CPUs)",
     )
     ix.add_argument("--no-progress", action="store_true", help="no progress bars")
     ix.add_argument(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..index.params import DEFAULT_FETCH_K
-from .common import DEFAULT_INDEX, error_line, index_option
+from .common import DEFAULT_INDEX, error_line, index_option, qdrant_options, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -191,15 +191,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"search flags (--k / --fetch-k / --filter / --hybrid / --hybrid-weight): {exc}"
         ) from exc
+    storage = storage_of(args)
     server = args.server or (None if args.no_server else os.environ.get(SERVER_ENV))
     local_only = (
         args.no_server or args.image or args.filter or args.fetch_k is not None or args.hybrid
-    )
+        or storage is not None
+    )  # fmt: skip
     if not server and not local_only:
         server = detect_server(args.index)  # a `serve` of this index on the default port
     if server:
         return _run_remote(args, server, params)
-    col = Collection.open(args.index, model=args.model, device=args.device, load_model=False)
+    col = Collection.open(args.index, model=args.model, device=args.device, load_model=False,
+                          storage=storage)  # fmt: skip
     try:
         if len(col) == 0:
             raise ValueError(
@@ -242,6 +245,7 @@ def add_parser(sub: Any) -> None:
         help="the question (or an image file with --image); optional with --interactive",
     )  # fmt: skip
     index_option(se)
+    qdrant_options(se)
     se.add_argument("--k", type=int, default=5, help="results to show (default 5)")
     se.add_argument(
         "--budget",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from .common import index_option
+from .common import index_option, qdrant_options, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -33,8 +34,21 @@ def run(args: argparse.Namespace) -> int:
     def ready() -> None:
         print(f"Ready in {time.perf_counter() - t0:.1f} s: open {url}  (Ctrl-C stops)", flush=True)
 
+    extra: dict[str, Any] = {}
+    storage = storage_of(args)
+    if storage is not None:  # the demo opens (or creates) the collection with its Qdrant store
+        from ..collection import Collection
+        from ..collection.folder import CONFIG_FILE
+
+        exists = (Path(args.index).expanduser() / CONFIG_FILE).is_file()
+        extra["collection"] = (
+            Collection.open(args.index, model=args.model, storage=storage)
+            if exists
+            else Collection.create(args.index, args.model, storage=storage)
+        )
     app.serve(
         args.index,
+        **extra,
         host=args.host,
         port=args.port,
         model=args.model,
@@ -56,6 +70,7 @@ def add_parser(sub: Any) -> None:
         "serve", help="the visual-document RAG chatbot demo: a web page on localhost"
     )
     index_option(sv, " (created if missing)")
+    qdrant_options(sv)
     sv.add_argument(
         "--budget",
         default=None,

@@ -32,6 +32,7 @@ from .folder import (
 )
 from .indexer import Indexer
 from .report import SearchResult
+from .storage import open_index
 
 __all__ = ["Collection"]
 
@@ -73,6 +74,7 @@ class Collection(Indexer):
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         model_name: str | None = None,
+        storage: dict[str, Any] | None = None,
         **index_kwargs: Any,
     ) -> Collection:
         """Create an empty collection in a new or empty folder.
@@ -92,6 +94,9 @@ class Collection(Indexer):
                 tokenizer), or a sixth of a small ``chunk_size``.
             model_name: what to record in ``collection.json`` when ``model`` is an object
                 (otherwise :meth:`open` then needs ``model=``).
+            storage: keep the index in a Qdrant collection instead of the folder
+                (:func:`~metaembed_rag.collection.storage.qdrant_storage`; recorded in
+                ``collection.json``).
             index_kwargs: passed to :class:`MultiVectorIndex` (``dtype=``, ``coarse_vector=``...).
 
         Raises:
@@ -112,7 +117,10 @@ class Collection(Indexer):
             if clear_half_created(root):
                 logger.warning("%s was left half-created by an interrupted run: finishing it", root)
             (root / CREATING_FILE).write_text("metaembed-rag collection being created\n")
-            index = MultiVectorIndex.for_model(loaded, path=root / INDEX_DIR, **index_kwargs)
+            if storage is not None:
+                index = open_index(root, {"storage": storage}, loaded, create=True)
+            else:
+                index = MultiVectorIndex.for_model(loaded, path=root / INDEX_DIR, **index_kwargs)
             index.save()
             from .. import __version__
 
@@ -127,6 +135,8 @@ class Collection(Indexer):
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "metaembed_rag_version": __version__,
             }
+            if storage is not None:
+                config["storage"] = storage
             self = cls(root, config, index, loaded)
             self._write_files()
             _write_json(root / CONFIG_FILE, config)
@@ -142,6 +152,7 @@ class Collection(Indexer):
         device: str | None = None,
         *,
         load_model: bool = True,
+        storage: dict[str, Any] | None = None,
     ) -> Collection:
         """Open an existing collection.
 
@@ -152,6 +163,8 @@ class Collection(Indexer):
             device: device for a model loaded here.
             load_model: ``False`` defers loading the model until it is needed (for
                 :meth:`info`); the fingerprint is then checked at that point.
+            storage: where a collection created with ``storage=`` finds its Qdrant
+                collection now (e.g. another server URL), overriding ``collection.json``.
 
         Raises:
             CollectionError: no collection there, or the model does not match the index.
@@ -176,6 +189,13 @@ class Collection(Indexer):
                 f"{cfg_path} records no model name (it was created with an in-memory model); "
                 "pass the model: Collection.open(folder, model=...) / --model."
             )
+        if storage is not None:
+            if config.get("storage") is None:
+                raise CollectionError(
+                    f"The collection at {root} keeps its index in the folder, not in Qdrant: "
+                    "leave --qdrant / --collection out."
+                )
+            config["storage"] = storage
         loaded = None
         if load_model:
             loaded = _load_model(config["model"] if model is None else model, device)
@@ -201,7 +221,7 @@ class Collection(Indexer):
 
     @staticmethod
     def _load_index(root: Path, config: dict[str, Any], loaded: Any, arg: Any) -> MultiVectorIndex:
-        index = MultiVectorIndex.load(root / INDEX_DIR)
+        index = open_index(root, config)
         if loaded is not None:
             _check_model(root, index, loaded, config.get("model") if arg is None else arg)
         return index

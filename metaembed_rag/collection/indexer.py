@@ -53,6 +53,10 @@ _PARAM_DEFAULTS: dict[str, Any] = {"chunk_unit": "words", "pdf_page_images": Fal
 class Indexer(Journal):
     """Mixin of :class:`~metaembed_rag.collection.Collection`: adding documents."""
 
+    #: What encodes documents instead of :attr:`model` when set: anything with the model's
+    #: ``encode_documents`` (e.g. :class:`~metaembed_rag.distributed.RayEncoder`).
+    encoder: Any = None
+
     @property
     def model(self) -> Any:  # pragma: no cover - Collection defines it
         raise NotImplementedError
@@ -79,7 +83,8 @@ class Indexer(Journal):
                     items.append(c.image)
                 else:
                     items.append(c.text)
-            vectors = self.model.encode_documents(
+            encoder = self.encoder if self.encoder is not None else self.model
+            vectors = encoder.encode_documents(
                 items, batch_size=batch_size, show_progress_bar=False
             )
             self.index.add(

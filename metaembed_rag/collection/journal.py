@@ -15,7 +15,8 @@ from typing import Any
 
 from ..index import MultiVectorIndex
 from ..retriever import TwoStageRetriever
-from .folder import FILES_FILE, INDEX_DIR, LOCK_FILE, _read_json, _write_json
+from .folder import FILES_FILE, LOCK_FILE, _read_json, _write_json
+from .storage import open_index
 
 __all__ = ["Journal", "writes"]
 
@@ -81,7 +82,7 @@ class Journal:
     def _reload(self) -> None:
         logger.info("%s changed on disk: reloading", self.folder)
         self.index.close()
-        self.index = MultiVectorIndex.load(self.folder / INDEX_DIR, model=self._model)
+        self.index = open_index(self.folder, self.config, self._model)
         self._retriever = None
         self._touched.clear()
         self._read_files(repair=False)

@@ -28,7 +28,7 @@ from ..scoring import maxsim, maxsim_pairwise
 from .filters import Filter
 from .validate import DocumentBatch
 
-__all__ = ["SCAN_CHUNK", "Record", "StorageBackend", "StorageInfo"]
+__all__ = ["SCAN_CHUNK", "Record", "SearchPlan", "StorageBackend", "StorageInfo"]
 
 #: Rows scored per step by the default exhaustive :meth:`StorageBackend.scan`.
 SCAN_CHUNK = 16384
@@ -40,6 +40,25 @@ class Record(NamedTuple):
     id: str
     text: str | None
     metadata: dict[str, Any]
+
+
+class SearchPlan(NamedTuple):
+    """One search as :meth:`StorageBackend.native_search` receives it (checked values)."""
+
+    #: hits per query
+    k: int
+    #: documents reranked at ``rerank`` (``max(fetch_k, k)``)
+    fetch: int
+    #: coarse candidates (``fetch``, times the index's ``recall_pool_factor`` for a cascade)
+    pool: int
+    #: the cascade budget (``(1,1)``: the coarse vector alone)
+    recall: Budget
+    #: the final exact MaxSim budget
+    rerank: Budget
+    #: the metadata filter (``None``: every live document)
+    filter: Filter | None
+    #: ``mode="exhaustive"``: exact MaxSim at ``rerank`` over every matching document
+    exhaustive: bool
 
 
 class StorageInfo(TypedDict):
@@ -56,6 +75,9 @@ class StorageBackend(ABC):
 
     dim: int
     num_vectors: int
+    #: The backend persists itself (a database): ``index.save()`` needs no folder and
+    #: :meth:`save` records the index's settings there.
+    remote: bool = False
 
     @abstractmethod
     def __len__(self) -> int:
@@ -115,6 +137,15 @@ class StorageBackend(ABC):
             return np.zeros(rows.shape, dtype=np.float32)
         docs = self.fetch(rows.reshape(-1), budget.r_c).view(*rows.shape, budget.r_c, self.dim)
         return maxsim_pairwise(queries, docs, budget.as_tuple()).numpy()
+
+    def native_search(
+        self, queries: torch.Tensor, plan: SearchPlan
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The whole search in the backend's own engine (e.g. one Qdrant query: prefetch +
+        MaxSim): ``(scores (nq, k) float32, rows (nq, k) int64)`` padded with ``-inf`` / ``-1``,
+        the same contract as ``MultiVectorIndex.search_rows``. ``None`` (the default): the
+        index runs the plan through ``allowed`` / ``candidates`` / ``score`` / ``scan``."""
+        return None
 
     def scan(
         self, queries: torch.Tensor, budget: Budget, allowed: np.ndarray

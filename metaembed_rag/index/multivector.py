@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike
-from .backend import StorageBackend
+from .backend import SearchPlan, StorageBackend
 from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
@@ -461,19 +461,23 @@ class MultiVectorIndex:
         # k and fetch_k are clamped to the documents stored (a huge k must not allocate huge
         # arrays); results are padded only up to that many
         k, fetch_k, filter = min(p.k, len(self)), min(p.fetch_k, self.num_rows), p.filter
-        allowed = self.backend.allowed(filter)
         if p.hybrid is not None:
             if texts is None:
                 raise ValueError(
                     f"hybrid={p.hybrid!r} needs the query texts for BM25: pass texts=[...] "
                     "(one per query vector), or search through TwoStageRetriever.search."
                 )
-            return hybrid_rows(self, q, list(texts), p, allowed)
-        if p.mode == "exhaustive":
-            return self._exhaustive(q, k, rerank, allowed)
+            return hybrid_rows(self, q, list(texts), p, self.backend.allowed(filter))
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
         pool = min(fetch * self.recall_pool_factor, self.num_rows) if cascade else fetch
+        plan = SearchPlan(k, fetch, pool, recall, rerank, filter, p.mode == "exhaustive")
+        native = self.backend.native_search(q, plan)
+        if native is not None:
+            return native
+        allowed = self.backend.allowed(filter)
+        if p.mode == "exhaustive":
+            return self._exhaustive(q, k, rerank, allowed)
         cand, valid = self.backend.candidates(q, pool, allowed, filter is not None)
         if cascade and cand.shape[1] > fetch:
             scores = self.backend.score(q, cand, recall)
@@ -602,10 +606,13 @@ class MultiVectorIndex:
         Returns:
             the directory written.
         """
-        if path is None and self.path is None:
+        if path is None and self.path is None and not self.backend.remote:
             raise ValueError("This index lives in RAM: pass a directory, index.save('my-index').")
         target = Path(path) if path is not None else self.path
-        assert target is not None
+        if target is None:  # a remote backend: it records the settings itself (no folder)
+            if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
+                self.compact()
+            return self._save_to(Path("."), 0)
         own = self.path is not None and target.resolve() == self.path.resolve()
         lock: WriterLock
         if own:
@@ -645,7 +652,8 @@ class MultiVectorIndex:
                 "lexical": self.lexical_enabled,
             },
         }
-        if self._lexical is not None:
+        if self._lexical is not None and not self.backend.remote:  # a remote backend: the
+            # sidecar is rebuilt from the stored texts at the first hybrid search
             header["files"] = {"lexical": self._lexical.save_into(target)}
         header["generation"] = generation
         return self.backend.save(target, header)
