@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         )
     filt = _parse_filters(args.filter)
     try:  # flag mistakes fail before anything loads
-        params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt)
+        params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt, scorer=args.scorer)
     except ValueError as exc:
-        raise ValueError(f"search flags (--k / --fetch-k / --filter): {exc}") from exc
+        raise ValueError(f"search flags (--k / --fetch-k / --filter / --scorer): {exc}") from exc
     query: object = args.query
     if args.image:
         query = Path(args.query).expanduser()
@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         col.model  # noqa: B018 - load (and check) the model before timing the search
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = col.search(query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt)
+        results = col.search(
+            query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt,
+            scorer=params.scorer,
+        )  # fmt: skip
         search_ms = (time.perf_counter() - t0) * 1000
         total = len(col)
     finally:
@@ -101,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
             f"Top {len(results)} of {total} chunks for {shown} at budget ({budget}): "
             f"{search_ms:.0f} ms (model loaded in {load_s:.1f} s)."
         )
-        print(
-            f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product with "
-            f"the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to {budget.r_q}; "
-            "higher is better)."
-        )
+        if params.scorer is not None:
+            print(f"Score = the {params.scorer.name} scorer (docs/scorers.md; higher is better).")
+        else:
+            print(
+                f"Score = MaxSim: for each of {budget.r_q} query vectors its best dot product "
+                f"with the chunk's first {budget.r_c} vectors, summed (-{budget.r_q} to "
+                f"{budget.r_q}; higher is better)."
+            )
         for r in results:
             print(f"\n{r.rank + 1:3d}. {r.score:7.3f}  {_result_label(r)}")
             if r.text:
@@ -144,6 +150,13 @@ def add_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="metadata filter, e.g. --filter type=pdf page=2 (values parsed as JSON "
         'when they are: numbers, true/false, {"$gte": 2})',
+    )
+    se.add_argument(
+        "--scorer",
+        default=None,
+        metavar="NAME|DIR",
+        help="scorer of the exact stage: maxsim (default), pooled, or a folder written by "
+        "`metaembed-rag train-scorer` (see docs/scorers.md)",
     )
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -226,9 +226,10 @@ class Collection(Indexer):
         budget: BudgetLike | None = None,
         fetch_k: int | None = None,
         filter: Filter | None = None,
+        scorer: Any = None,
     ) -> list[SearchResult]:
         """Two-stage search; exactly ``TwoStageRetriever(model, index).search(query,
-        params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter))``.
+        params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter, scorer=scorer))``.
 
         Args:
             query: text (a ``str`` is always text), or an image (``PIL.Image``, ``Path``,
@@ -239,6 +240,8 @@ class Collection(Indexer):
                 :data:`~metaembed_rag.index.params.DEFAULT_FETCH_K`).
             filter: metadata filter, e.g. ``{"type": "pdf"}`` (see
                 :mod:`metaembed_rag.index.filters`).
+            scorer: the exact stage's scorer (``None``: MaxSim; ``"pooled"``, a folder saved
+                by ``train-scorer`` or a :class:`~metaembed_rag.scorers.Scorer`).
 
         Raises:
             ValueError: the collection is empty, a budget the model was not trained with
@@ -249,7 +252,9 @@ class Collection(Indexer):
                 f"The collection at {self.folder} holds no documents; add some first "
                 f"(`metaembed-rag index PATH --index {self.folder}` or add_paths)."
             )
-        params = SearchParams.of(k, fetch_k=fetch_k, rerank_budget=budget, filter=filter)
+        params = SearchParams.of(
+            k, fetch_k=fetch_k, rerank_budget=budget, filter=filter, scorer=scorer
+        )
         params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
         hits = self.retriever.search(query, params=params)
         out = []

@@ -32,6 +32,7 @@ from .coarse import CoarseIndex
 from .filters import Filter
 from .hits import Hit, stable_topk
 from .local import LocalBackend
+from ..scorers import MaxSimScorer, Scorer
 from .params import SearchOptions, SearchParams
 from .persist import IndexMismatchError, read_manifest
 from .rowset import CoarseVector, RowSet
@@ -393,9 +394,11 @@ class MultiVectorIndex:
                 "before searching."
             )
         k, fetch_k, filter = p.k, p.fetch_k, p.filter
+        scorer = p.scorer or MaxSimScorer()
+        scorer.check_compatible(self.fingerprint, self.dim)
         allowed = self.backend.allowed(filter)
         if p.mode == "exhaustive":
-            return self._exhaustive(q, k, rerank, allowed)
+            return self._exhaustive(q, k, rerank, allowed, scorer)
         fetch = max(fetch_k, k)
         cascade = recall != Budget(1, 1)
         pool = fetch * self.recall_pool_factor if cascade else fetch
@@ -405,16 +408,16 @@ class MultiVectorIndex:
             _, cand = self._select(scores, cand, valid, fetch)
             valid = cand >= 0
             cand = np.where(valid, cand, int(np.argmax(allowed)))  # any allowed row as filler
-        scores = self.backend.score(q, cand, rerank)
+        scores = scorer.rerank(self.backend, q, cand, rerank)
         return self._select(scores, cand, valid, k)
 
     def _exhaustive(
-        self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray
+        self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray, scorer: Scorer
     ) -> tuple[np.ndarray, np.ndarray]:
         nq = q.shape[0]
         best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.zeros((nq, 0), dtype=np.int64)
-        for rows, scores in self.backend.scan(q, budget, allowed):
+        for rows, scores in scorer.scan(self.backend, q, budget, allowed):
             cat_s = np.concatenate([best_s, scores], axis=1)
             cat_r = np.concatenate([best_r, np.broadcast_to(rows, (nq, rows.size))], axis=1)
             best_s, best_r = self._select(cat_s, cat_r, np.isfinite(cat_s), k)
@@ -455,6 +458,9 @@ class MultiVectorIndex:
           the coarse stage: only matching documents are candidates.
         * ``mode``: ``"two_stage"`` or ``"exhaustive"`` (exact MaxSim at ``rerank_budget`` over
           every matching document, chunked; for evaluation and small corpora).
+        * ``scorer``: the exact stage's scorer (default MaxSim; ``"pooled"``, a saved learned
+          scorer or a :class:`~metaembed_rag.scorers.Scorer`, see ``docs/scorers.md``); a
+          learned scorer trained for another model raises ``ScorerMismatchError``.
 
         Args:
             queries: ``(nq, Kq, D)`` float query vectors (or one ``(Kq, D)`` query).

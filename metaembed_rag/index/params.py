@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
 
 from ..budget import Budget, BudgetLike, parse_budget, resolve_budget
+from ..scorers import MaxSimScorer, Scorer, resolve_scorer
 from .filters import Filter, compile_filter
 
 __all__ = ["DEFAULT_FETCH_K", "SearchMode", "SearchOptions", "SearchParams"]
@@ -32,6 +33,7 @@ class SearchOptions(TypedDict, total=False):
     rerank_budget: BudgetLike | None
     filter: Filter | None
     mode: SearchMode
+    scorer: Scorer | str | None
 
 
 def _positive(value: Any, what: str) -> int:
@@ -52,6 +54,10 @@ class SearchParams:
         rerank_budget: budget of the final exact MaxSim; ``None``: the largest trained one.
         filter: a metadata filter (:mod:`metaembed_rag.index.filters`) or ``None``.
         mode: ``"two_stage"`` or ``"exhaustive"``.
+        scorer: the scorer of the exact stage (:mod:`metaembed_rag.scorers`): ``None`` /
+            ``"maxsim"`` (budgeted MaxSim, the default), ``"pooled"``, a folder saved by
+            ``metaembed-rag train-scorer`` or a :class:`~metaembed_rag.scorers.Scorer`. The
+            cascade's recall stage stays MaxSim.
 
     Raises:
         ValueError: ``k`` / ``fetch_k`` not a positive int, a budget that does not parse, an
@@ -64,6 +70,7 @@ class SearchParams:
     rerank_budget: Budget | None = None
     filter: Filter | None = None
     mode: SearchMode = "two_stage"
+    scorer: Scorer | None = None
 
     def __post_init__(self) -> None:
         _positive(self.k, "k")
@@ -75,18 +82,21 @@ class SearchParams:
             raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {self.mode!r}.")
         if self.filter is not None:
             compile_filter(self.filter)
+        if self.scorer is not None:
+            scorer = resolve_scorer(self.scorer)
+            object.__setattr__(self, "scorer", None if type(scorer) is MaxSimScorer else scorer)
 
     def replace(self, **changes: Any) -> SearchParams:
         """A copy with ``changes`` applied; ``None`` values keep the current setting, except
         ``filter`` and ``rerank_budget`` where ``None`` is a setting (no filter, the largest
         budget) and only a missing key keeps the current one."""
-        keep_none = ("filter", "rerank_budget")
+        keep_none = ("filter", "rerank_budget", "scorer")
         given = {k: v for k, v in changes.items() if v is not None or k in keep_none}
         unknown = set(given) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(
                 f"unknown search option(s) {sorted(unknown)}; the options are k, fetch_k, "
-                "recall_budget, rerank_budget, filter and mode."
+                "recall_budget, rerank_budget, filter, mode and scorer."
             )
         return dataclasses.replace(self, **given) if given else self
 
@@ -121,7 +131,8 @@ class SearchParams:
         return recall, rerank
 
     def settings(self) -> dict[str, Any]:
-        """The persistable defaults (JSON-ready; ``k`` and ``filter`` are per query)."""
+        """The persistable defaults (JSON-ready; ``k``, ``filter`` and ``scorer`` are per
+        query)."""
         return {
             "fetch_k": self.fetch_k,
             "recall_budget": list(self.recall_budget.as_tuple()),
