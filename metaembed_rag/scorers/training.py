@@ -11,7 +11,6 @@ saved record says whether the scorer helped there.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..budget import Budget
+from ..data import load_pairs as read_pairs_file
 from ..scoring import maxsim
 from ..vector_cache import cached_vectors, default_cache_dir, file_identity
 from .base import MaxSimScorer, Scorer
@@ -94,12 +94,7 @@ def load_pairs(folder: str | Path, per_source: int, seed: int = 0) -> tuple[list
         )
     pairs: list[tuple[str, str]] = []
     for f in files:
-        rows = []
-        with f.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    row = json.loads(line)
-                    rows.append((str(row["query"]), str(row["positive"])))
+        rows = [(p.query, p.positive) for p in read_pairs_file(f)]
         random.Random(f"{seed}|{f.parent.name}").shuffle(rows)
         pairs += rows[:per_source]
     return pairs, files
