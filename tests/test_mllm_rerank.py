@@ -10,26 +10,12 @@ import torch
 from PIL import Image
 
 from metaembed_rag.rerank import MLLMReranker, RerankPrompt, fuse_scores
-from tiny_models import QWEN2VL_CHAT_TEMPLATE, _qwen_tokenizer
+from tiny_models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
 def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Qwen2 causal LM with a byte-level tokenizer and the Qwen chat template
-    ("True" and "False" are several tokens each here)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_lm") / "lm"
-    tok = _qwen_tokenizer()
-    tok.chat_template = QWEN2VL_CHAT_TEMPLATE
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
-    Qwen2ForCausalLM(cfg).eval().save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm") / "lm")
 
 
 def _image(seed: int) -> Image.Image:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from metaembed_rag import maxsim
 from metaembed_rag.budget import check_budget, parse_budget
+from metaembed_rag.scorers import Scorer, resolve_scorer
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .embeddings import MetaEmbedEmbeddings
@@ -64,6 +64,13 @@ class MetaEmbedReranker(BaseDocumentCompressor):
     score_key: str = Field(
         default="relevance_score", description="Metadata key the score is written to."
     )
+    scorer: Scorer | str | None = Field(
+        default=None,
+        description=(
+            "Late-interaction scorer: None (MaxSim), 'pooled', a folder saved by "
+            "`metaembed-rag train-scorer`, or a metaembed_rag.scorers.Scorer."
+        ),
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -77,6 +84,11 @@ class MetaEmbedReranker(BaseDocumentCompressor):
                 data = {**data, "embeddings": store.embeddings}
         return data
 
+    @field_validator("scorer")
+    @classmethod
+    def _resolve_scorer(cls, value: Any) -> Any:
+        return None if value is None else resolve_scorer(value)
+
     @field_validator("budget")
     @classmethod
     def _parse_budget(cls, value: Any) -> Any:
@@ -89,6 +101,8 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         vectors, encoded with the same token limit."""
         owner = f"the reranker's model ({self.embeddings.model_name})"
         check_budget(self.budget, self.embeddings.budgets, "budget", owner)
+        if isinstance(self.scorer, Scorer):
+            self.scorer.check_compatible(self.embeddings.fingerprint(), self.embeddings.client.dim)
         store = self.vectorstore
         if store is None:
             return self
@@ -138,7 +152,7 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         budget = self.embeddings.client.resolve_budget(parse_budget(self.budget, "budget"))
         q = self.embeddings.encode_queries([query])  # (1, R_q, D)
         d = self._document_vectors(documents)  # (n, R_c, D)
-        scores = maxsim(q, d, budget.as_tuple())[0].tolist()
+        scores = resolve_scorer(self.scorer).score(q, d, budget)[0].tolist()
         order = sorted(range(len(documents)), key=lambda i: (-scores[i], i))
         n = self.top_n if top_n is None else top_n
         if n is not None:

@@ -214,13 +214,13 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         **options: Any,
     ) -> SearchParams:
         """This call's :class:`SearchParams`: the store's defaults with ``options`` (``budget``,
-        ``fetch_k``, ``recall_budget``, ``mode``) applied; budgets checked against
+        ``fetch_k``, ``recall_budget``, ``mode``, ``scorer``) applied; budgets checked against
         :attr:`budgets` (the message lists the valid ones)."""
-        unknown = sorted(set(options) - {"budget", "fetch_k", "recall_budget", "mode"})
+        unknown = sorted(set(options) - {"budget", "fetch_k", "recall_budget", "mode", "scorer"})
         if unknown:
             raise TypeError(
                 f"MetaEmbedVectorStore.{where} got unexpected argument(s) {unknown}; the search "
-                "options are budget, fetch_k, recall_budget and mode."
+                "options are budget, fetch_k, recall_budget, mode and scorer."
             )
         if filter is not None and not isinstance(filter, dict):
             raise TypeError(
@@ -241,6 +241,7 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
             rerank_budget=rerank,
             filter=filter,
             mode=options.get("mode") or self.mode,
+            scorer=options.get("scorer"),
         )
 
     def _search(

@@ -29,7 +29,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.embeddings.metaembed import MetaEmbedEmbedding
 from llama_index.embeddings.metaembed.inputs import content_hash, node_input
 
-from metaembed_rag import Budget, maxsim
+from metaembed_rag import Budget
+from metaembed_rag.scorers import resolve_scorer
 from metaembed_rag.budget import BudgetLike
 
 __all__ = ["MetaEmbedRerank", "RETRIEVAL_SCORE_KEY"]
@@ -60,6 +61,9 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             (64 float32 vectors of D=384 are 96 KiB: the default 64 MiB holds about 680
             nodes); ``0`` disables the cache.
         callback_manager: receives the ``CBEventType.RERANKING`` event.
+        scorer: the late-interaction scorer (``None``: MaxSim; ``"pooled"``, a folder from
+            ``metaembed-rag train-scorer`` or a ``metaembed_rag.scorers.Scorer``; not part of
+            ``to_dict``).
     """
 
     top_n: int = Field(default=5, description="Number of nodes to return, best first.", ge=1)
@@ -89,6 +93,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
     _cache_bytes: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _encoded: int = PrivateAttr(default=0)
+    _scorer: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -102,6 +107,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
         keep_retrieval_score: bool = False,
         cache_mb: float = 64.0,
         callback_manager: CallbackManager | None = None,
+        scorer: Any = None,
         **kwargs: Any,
     ) -> None:
         if embed_model is None:
@@ -133,6 +139,8 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             **kwargs,
         )
         self._embed_model = embed_model
+        self._scorer = resolve_scorer(scorer)
+        self._scorer.check_compatible(embed_model.model_fingerprint, embed_model.model.dim)
 
     @classmethod
     def class_name(cls) -> str:
@@ -212,7 +220,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             return []
         q = self._embed_model.get_query_bundle_multi_vector(query_bundle).unsqueeze(0)
         docs = self._document_vectors(nodes)
-        return maxsim(q, docs, Budget.parse(self.budget))[0].tolist()
+        return self._scorer.score(q, docs, Budget.parse(self.budget))[0].tolist()
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None

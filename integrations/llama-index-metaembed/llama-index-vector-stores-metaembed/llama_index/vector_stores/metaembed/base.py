@@ -325,6 +325,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         recall_budget: BudgetLike | None = None,
         rerank_budget: BudgetLike | None = None,
         mode: Literal["two_stage", "exhaustive"] | None = None,
+        scorer: Any = None,
     ) -> VectorStoreQueryResult:
         """Two-stage MaxSim search for an already encoded query, under the store's lock.
 
@@ -333,6 +334,8 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             similarity_top_k: nodes returned.
             filters, node_ids, doc_ids: restrictions (all must hold).
             fetch_k, recall_budget, rerank_budget, mode: ``None`` uses the store's setting.
+            scorer: the exact stage's scorer (``None``: MaxSim; ``"pooled"``, a folder from
+                ``metaembed-rag train-scorer`` or a ``metaembed_rag.scorers.Scorer``).
 
         Returns:
             nodes, MaxSim scores (sums over query vectors, best first) and node ids.
@@ -344,6 +347,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             rerank_budget=self.rerank_budget if rerank_budget is None else rerank_budget,
             filter=self.core_filter(filters, node_ids, doc_ids),
             mode=self.mode if mode is None else mode,
+            scorer=scorer,
         )
         q = query_vectors.unsqueeze(0) if query_vectors.dim() == 2 else query_vectors
         with self._lock:
