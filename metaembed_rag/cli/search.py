@@ -67,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
         params = SearchParams.of(args.k, fetch_k=args.fetch_k, filter=filt, scorer=args.scorer)
     except ValueError as exc:
         raise ValueError(f"search flags (--k / --fetch-k / --filter / --scorer): {exc}") from exc
+    reranker = None
+    if args.rerank:  # load (and fail) before the index opens
+        from ..rerank import load_reranker, rerank_results
+
+        reranker = load_reranker(
+            args.rerank, device=args.device, trust_remote_code=args.trust_remote_code,
+            fusion_weight=args.rerank_fusion,
+        )  # fmt: skip
     query: object = args.query
     if args.image:
         query = Path(args.query).expanduser()
@@ -84,10 +92,13 @@ def run(args: argparse.Namespace) -> int:
         col.model  # noqa: B018 - load (and check) the model before timing the search
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        pool = max(params.k, args.rerank_candidates) if args.rerank else params.k
         results = col.search(
-            query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt,
+            query, k=pool, budget=budget, fetch_k=max(params.fetch_k, pool), filter=filt,
             scorer=params.scorer,
         )  # fmt: skip
+        if reranker is not None:
+            results = rerank_results(reranker, query, results, top_n=params.k)
         search_ms = (time.perf_counter() - t0) * 1000
         total = len(col)
     finally:
@@ -104,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
             f"Top {len(results)} of {total} chunks for {shown} at budget ({budget}): "
             f"{search_ms:.0f} ms (model loaded in {load_s:.1f} s)."
         )
-        if params.scorer is not None:
+        if reranker is not None:
+            print(f'Score = P("True") from {args.rerank} over the top {pool} (docs/gpu-vlm.md).')
+        elif params.scorer is not None:
             print(f"Score = the {params.scorer.name} scorer (docs/scorers.md; higher is better).")
         else:
             print(
@@ -158,6 +171,22 @@ def add_parser(sub: Any) -> None:
         help="scorer of the exact stage: maxsim (default), pooled, or a folder written by "
         "`metaembed-rag train-scorer` (see docs/scorers.md)",
     )
+    se.add_argument(
+        "--rerank",
+        default=None,
+        metavar="mllm:MODEL",
+        help="rerank the top --rerank-candidates with a generative model's P(True) "
+        "(MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
+    )
+    se.add_argument("--rerank-candidates", type=int, default=20, help="hits reranked (default 20)")
+    se.add_argument(
+        "--rerank-fusion", type=float, default=0.0,
+        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
+    )  # fmt: skip
+    se.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let the --rerank checkpoint run its own code (off by default)",
+    )  # fmt: skip
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
     se.add_argument("--model", help="model folder if the index records none")

@@ -32,7 +32,7 @@ import torch
 
 from ..inputs import Item, ItemLike, load_images, to_items
 
-__all__ = ["MLLMReranker", "RerankPrompt", "fuse_scores"]
+__all__ = ["MLLMReranker", "RerankPrompt", "fuse_scores", "load_reranker", "rerank_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -340,3 +340,41 @@ class MLLMReranker:
         if top_n is not None:
             order = order[:top_n]
         return [(i, scores[i]) for i in order]
+
+
+def load_reranker(spec: str, **kwargs: Any) -> MLLMReranker:
+    """A reranker from a ``--rerank`` value: ``mllm:MODEL`` (a ``transformers`` checkpoint
+    name or folder); ``kwargs`` go to :meth:`MLLMReranker.from_pretrained`.
+
+    Raises:
+        ValueError: another form (the message shows the accepted one).
+    """
+    kind, sep, name = spec.partition(":")
+    if kind != "mllm" or not sep or not name:
+        raise ValueError(
+            f"--rerank {spec!r}: write mllm:MODEL, e.g. mllm:Qwen/Qwen2-VL-2B-Instruct or "
+            "mllm:/path/to/checkpoint"
+        )
+    return MLLMReranker.from_pretrained(name, **kwargs)
+
+
+def rerank_results(
+    reranker: MLLMReranker, query: ItemLike, results: Sequence[Any], top_n: int | None = None
+) -> list[Any]:
+    """Rerank search results (dataclasses with ``text``, ``score``, ``rank`` and optionally
+    ``image``: :class:`~metaembed_rag.index.Hit`, ``SearchResult``): copies, best first, with
+    the reranker's score and new ranks; the first-stage score is fused when the reranker's
+    ``fusion_weight > 0``."""
+    import dataclasses
+
+    cands: list[Any] = []
+    for r in results:
+        image = getattr(r, "image", None)
+        cands.append((r.text, image) if image is not None and r.text else image or r.text or "")
+    ranked = reranker.rerank(
+        query, cands, top_n=top_n, first_stage_scores=[float(r.score) for r in results]
+    )
+    return [
+        dataclasses.replace(results[i], score=float(s), rank=rank)
+        for rank, (i, s) in enumerate(ranked)
+    ]
