@@ -212,9 +212,9 @@ class CrossAttentionScorer(LearnedScorer):
         n, m = docs.shape[:2]
         q = torch.as_tensor(queries)[:, : b.r_q].float()
         c = torch.as_tensor(docs)[:, :, : b.r_c].float()
-        out = torch.empty(n * m)
+        out = torch.empty(n * m, device=q.device)
         flat_c = c.reshape(n * m, *c.shape[2:])
-        query_of = torch.arange(n).repeat_interleave(m)
+        query_of = torch.arange(n, device=q.device).repeat_interleave(m)
         with torch.no_grad():
             for s in range(0, n * m, PAIR_CHUNK):
                 e = min(n * m, s + PAIR_CHUNK)
