@@ -226,6 +226,10 @@ def test_training_lowers_the_loss(kind):
     budget = Budget(4, 8)
     scorer, record = train_scorer(data, recipe, budget, fingerprint="fp", progress=False)
     assert record["loss_last_mean10"] < record["loss_first"]
+    # the held-out best is kept, step 0 (MaxSim) included
+    assert record["dev_mrr10_scorer"] == max(m for _, m in record["dev_history"])
+    if kind == "bilinear":  # untrained bilinear == MaxSim exactly
+        assert record["dev_history"][0][1] == record["dev_mrr10_maxsim"]
     assert scorer.fingerprint == "fp"
     before = _contrastive_loss(MaxSimScorer().score(data.queries, data.docs, budget), recipe.temperature)
     after = _contrastive_loss(scorer.score(data.queries, data.docs, budget), recipe.temperature)

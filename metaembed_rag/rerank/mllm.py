@@ -281,16 +281,16 @@ class MLLMReranker:
         lengths = base["attention_mask"].sum(dim=1)  # the answer position is lengths - 1
         rows = torch.arange(len(texts), device=self.device)
         if all(len(w) == 1 for w in self.answer_ids):
-            logits = self.model(**base).logits[rows, lengths - 1].double()
+            logits = self.model(**base, use_cache=False).logits[rows, lengths - 1].double()
             logp = torch.log_softmax(logits, dim=-1)
             return torch.stack([logp[:, w[0]] for w in self.answer_ids], dim=1).cpu()
         out = []
         for word in self.answer_ids:
             batch = self._append(base, word[:-1])
-            logits = self.model(**batch).logits.double()
+            logits = self.model(**batch, use_cache=False).logits
             total = torch.zeros(len(texts), dtype=torch.float64, device=self.device)
             for j, tok in enumerate(word):
-                step = torch.log_softmax(logits[rows, lengths - 1 + j], dim=-1)
+                step = torch.log_softmax(logits[rows, lengths - 1 + j].double(), dim=-1)
                 total += step[:, tok]
             out.append(total)
         return torch.stack(out, dim=1).cpu()
