@@ -3,9 +3,11 @@
 For each set the packaged default model's document vectors come from the eval cache
 (``metaembed_rag.evaluation.encode_corpus``: a cache hit after ``metaembed-rag eval``), the
 queries are encoded (the first ``--limit-queries`` judged queries, sorted by id), the documents
-go into a float32 :class:`~metaembed_rag.index.MultiVectorIndex` and every query is searched
-through the product path: coarse mean-vector recall of ``--fetch-k`` candidates, then the
-scorer at the budget (``search_rows(..., rerank_budget=b, scorer=s)``), top 10.
+go into a float32 :class:`~metaembed_rag.index.MultiVectorIndex`, and each scorer is measured on
+its own, apart from the coarse stage: a first-stage scorer (MaxSim, pooled, bilinear) scores
+every document (``search_rows(..., mode="exhaustive", rerank_budget=b, scorer=s)``); a
+reranker-only scorer (cross-attention) reorders exact MaxSim's top ``--rerank-pool`` (100) at the
+same budget through ``Scorer.rerank``. nDCG@10 on the top 10.
 
 Usage::
 
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from metaembed_rag.data import load_beir
 from metaembed_rag.evaluation import encode_corpus
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scorers[spec if s.name in ("maxsim", "pooled") else s.name] = s
     budgets = [model.resolve_budget(b) for b in (args.budgets or model.budgets)]
     folders = read_suite_file(args.suite)
-    out: dict[str, Any] = {"sets": {}, "fingerprint": fp, "fetch_k": args.fetch_k,
+    out: dict[str, Any] = {"sets": {}, "fingerprint": fp, "rerank_pool": args.rerank_pool,
                            "limit_queries": args.limit_queries}  # fmt: skip
     for name, folder in zip(dataset_names(folders), folders, strict=True):
         ds = load_beir(folder)
@@ -70,9 +72,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for sname, scorer in scorers.items():
             for b in budgets:
                 t0 = time.perf_counter()
-                _, found = index.search_rows(
-                    queries, 10, fetch_k=args.fetch_k, rerank_budget=b, scorer=scorer
-                )
+                if scorer.first_stage:  # every document scored exactly by the scorer
+                    _, found = index.search_rows(
+                        queries, 10, mode="exhaustive", rerank_budget=b, scorer=scorer
+                    )
+                else:  # a reranker of exact MaxSim's top --rerank-pool at the same budget
+                    _, pool = index.search_rows(
+                        queries, args.rerank_pool, mode="exhaustive", rerank_budget=b
+                    )
+                    scores = scorer.rerank(index.backend, queries, pool, b)
+                    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+                    found = np.take_along_axis(pool, top, axis=1)
                 ms = (time.perf_counter() - t0) * 1000 / len(qids)
                 ids = index.ids_of(found)
                 rankings = dict(zip(qids, ids, strict=True))
@@ -112,7 +122,8 @@ def main() -> None:
     p.add_argument("--scorer", action="append", required=True,
                    help="maxsim, pooled or a folder from train-scorer (repeat)")
     p.add_argument("--budgets", nargs="*", default=None, help="budgets 'r_q,r_c' (default: all trained)")
-    p.add_argument("--fetch-k", type=int, default=100, help="coarse candidates per query")
+    p.add_argument("--rerank-pool", type=int, default=100,
+                   help="exact MaxSim candidates a reranker-only scorer reorders")
     p.add_argument("--limit-queries", type=int, default=1000, help="first N judged queries per set")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
