@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -173,7 +173,8 @@ class MLLMReranker:
         else:
             model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **common)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, **common)
-        return cls(model.to(device), tokenizer, processor, **kwargs)
+        model = cast(Any, model).to(device)
+        return cls(model, tokenizer, processor, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -359,7 +360,7 @@ def load_reranker(spec: str, **kwargs: Any) -> MLLMReranker:
 
 
 def rerank_results(
-    reranker: MLLMReranker, query: ItemLike, results: Sequence[Any], top_n: int | None = None
+    reranker: MLLMReranker, query: Any, results: Sequence[Any], top_n: int | None = None
 ) -> list[Any]:
     """Rerank search results (dataclasses with ``text``, ``score``, ``rank`` and optionally
     ``image``: :class:`~metaembed_rag.index.Hit`, ``SearchResult``): copies, best first, with

@@ -175,13 +175,12 @@ class CrossAttentionScorer(LearnedScorer):
             self.q_proj = nn.Linear(dim, hidden)
             self.k_proj = nn.Linear(dim, hidden)
             self.v_proj = nn.Linear(dim, hidden)
-            self.mlp = nn.Sequential(
-                nn.Linear(2 * hidden + 1, hidden), nn.GELU(), nn.Linear(hidden, 1)
-            )
+            last = nn.Linear(hidden, 1)
+            self.mlp = nn.Sequential(nn.Linear(2 * hidden + 1, hidden), nn.GELU(), last)
         finally:
             torch.random.set_rng_state(gen_state)
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "hidden": self.hidden}
