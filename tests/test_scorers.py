@@ -234,3 +234,15 @@ def test_training_lowers_the_loss(kind):
     before = _contrastive_loss(MaxSimScorer().score(data.queries, data.docs, budget), recipe.temperature)
     after = _contrastive_loss(scorer.score(data.queries, data.docs, budget), recipe.temperature)
     assert after < before
+
+
+def test_keep_last_saves_the_last_step():
+    from metaembed_rag.budget import Budget
+
+    recipe = ScorerRecipe(steps=10, batch_size=8, negatives=2, rank=4, dev_fraction=0.25,
+                          mine_budget=(2, 4), keep="last", eval_every=5)  # fmt: skip
+    scorer, record = train_scorer(_toy_pairs(), recipe, Budget(4, 8), progress=False)
+    assert record["best_step"] == 10 and [s for s, _ in record["dev_history"]] == [0, 5, 10]
+    assert bool(scorer.u.detach().any())  # trained weights, not the untrained start
+    with pytest.raises(ValueError, match="keep"):
+        ScorerRecipe(keep="first")

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = ScorerRecipe(
         kind=args.kind, per_source=args.per_source, seed=args.seed, steps=args.steps,
         batch_size=args.batch_size, negatives=args.negatives, lr=args.lr,
-        temperature=args.temperature, rank=args.rank, hidden=args.hidden,
+        temperature=args.temperature, rank=args.rank, hidden=args.hidden, keep=args.keep,
     )  # fmt: skip
     output = Path(args.output or f"scorer-{args.kind}")
     if output.exists() and any(output.iterdir()) and not args.overwrite:
@@ -72,6 +72,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=d["temperature"])
     p.add_argument("--rank", type=int, default=d["rank"], help="bilinear: rank of W - I")
     p.add_argument("--hidden", type=int, default=d["hidden"], help="cross-attention: width")
+    p.add_argument("--keep", choices=["best", "last"], default=d["keep"],
+                   help="weights saved: the held-out best (default; may be the untrained = MaxSim) "
+                   "or the last step's")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--cache-dir", default=None,
                    help="encoded pairs cache (default ~/.cache/metaembed-rag/scorer-pairs)")

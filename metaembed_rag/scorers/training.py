@@ -61,6 +61,7 @@ class ScorerRecipe:
     mine_budget: tuple[int, int] = (2, 16)
     dev_fraction: float = 0.1
     eval_every: int = 25
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         if self.kind not in ("bilinear", "cross-attention"):
@@ -68,6 +69,8 @@ class ScorerRecipe:
         for name in ("per_source", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.negatives < 0 or self.temperature <= 0 or self.lr <= 0:
             raise ValueError("negatives must be >= 0, temperature and lr > 0")
 
@@ -262,7 +265,10 @@ def train_scorer(
             if mrr > best_mrr:
                 best_mrr, best_step = mrr, step
                 best_state = {k: v.detach().clone() for k, v in scorer.state_dict().items()}
-    scorer.load_state_dict(best_state)  # the held-out best (step 0: untrained = MaxSim)
+    if recipe.keep == "best":
+        scorer.load_state_dict(best_state)  # the held-out best (step 0: untrained = MaxSim)
+    else:
+        best_mrr, best_step = history[-1][1], len(losses)
     scorer.eval()
     record = {
         "recipe": asdict(recipe),
