@@ -56,7 +56,9 @@ def _timed(fn, repeat: int = 3) -> tuple[Any, float]:
 
 
 def _tiny_models():
-    spec = importlib.util.spec_from_file_location("gpu_check_tiny_models", REPO / "tests" / "tiny_models.py")
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check_tiny_models", REPO / "tests" / "tiny_models.py"
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[spec.name] = module  # type: ignore[union-attr]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -68,7 +70,10 @@ def check_encoder(model_name: str | None, n_docs: int) -> dict[str, Any]:
 
     gpu = load_model(model_name, DEVICE)
     cpu = load_model(model_name, "cpu")
-    docs = [f"Document {i} about topic {i % 17}: retrieval with meta tokens and budgets." for i in range(n_docs)]
+    docs = [
+        f"Document {i} about topic {i % 17}: retrieval with meta tokens and budgets."
+        for i in range(n_docs)
+    ]
     vecs, doc_ms = _timed(lambda: gpu.encode_documents(docs, batch_size=64), repeat=2)
     _, q_ms = _timed(lambda: gpu.encode_queries(docs[:64], batch_size=64), repeat=2)
     ref = cpu.encode_documents(docs[:4])
@@ -78,7 +83,12 @@ def check_encoder(model_name: str | None, n_docs: int) -> dict[str, Any]:
 
 
 def check_scorers(n: int) -> dict[str, Any]:
-    from metaembed_rag.scorers import BilinearScorer, CrossAttentionScorer, MaxSimScorer, PooledDotScorer
+    from metaembed_rag.scorers import (
+        BilinearScorer,
+        CrossAttentionScorer,
+        MaxSimScorer,
+        PooledDotScorer,
+    )
 
     g = torch.Generator().manual_seed(0)
     docs = torch.nn.functional.normalize(torch.randn(n, 64, 384, generator=g), dim=-1)
@@ -96,7 +106,12 @@ def check_scorers(n: int) -> dict[str, Any]:
         ref_s = scorer.to("cpu") if isinstance(scorer, torch.nn.Module) else scorer
         ref = ref_s.score(q, docs[:256].bfloat16().float(), (16, 64))
         diff = float((s[:, :256].float().cpu() - ref).abs().max())
-        out[scorer.name] = {"ms_16_queries": ms, "docs": n, "max_abs_diff_vs_cpu": diff, "ok": diff < 1e-2}
+        out[scorer.name] = {
+            "ms_16_queries": ms,
+            "docs": n,
+            "max_abs_diff_vs_cpu": diff,
+            "ok": diff < 1e-2,
+        }
     cand = torch.nn.functional.normalize(torch.randn(16, 100, 64, 384, generator=g), dim=-1)
     gpu_cross = cross.to(DEVICE)
     s, ms = _timed(lambda: gpu_cross.score_pairwise(q_gpu, cand.to(DEVICE), (16, 64)))
@@ -112,7 +127,10 @@ def check_faiss() -> dict[str, Any]:
     try:
         import faiss
     except ImportError:
-        return {"available": False, "why": "faiss not installed (pip install 'metaembed-rag[faiss]')"}
+        return {
+            "available": False,
+            "why": "faiss not installed (pip install 'metaembed-rag[faiss]')",
+        }
     if not hasattr(faiss, "StandardGpuResources"):
         return {"available": False, "why": "faiss has no GPU support (install faiss-gpu)"}
     from metaembed_rag.index import MultiVectorIndex
@@ -123,7 +141,9 @@ def check_faiss() -> dict[str, Any]:
     ids = [str(i) for i in range(len(docs))]
     res = {}
     for gpu in (False, True):
-        idx = MultiVectorIndex(128, num_vectors=8, budgets=[(1, 1), (4, 8)], use_gpu=gpu, dtype="float32")
+        idx = MultiVectorIndex(
+            128, num_vectors=8, budgets=[(1, 1), (4, 8)], use_gpu=gpu, dtype="float32"
+        )
         idx.add(ids, docs, None, None)
         _sync()
         t0 = time.perf_counter()
@@ -153,17 +173,25 @@ def check_mllm() -> dict[str, Any]:
             cpu = MLLMReranker.from_pretrained(path, device="cpu", batch_size=8)
             s, ms = _timed(lambda r=gpu, c=cands: r.score("a query", c), repeat=2)
             diff = max(abs(a - b) for a, b in zip(s, cpu.score("a query", cands), strict=True))
-            out[name] = {"ms_per_candidate": ms / len(cands), "max_abs_diff_vs_cpu": diff, "ok": diff < 1e-3}
+            out[name] = {
+                "ms_per_candidate": ms / len(cands),
+                "max_abs_diff_vs_cpu": diff,
+                "ok": diff < 1e-3,
+            }
     return out
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default=None, help="MetaEmbed model for the encoder check")
     p.add_argument("--docs", type=int, default=512, help="documents encoded")
     p.add_argument("--n", type=int, default=50000, help="random documents scored")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--device", default="cuda", help="cuda (default) or cpu: a dry run of the script")
+    p.add_argument(
+        "--device", default="cuda", help="cuda (default) or cpu: a dry run of the script"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     global DEVICE
@@ -188,7 +216,9 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     failed = [k for k, v in result.items() if isinstance(v, dict) and _failed(v)]
-    print(f"gpu_check: {'FAILED ' + ', '.join(failed) if failed else 'all checks passed'} in {result['seconds']:.0f} s")
+    print(
+        f"gpu_check: {'FAILED ' + ', '.join(failed) if failed else 'all checks passed'} in {result['seconds']:.0f} s"
+    )
     return 1 if failed else 0
 
 

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queries, _, _ = cached_vectors(  # the same queries for every run of this script
             default_cache_dir(), "scorer-queries",
             f"{fp}|{file_identity(folder / 'queries.jsonl')}|{args.limit_queries}",
-            lambda: model.encode_queries([ds.queries[q] for q in qids], batch_size=64),
+            lambda ds=ds, qids=qids: model.encode_queries(
+                [ds.queries[q] for q in qids], batch_size=64
+            ),
         )  # fmt: skip
         index = MultiVectorIndex.for_model(model, dtype="float32")
         index.add(doc_ids, docs, None, None)
@@ -116,14 +118,26 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--suite", default=str(Path(__file__).with_name("zero-shot-suite.txt")))
     p.add_argument("--model", default=None, help="model (default: the packaged default)")
-    p.add_argument("--scorer", action="append", required=True,
-                   help="maxsim, pooled or a folder from train-scorer (repeat)")
-    p.add_argument("--budgets", nargs="*", default=None, help="budgets 'r_q,r_c' (default: all trained)")
-    p.add_argument("--rerank-pool", type=int, default=100,
-                   help="exact MaxSim candidates a reranker-only scorer reorders")
+    p.add_argument(
+        "--scorer",
+        action="append",
+        required=True,
+        help="maxsim, pooled or a folder from train-scorer (repeat)",
+    )
+    p.add_argument(
+        "--budgets", nargs="*", default=None, help="budgets 'r_q,r_c' (default: all trained)"
+    )
+    p.add_argument(
+        "--rerank-pool",
+        type=int,
+        default=100,
+        help="exact MaxSim candidates a reranker-only scorer reorders",
+    )
     p.add_argument("--limit-queries", type=int, default=1000, help="first N judged queries per set")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import build_tiny_causal_lm
 
 from metaembed_rag import MetaEmbedModel
 from metaembed_rag.cli import main
 from metaembed_rag.collection import Collection
 from metaembed_rag.rerank import MLLMReranker
-from tiny_models import build_tiny_causal_lm
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -41,14 +41,26 @@ def setup(tiny_bert_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     pairs = root / "pairs"
     for source in ("a", "b"):
         (pairs / source).mkdir(parents=True)
-        rows = [{"query": f"{source} dog {i}", "positive": f"the dog {i} runs in park {source}"} for i in range(12)]
+        rows = [
+            {"query": f"{source} dog {i}", "positive": f"the dog {i} runs in park {source}"}
+            for i in range(12)
+        ]
         (pairs / source / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     lm = str(build_tiny_causal_lm(root / "lm"))
-    return {"model": model, "other": other, "idx": idx, "pairs": str(pairs), "lm": lm, "root": str(root)}
+    return {
+        "model": model,
+        "other": other,
+        "idx": idx,
+        "pairs": str(pairs),
+        "lm": lm,
+        "root": str(root),
+    }
 
 
 def test_search_with_pooled_scorer(capsys, setup) -> None:
-    rc, out, err = _run(capsys, "search", "dog", "--index", setup["idx"], "--k", "3", "--scorer", "pooled", "--json")
+    rc, out, err = _run(
+        capsys, "search", "dog", "--index", setup["idx"], "--k", "3", "--scorer", "pooled", "--json"
+    )
     assert rc == 0, err
     got = [(r["id"], r["score"]) for r in json.loads(out)["results"]]
     with Collection.open(setup["idx"]) as col:
@@ -69,7 +81,9 @@ def test_search_with_mllm_rerank(capsys, setup) -> None:
     assert len(results) == 2 and [r["rank"] for r in results] == [0, 1]
     with Collection.open(setup["idx"]) as col:
         pool = col.search("dog", k=4)
-    probs = MLLMReranker.from_pretrained(setup["lm"], device="cpu").score("dog", [r.text for r in pool])
+    probs = MLLMReranker.from_pretrained(setup["lm"], device="cpu").score(
+        "dog", [r.text for r in pool]
+    )
     order = sorted(range(4), key=lambda i: (-probs[i], i))[:2]
     assert [r["id"] for r in results] == [pool[i].id for i in order]
     assert [r["score"] for r in results] == pytest.approx([probs[i] for i in order], abs=1e-6)
@@ -87,13 +101,37 @@ def test_train_scorer_then_search_and_refusal(capsys, setup) -> None:
     assert meta["kind"] == "bilinear" and meta["training"]["pairs"] == 24
     assert meta["fingerprint"] == MetaEmbedModel.from_pretrained(setup["model"]).fingerprint()
     assert (Path(out_dir) / "scorer.safetensors").is_file()
-    rc, out, err = _run(capsys, "search", "dog", "--index", setup["idx"], "--scorer", out_dir, "--json")
+    rc, out, err = _run(
+        capsys, "search", "dog", "--index", setup["idx"], "--scorer", out_dir, "--json"
+    )
     assert rc == 0, err
     # an index of another model refuses it
     other_idx = str(Path(setup["root"]) / "idx_other")
-    assert main(["index", str(Path(setup["root"]) / "docs"), "--index", other_idx, "--model", setup["other"], "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(Path(setup["root"]) / "docs"),
+                "--index",
+                other_idx,
+                "--model",
+                setup["other"],
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rc, _, err = _run(capsys, "search", "dog", "--index", other_idx, "--scorer", out_dir)
     assert rc == 2 and "trained for model fingerprint" in _error(err)
-    rc, _, err = _run(capsys, "train-scorer", "--pairs", setup["pairs"], "--model", setup["model"], "--output", out_dir)
+    rc, _, err = _run(
+        capsys,
+        "train-scorer",
+        "--pairs",
+        setup["pairs"],
+        "--model",
+        setup["model"],
+        "--output",
+        out_dir,
+    )
     assert rc == 2 and "--overwrite" in _error(err)

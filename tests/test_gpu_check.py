@@ -12,8 +12,12 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the check would run")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a CUDA device is present: the check would run"
+)
 def test_gpu_check_exits_with_a_message_on_cpu() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("gpu_check: no CUDA device")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from tiny_models import build_tiny_causal_lm
 
 from metaembed_rag.rerank import MLLMReranker, RerankPrompt, fuse_scores
-from tiny_models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,9 @@ def test_single_token_answers_are_softmax_of_two_logits(tiny_lm_path: Path) -> N
 
 
 def test_prompt_text_and_chat_template(tiny_lm_path: Path) -> None:
-    prompt = RerankPrompt(query_label="Q:", candidate_label="Doc:", question="Match? True or False.")
+    prompt = RerankPrompt(
+        query_label="Q:", candidate_label="Doc:", question="Match? True or False."
+    )
     r = MLLMReranker.from_pretrained(tiny_lm_path, device="cpu", prompt=prompt)
     text, images = r.build_prompt("cats", "a cat sleeps")
     assert images == []
@@ -98,7 +100,9 @@ def test_top_n_and_fusion(tiny_lm_path: Path) -> None:
     assert [i for i, _ in ranked] == order[:2]
     assert [s for _, s in ranked] == pytest.approx([probs[i] for i in order[:2]])
     first = [4.0, 3.0, 2.0, 1.0]
-    fused = MLLMReranker(r.model, r.tokenizer, fusion_weight=0.25).rerank("dog", CANDS, first_stage_scores=first)
+    fused = MLLMReranker(r.model, r.tokenizer, fusion_weight=0.25).rerank(
+        "dog", CANDS, first_stage_scores=first
+    )
     want = fuse_scores(probs, first, 0.25)
     assert dict(fused) == pytest.approx(dict(enumerate(want)))
     assert want[0] == pytest.approx(0.75 * probs[0] + 0.25)

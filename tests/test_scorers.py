@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from _index_utils import BUDGETS, D, K, make_index, queries, unit
+
 from metaembed_rag.budget import Budget
 from metaembed_rag.index import SearchParams
 from metaembed_rag.scorers import (
@@ -58,11 +58,16 @@ def test_pooled_dot_matches_reference(vecs):
     q, d = vecs
     got = PooledDotScorer().score(q, d, (2, 4))
     ref = torch.tensor(
-        [[float(q[a, :2].double().mean(0) @ d[b, :4].double().mean(0)) for b in range(20)] for a in range(3)]
+        [
+            [float(q[a, :2].double().mean(0) @ d[b, :4].double().mean(0)) for b in range(20)]
+            for a in range(3)
+        ]
     )
     assert torch.allclose(got.double(), ref.double(), atol=1e-6)
     pair = PooledDotScorer().score_pairwise(q, d[:6].view(3, 2, K, D), (2, 4))
-    assert torch.allclose(pair, got[torch.arange(3)[:, None], torch.arange(6).view(3, 2)], atol=1e-6)
+    assert torch.allclose(
+        pair, got[torch.arange(3)[:, None], torch.arange(6).view(3, 2)], atol=1e-6
+    )
 
 
 def test_untrained_bilinear_equals_maxsim_exactly(vecs):
@@ -75,7 +80,9 @@ def test_untrained_bilinear_equals_maxsim_exactly(vecs):
     for mode in ("two_stage", "exhaustive"):
         a = idx.search(q, 5, mode=mode)
         c = idx.search(q, 5, mode=mode, scorer=b)
-        assert [[(h.id, h.score) for h in r] for r in a] == [[(h.id, h.score) for h in r] for r in c]
+        assert [[(h.id, h.score) for h in r] for r in a] == [
+            [(h.id, h.score) for h in r] for r in c
+        ]
 
 
 def test_trained_bilinear_matches_reference(vecs):
@@ -90,7 +97,11 @@ def test_trained_bilinear_matches_reference(vecs):
             ref[a, c] = (q[a, :4].double() @ w @ d[c, :8].double().T).max(dim=1).values.sum()
     assert torch.allclose(b.score(q, d, (4, 8)).double(), ref, atol=1e-5)
     train = b.train_scores(q, d[:6].view(3, 2, K, D), Budget(4, 8))
-    assert torch.allclose(train.detach().double(), ref[torch.arange(3)[:, None], torch.arange(6).view(3, 2)], atol=1e-5)
+    assert torch.allclose(
+        train.detach().double(),
+        ref[torch.arange(3)[:, None], torch.arange(6).view(3, 2)],
+        atol=1e-5,
+    )
 
 
 def _ref_cross(s: CrossAttentionScorer, q: torch.Tensor, c: torch.Tensor) -> float:
@@ -182,7 +193,10 @@ def test_save_load_round_trip_and_fingerprint_refusal(tmp_path, vecs):
     c = CrossAttentionScorer(D, hidden=8, fingerprint="abc", seed=5)
     save_scorer(c, tmp_path / "c")
     docs = d[:12].view(3, 4, K, D)
-    assert torch.equal(load_scorer(tmp_path / "c").score_pairwise(q, docs, (2, 4)), c.score_pairwise(q, docs, (2, 4)))
+    assert torch.equal(
+        load_scorer(tmp_path / "c").score_pairwise(q, docs, (2, 4)),
+        c.score_pairwise(q, docs, (2, 4)),
+    )
     with pytest.raises(FileNotFoundError, match="train-scorer"):
         load_scorer(tmp_path)
 
@@ -192,7 +206,9 @@ def _toy_pairs(n: int = 48, seed: int = 0) -> PairVectors:
     g = torch.Generator().manual_seed(seed)
     docs = torch.nn.functional.normalize(torch.randn(n, K, D, generator=g), dim=-1)
     rot = torch.linalg.qr(torch.randn(D, D, generator=g))[0]
-    q = torch.nn.functional.normalize(docs[:, :4] @ rot + 0.3 * torch.randn(n, 4, D, generator=g), dim=-1)
+    q = torch.nn.functional.normalize(
+        docs[:, :4] @ rot + 0.3 * torch.randn(n, 4, D, generator=g), dim=-1
+    )
     texts = [(f"q{i}", f"p{i}") for i in range(n)]
     return PairVectors(q, docs, texts)
 
@@ -210,7 +226,9 @@ def test_mining_skips_own_and_duplicate_positives():
 def _contrastive_loss(scores: torch.Tensor, temperature: float) -> float:
     """InfoNCE of the full (n, n) score matrix, the positive on the diagonal."""
     n = scores.shape[0]
-    rows = torch.cat([scores.diag()[:, None], scores.masked_fill(torch.eye(n, dtype=torch.bool), -1e9)], 1)
+    rows = torch.cat(
+        [scores.diag()[:, None], scores.masked_fill(torch.eye(n, dtype=torch.bool), -1e9)], 1
+    )
     return float(infonce_loss(rows, 4, temperature))
 
 
@@ -231,7 +249,9 @@ def test_training_lowers_the_loss(kind):
     if kind == "bilinear":  # untrained bilinear == MaxSim exactly
         assert record["dev_history"][0][1] == record["dev_mrr10_maxsim"]
     assert scorer.fingerprint == "fp"
-    before = _contrastive_loss(MaxSimScorer().score(data.queries, data.docs, budget), recipe.temperature)
+    before = _contrastive_loss(
+        MaxSimScorer().score(data.queries, data.docs, budget), recipe.temperature
+    )
     after = _contrastive_loss(scorer.score(data.queries, data.docs, budget), recipe.temperature)
     assert after < before
 

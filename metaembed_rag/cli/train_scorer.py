@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     output = Path(args.output or f"scorer-{args.kind}")
     if output.exists() and any(output.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; pass --overwrite or another --output")
+        raise FileExistsError(
+            f"{output} exists and is not empty; pass --overwrite or another --output"
+        )
     pairs, files = load_pairs(args.pairs, recipe.per_source, recipe.seed)
     model = load_model(args.model, args.device)
     budget = resolve_budget(args.budget, model.budgets)
@@ -56,27 +58,48 @@ def add_parser(sub: Any) -> None:
         "train-scorer",
         help="train a bilinear or cross-attention scorer on frozen vectors (docs/scorers.md)",
     )
-    p.add_argument("--pairs", required=True, metavar="DIR",
-                   help="training pairs folder: <source>/pairs.jsonl with query, positive")
+    p.add_argument(
+        "--pairs",
+        required=True,
+        metavar="DIR",
+        help="training pairs folder: <source>/pairs.jsonl with query, positive",
+    )
     p.add_argument("--kind", choices=["bilinear", "cross-attention"], default=d["kind"])
-    p.add_argument("--model", default=None, help="model name or folder (default: the packaged model)")
-    p.add_argument("--output", default=None, metavar="DIR",
-                   help="folder for scorer.safetensors + scorer.json (default: scorer-KIND)")
+    p.add_argument(
+        "--model", default=None, help="model name or folder (default: the packaged model)"
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="folder for scorer.safetensors + scorer.json (default: scorer-KIND)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     p.add_argument("--budget", default=None, help="budget to train at (default: the largest)")
-    p.add_argument("--per-source", type=int, default=d["per_source"], help="pairs sampled per source")
+    p.add_argument(
+        "--per-source", type=int, default=d["per_source"], help="pairs sampled per source"
+    )
     p.add_argument("--steps", type=int, default=d["steps"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--negatives", type=int, default=d["negatives"], help="mined hard negatives per query")
+    p.add_argument(
+        "--negatives", type=int, default=d["negatives"], help="mined hard negatives per query"
+    )
     p.add_argument("--lr", type=float, default=d["lr"])
     p.add_argument("--temperature", type=float, default=d["temperature"])
     p.add_argument("--rank", type=int, default=d["rank"], help="bilinear: rank of W - I")
     p.add_argument("--hidden", type=int, default=d["hidden"], help="cross-attention: width")
-    p.add_argument("--keep", choices=["best", "last"], default=d["keep"],
-                   help="weights saved: the held-out best (default; may be the untrained = MaxSim) "
-                   "or the last step's")
+    p.add_argument(
+        "--keep",
+        choices=["best", "last"],
+        default=d["keep"],
+        help="weights saved: the held-out best (default; may be the untrained = MaxSim) "
+        "or the last step's",
+    )
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--cache-dir", default=None,
-                   help="encoded pairs cache (default ~/.cache/metaembed-rag/scorer-pairs)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="encoded pairs cache (default ~/.cache/metaembed-rag/scorer-pairs)",
+    )
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)

@@ -209,8 +209,8 @@ class MLLMReranker:
             messages: list[dict[str, Any]] = []
             if self.prompt.system:
                 messages.append({"role": "system", "content": self.prompt.system})
-            content: Any = parts if templater is self.processor else "".join(
-                p["text"] for p in parts
+            content: Any = (
+                parts if templater is self.processor else "".join(p["text"] for p in parts)
             )
             messages.append({"role": "user", "content": content})
             text = templater.apply_chat_template(
@@ -256,8 +256,10 @@ class MLLMReranker:
         extras = {
             key: torch.cat([v, v.new_zeros(n, k)], dim=1)
             for key, v in batch.items()
-            if key not in ("input_ids", "attention_mask") and torch.is_tensor(v)
-            and v.dim() == 2 and v.shape == (n, length)
+            if key not in ("input_ids", "attention_mask")
+            and torch.is_tensor(v)
+            and v.dim() == 2
+            and v.shape == (n, length)
         }
         extra_t = torch.tensor(extra, dtype=ids.dtype, device=ids.device)
         for r in range(n):

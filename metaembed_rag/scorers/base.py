@@ -96,7 +96,11 @@ class Scorer(ABC):
                 f"scorer {self.name!r} was built for {self.dim}-wide vectors but the index holds "
                 f"{dim}-wide ones; train a scorer for this model (metaembed-rag train-scorer)."
             )
-        if self.fingerprint is not None and fingerprint is not None and fingerprint != self.fingerprint:
+        if (
+            self.fingerprint is not None
+            and fingerprint is not None
+            and fingerprint != self.fingerprint
+        ):
             raise ScorerMismatchError(
                 f"scorer {self.name!r} was trained for model fingerprint {self.fingerprint} but "
                 f"the vectors come from {fingerprint}; train one for this model "

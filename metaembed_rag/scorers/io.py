@@ -63,9 +63,7 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def load_scorer(
-    folder: str | os.PathLike[str], fingerprint: str | None = None
-) -> LearnedScorer:
+def load_scorer(folder: str | os.PathLike[str], fingerprint: str | None = None) -> LearnedScorer:
     """A saved scorer; with ``fingerprint`` (the model's), refuse one trained for another model.
 
     Raises:

@@ -84,7 +84,9 @@ class PairVectors:
     texts: list[tuple[str, str]]
 
 
-def load_pairs(folder: str | Path, per_source: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[Path]]:
+def load_pairs(
+    folder: str | Path, per_source: int, seed: int = 0
+) -> tuple[list[tuple[str, str]], list[Path]]:
     """``per_source`` (query, positive) pairs sampled from each ``<folder>/*/pairs.jsonl``
     (deterministic for a ``seed``) and the files read.
 
@@ -116,9 +118,16 @@ def encode_pairs(
 ) -> PairVectors:
     """Encode the pairs once (cached under ``cache_dir``, default
     ``~/.cache/metaembed-rag/scorer-pairs``)."""
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "scorer-pairs"
+    cache = (
+        Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "scorer-pairs"
+    )
     key = "|".join(
-        [model.fingerprint(), str(model.config.max_length), str(recipe.per_source), str(recipe.seed)]
+        [
+            model.fingerprint(),
+            str(model.config.max_length),
+            str(recipe.per_source),
+            str(recipe.seed),
+        ]
         + [file_identity(f) for f in files]
     )
     queries, _, _ = cached_vectors(
@@ -165,9 +174,7 @@ def infonce_loss(scores: torch.Tensor, r_q: int, temperature: float) -> torch.Te
     return F.cross_entropy(logits, torch.zeros(scores.shape[0], dtype=torch.long))
 
 
-def _batch_docs(
-    data: PairVectors, idx: torch.Tensor, negatives: torch.Tensor
-) -> torch.Tensor:
+def _batch_docs(data: PairVectors, idx: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
     """``(B, 1 + H + B - 1, Kc, D)``: own positive, mined negatives, the others' positives."""
     b = idx.numel()
     cols = []
@@ -205,7 +212,9 @@ def build_scorer(recipe: ScorerRecipe, dim: int, fingerprint: str | None) -> Lea
     """An untrained scorer of ``recipe.kind`` (equal to MaxSim before training)."""
     if recipe.kind == "bilinear":
         return BilinearScorer(dim, rank=recipe.rank, fingerprint=fingerprint, seed=recipe.seed)
-    return CrossAttentionScorer(dim, hidden=recipe.hidden, fingerprint=fingerprint, seed=recipe.seed)
+    return CrossAttentionScorer(
+        dim, hidden=recipe.hidden, fingerprint=fingerprint, seed=recipe.seed
+    )
 
 
 def train_scorer(

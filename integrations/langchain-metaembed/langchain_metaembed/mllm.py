@@ -65,6 +65,8 @@ class MLLMRerankCompressor(BaseDocumentCompressor):
             first_stage_scores=first,
         )  # fmt: skip
         return [
-            documents[i].model_copy(update={"metadata": {**documents[i].metadata, self.score_key: s}})
+            documents[i].model_copy(
+                update={"metadata": {**documents[i].metadata, self.score_key: s}}
+            )
             for i, s in ranked
         ]

@@ -30,14 +30,21 @@ def test_mllm_rerank_in_a_query_engine(model, texts, tiny_lm_path) -> None:
     retrieved = retriever.retrieve(QUESTION)
     probs = reranker.score(QUESTION, [n.node.get_content(metadata_mode="embed") for n in retrieved])
     order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))[:2]
-    assert [n.node.node_id for n in response.source_nodes] == [retrieved[i].node.node_id for i in order]
-    assert [n.score for n in response.source_nodes] == pytest.approx([probs[i] for i in order], abs=1e-6)
+    assert [n.node.node_id for n in response.source_nodes] == [
+        retrieved[i].node.node_id for i in order
+    ]
+    assert [n.score for n in response.source_nodes] == pytest.approx(
+        [probs[i] for i in order], abs=1e-6
+    )
     # fusion with the retriever's score
     fused = MLLMRerank(MLLMReranker(reranker.model, reranker.tokenizer, fusion_weight=0.5), top_n=4)
     out = fused.postprocess_nodes(retrieved, query_str=QUESTION)
     first = [n.score for n in retrieved]
     lo, hi = min(first), max(first)
-    want = {n.node.node_id: 0.5 * p + 0.5 * (n.score - lo) / (hi - lo) for n, p in zip(retrieved, probs, strict=True)}
+    want = {
+        n.node.node_id: 0.5 * p + 0.5 * (n.score - lo) / (hi - lo)
+        for n, p in zip(retrieved, probs, strict=True)
+    }
     assert {n.node.node_id: n.score for n in out} == pytest.approx(want, abs=1e-6)
 
 

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
-
-from langchain_metaembed import MetaEmbedReranker, MetaEmbedRetriever, MetaEmbedVectorStore, MLLMRerankCompressor
 from metaembed_rag.rerank import MLLMReranker
 from metaembed_rag.scorers import PooledDotScorer
+
+from langchain_metaembed import (
+    MetaEmbedReranker,
+    MetaEmbedRetriever,
+    MetaEmbedVectorStore,
+    MLLMRerankCompressor,
+)
 
 TEXTS = [
     "Paris is the capital of France.",
@@ -39,7 +44,9 @@ def _tiny_models():
 @pytest.fixture(scope="module")
 def store(default_embeddings) -> MetaEmbedVectorStore:
     s = MetaEmbedVectorStore(default_embeddings, index_kwargs={"dtype": "float32"})
-    s.add_documents([Document(page_content=t) for t in TEXTS], ids=[f"d{i}" for i in range(len(TEXTS))])
+    s.add_documents(
+        [Document(page_content=t) for t in TEXTS], ids=[f"d{i}" for i in range(len(TEXTS))]
+    )
     return s
 
 
@@ -55,13 +62,17 @@ def test_mllm_compressor_in_contextual_compression(store, tmp_path) -> None:
     probs = reranker.score(QUERY, [d.page_content for d in candidates])
     order = sorted(range(4), key=lambda i: (-probs[i], i))[:2]
     assert [d.id for d in out] == [candidates[i].id for i in order]
-    assert [d.metadata["relevance_score"] for d in out] == pytest.approx([probs[i] for i in order], abs=1e-6)
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx(
+        [probs[i] for i in order], abs=1e-6
+    )
     assert all("relevance_score" not in d.metadata for d in candidates)
 
 
 def test_reranker_and_store_with_pooled_scorer(store, default_embeddings) -> None:
     docs = [Document(page_content=t) for t in TEXTS]
-    ranked = MetaEmbedReranker(embeddings=default_embeddings, top_n=5, scorer="pooled").rerank(docs, QUERY)
+    ranked = MetaEmbedReranker(embeddings=default_embeddings, top_n=5, scorer="pooled").rerank(
+        docs, QUERY
+    )
     q = default_embeddings.encode_queries([QUERY])
     d = default_embeddings.encode_documents(TEXTS)
     want = PooledDotScorer().score(q, d, (16, 64))[0].tolist()

@@ -50,8 +50,12 @@ class MLLMRerank(BaseNodePostprocessor):
         **kwargs: Any,
     ) -> None:
         if not isinstance(reranker, MLLMReranker):
-            raise TypeError(f"reranker must be a metaembed_rag MLLMReranker, got {type(reranker).__name__}")
-        name = str(getattr(reranker.model.config, "_name_or_path", "") or type(reranker.model).__name__)
+            raise TypeError(
+                f"reranker must be a metaembed_rag MLLMReranker, got {type(reranker).__name__}"
+            )
+        name = str(
+            getattr(reranker.model.config, "_name_or_path", "") or type(reranker.model).__name__
+        )
         super().__init__(
             top_n=top_n, model_name=name, callback_manager=callback_manager or CallbackManager(),
             **kwargs,
@@ -68,7 +72,9 @@ class MLLMRerank(BaseNodePostprocessor):
         if query_bundle is None:
             raise ValueError("MLLMRerank needs the query: pass query_bundle or query_str.")
         dispatcher.event(
-            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model_name)
+            ReRankStartEvent(
+                query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model_name
+            )
         )
         if not nodes:
             dispatcher.event(ReRankEndEvent(nodes=[]))
