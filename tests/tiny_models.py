@@ -373,3 +373,27 @@ if __name__ == "__main__":  # pragma: no cover - manual smoke run
         ("idefics3", build_tiny_idefics3),
     ]:
         logger.info("%s -> %s", name, fn(root / name))
+
+
+# ---------------------------------------------------------------------------------- causal LM
+def build_tiny_causal_lm(folder: str | Path) -> Path:
+    """A 2-layer random ``Qwen2ForCausalLM`` (hidden 32) with the byte-level Qwen tokenizer and
+    the Qwen chat template; "True" / "False" are several tokens each in this vocab."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    tok = _qwen_tokenizer()
+    tok.chat_template = QWEN2VL_CHAT_TEMPLATE
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    Qwen2ForCausalLM(cfg).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -78,6 +78,12 @@ def vlm(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random causal LM with a chat template (for the MLLM reranker)."""
+    return _load_tiny_models().build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm") / "lm")
+
+
+@pytest.fixture(scope="session")
 def vlm_embed(vlm):
     """A ``MetaEmbedEmbedding`` over the tiny random VLM."""
     from llama_index.embeddings.metaembed import MetaEmbedEmbedding

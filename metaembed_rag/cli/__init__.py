@@ -8,13 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import bench, demo, evaluate, indexing, info, search, serve, train
+from . import bench, demo, evaluate, indexing, info, search, serve, train, train_scorer
 from .common import OneLineArgumentParser, error_line
 
 __all__ = ["build_parser", "main"]
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (demo, info, indexing, search, bench, evaluate, train, serve)
+COMMANDS = (demo, info, indexing, search, bench, evaluate, train, train_scorer, serve)
 
 
 def _quiet_dependencies() -> None:

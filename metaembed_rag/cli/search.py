@@ -74,7 +74,11 @@ def _print_hits(
     shown = query if args.image else f'"{query}"'
     of = f" of {total}" if total is not None else ""
     print(f"Top {len(results)}{of} chunks for {shown} at budget ({b}): {timing}.")
-    if params.hybrid == "rrf":
+    if getattr(args, "rerank", None):
+        print(f'Score = P("True") from {args.rerank} over the top hits (docs/gpu-vlm.md).')
+    elif params.scorer is not None:
+        print(f"Score = the {params.scorer.name} scorer (docs/scorers.md; higher is better).")
+    elif params.hybrid == "rrf":
         print("Score = reciprocal rank fusion of MaxSim and BM25 ranks (higher is better).")
     elif params.hybrid == "weighted":
         print(
@@ -143,9 +147,17 @@ def _run_remote(args: argparse.Namespace, url: str, params: Any) -> int:
     """Search through a running ``metaembed-rag serve`` (its model stays loaded)."""
     from .remote import served_folder, server_info, server_search
 
-    if args.image or args.filter or args.fetch_k is not None or args.hybrid:
+    if (
+        args.image
+        or args.filter
+        or args.fetch_k is not None
+        or args.hybrid
+        or args.scorer
+        or (args.rerank)
+    ):
         raise ValueError(
-            "--image, --filter, --fetch-k and --hybrid are not available with --server (the demo "
+            "--image, --filter, --fetch-k, --hybrid, --scorer and --rerank are not available "
+            "with --server (the demo "
             "server's search takes a question, --k and --budget); search without --server."
         )
     if args.budget:
@@ -185,22 +197,31 @@ def run(args: argparse.Namespace) -> int:
     try:  # flag mistakes fail before anything loads
         params = SearchParams.of(
             args.k, fetch_k=args.fetch_k, filter=filt, hybrid=args.hybrid,
-            hybrid_weight=args.hybrid_weight,
+            hybrid_weight=args.hybrid_weight, scorer=args.scorer,
         )  # fmt: skip
     except ValueError as exc:
         raise ValueError(
-            f"search flags (--k / --fetch-k / --filter / --hybrid / --hybrid-weight): {exc}"
+            "search flags (--k / --fetch-k / --filter / --hybrid / --hybrid-weight / --scorer): "
+            f"{exc}"
         ) from exc
     storage = storage_of(args)
     server = args.server or (None if args.no_server else os.environ.get(SERVER_ENV))
     local_only = (
         args.no_server or args.image or args.filter or args.fetch_k is not None or args.hybrid
-        or storage is not None
+        or storage is not None or args.scorer or args.rerank
     )  # fmt: skip
     if not server and not local_only:
         server = detect_server(args.index)  # a `serve` of this index on the default port
     if server:
         return _run_remote(args, server, params)
+    reranker = None
+    if args.rerank:  # load (and fail) before the index opens
+        from ..rerank import load_reranker
+
+        reranker = load_reranker(
+            args.rerank, device=args.device, trust_remote_code=args.trust_remote_code,
+            fusion_weight=args.rerank_fusion,
+        )  # fmt: skip
     col = Collection.open(args.index, model=args.model, device=args.device, load_model=False,
                           storage=storage)  # fmt: skip
     try:
@@ -221,10 +242,15 @@ def run(args: argparse.Namespace) -> int:
                 if not query.is_file():  # type: ignore[union-attr]
                     raise FileNotFoundError(f"{text}: no such image file.")
             t0 = time.perf_counter()
+            pool = max(params.k, args.rerank_candidates) if reranker is not None else params.k
             results = col.search(
-                query, k=params.k, budget=budget, fetch_k=params.fetch_k, filter=filt,
-                hybrid=params.hybrid, hybrid_weight=params.hybrid_weight,
+                query, k=pool, budget=budget, fetch_k=max(params.fetch_k, pool), filter=filt,
+                hybrid=params.hybrid, hybrid_weight=params.hybrid_weight, scorer=params.scorer,
             )  # fmt: skip
+            if reranker is not None:
+                from ..rerank import rerank_results
+
+                results = rerank_results(reranker, query, results, top_n=params.k)
             timing = f"{(time.perf_counter() - t0) * 1000:.0f} ms (model loaded in {load_s:.1f} s)"
             _print_hits(args, text, list(results), budget, params, filt, timing, len(col))
             if not results:
@@ -282,6 +308,25 @@ def add_parser(sub: Any) -> None:
         help="with --hybrid weighted: the multi-vector share in [0, 1] (default 0.5; 1 = "
         "multi-vector alone, 0 = BM25 alone)",
     )
+    se.add_argument(
+        "--scorer",
+        default=None,
+        metavar="NAME|DIR",
+        help="scorer of the exact stage: maxsim (default), pooled, or a folder written by "
+        "`metaembed-rag train-scorer` (see docs/scorers.md)",
+    )
+    se.add_argument(
+        "--rerank",
+        default=None,
+        metavar="mllm:MODEL",
+        help="rerank the top --rerank-candidates with a generative model's P(True) "
+        "(MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
+    )
+    se.add_argument("--rerank-candidates", type=int, default=20, help="hits reranked (default 20)")
+    se.add_argument(
+        "--rerank-fusion", type=float, default=0.0,
+        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
+    )  # fmt: skip
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
     se.add_argument("--model", help="model folder if the index records none")

@@ -254,10 +254,11 @@ class Collection(Indexer):
         filter: Filter | None = None,
         hybrid: HybridFusion | None = None,
         hybrid_weight: float | None = None,
+        scorer: Any = None,
     ) -> list[SearchResult]:
         """Two-stage search; exactly ``TwoStageRetriever(model, index).search(query,
         params=SearchParams(k, fetch_k, rerank_budget=budget, filter=filter, hybrid=hybrid,
-        hybrid_weight=hybrid_weight))``.
+        hybrid_weight=hybrid_weight, scorer=scorer))``.
 
         Args:
             query: text (a ``str`` is always text), or an image (``PIL.Image``, ``Path``,
@@ -271,6 +272,8 @@ class Collection(Indexer):
             hybrid: ``"rrf"`` or ``"weighted"``: fuse with BM25 over the query text
                 (:mod:`metaembed_rag.index.hybrid`); ``hybrid_weight``: the multi-vector
                 share of the weighted fusion (default 0.5).
+            scorer: the exact stage's scorer (``None``: MaxSim; ``"pooled"``, a folder saved
+                by ``train-scorer`` or a :class:`~metaembed_rag.scorers.Scorer`).
 
         Raises:
             ValueError: the collection is empty, a budget the model was not trained with
@@ -283,7 +286,7 @@ class Collection(Indexer):
             )
         params = SearchParams.of(
             k, fetch_k=fetch_k, rerank_budget=budget, filter=filter, hybrid=hybrid,
-            hybrid_weight=hybrid_weight,
+            hybrid_weight=hybrid_weight, scorer=scorer,
         )  # fmt: skip
         params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
         hits = self.retriever.search(query, params=params)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..budget import DEFAULT_BUDGETS, Budget, BudgetLike
+from ..scorers import MaxSimScorer, Scorer
 from .backend import SearchPlan, StorageBackend
 from .coarse import CoarseIndex
 from .filters import Filter
@@ -461,6 +462,8 @@ class MultiVectorIndex:
         # k and fetch_k are clamped to the documents stored (a huge k must not allocate huge
         # arrays); results are padded only up to that many
         k, fetch_k, filter = min(p.k, len(self)), min(p.fetch_k, self.num_rows), p.filter
+        scorer = p.scorer or MaxSimScorer()
+        scorer.check_compatible(self.fingerprint, self.dim)
         if p.hybrid is not None:
             if texts is None:
                 raise ValueError(
@@ -472,28 +475,29 @@ class MultiVectorIndex:
         cascade = recall != Budget(1, 1)
         pool = min(fetch * self.recall_pool_factor, self.num_rows) if cascade else fetch
         plan = SearchPlan(k, fetch, pool, recall, rerank, filter, p.mode == "exhaustive")
-        native = self.backend.native_search(q, plan)
+        # a backend's own search (Qdrant) scores MaxSim: other scorers rerank here
+        native = self.backend.native_search(q, plan) if p.scorer is None else None
         if native is not None:
             return native
         allowed = self.backend.allowed(filter)
         if p.mode == "exhaustive":
-            return self._exhaustive(q, k, rerank, allowed)
+            return self._exhaustive(q, k, rerank, allowed, scorer)
         cand, valid = self.backend.candidates(q, pool, allowed, filter is not None)
         if cascade and cand.shape[1] > fetch:
             scores = self.backend.score(q, cand, recall)
             _, cand = self._select(scores, cand, valid, fetch)
             valid = cand >= 0
             cand = np.where(valid, cand, int(np.argmax(allowed)))  # any allowed row as filler
-        scores = self.backend.score(q, cand, rerank)
+        scores = scorer.rerank(self.backend, q, cand, rerank)
         return self._select(scores, cand, valid, k)
 
     def _exhaustive(
-        self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray
+        self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray, scorer: Scorer
     ) -> tuple[np.ndarray, np.ndarray]:
         nq = q.shape[0]
         best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.zeros((nq, 0), dtype=np.int64)
-        for rows, scores in self.backend.scan(q, budget, allowed):
+        for rows, scores in scorer.scan(self.backend, q, budget, allowed):
             cat_s = np.concatenate([best_s, scores], axis=1)
             cat_r = np.concatenate([best_r, np.broadcast_to(rows, (nq, rows.size))], axis=1)
             best_s, best_r = self._select(cat_s, cat_r, np.isfinite(cat_s), k)
@@ -566,6 +570,9 @@ class MultiVectorIndex:
         * ``hybrid``: ``"rrf"`` or ``"weighted"`` fuses the result with BM25 over the query
           ``texts`` (:mod:`metaembed_rag.index.hybrid`); ``hybrid_weight`` is the
           multi-vector share of the weighted fusion. Hits then carry the fused score.
+        * ``scorer``: the exact stage's scorer (default MaxSim; ``"pooled"``, a saved learned
+          scorer or a :class:`~metaembed_rag.scorers.Scorer`, see ``docs/scorers.md``); a
+          learned scorer trained for another model raises ``ScorerMismatchError``.
 
         Args:
             queries: ``(nq, Kq, D)`` float query vectors (or one ``(Kq, D)`` query).

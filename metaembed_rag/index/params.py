@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, get_args
 
 from ..budget import Budget, BudgetLike, parse_budget, resolve_budget
+from ..scorers import MaxSimScorer, Scorer, resolve_scorer
 from .filters import Filter, compile_filter
 from .fusion import FUSIONS, HybridFusion
 
@@ -44,6 +45,7 @@ class SearchOptions(TypedDict, total=False):
     mode: SearchMode
     hybrid: HybridFusion | None
     hybrid_weight: float | None
+    scorer: Scorer | str | None
 
 
 def _positive(value: Any, what: str) -> int:
@@ -69,6 +71,10 @@ class SearchParams:
             texts (see :meth:`MultiVectorIndex.search`).
         hybrid_weight: the multi-vector share of a ``"weighted"`` fusion, in [0, 1] (1: dense
             alone, 0: BM25 alone; default :data:`DEFAULT_HYBRID_WEIGHT`).
+        scorer: the scorer of the exact stage (:mod:`metaembed_rag.scorers`): ``None`` /
+            ``"maxsim"`` (budgeted MaxSim, the default), ``"pooled"``, a folder saved by
+            ``metaembed-rag train-scorer`` or a :class:`~metaembed_rag.scorers.Scorer`. The
+            cascade's recall stage stays MaxSim.
 
     Raises:
         ValueError: ``k`` / ``fetch_k`` not a positive int, a budget that does not parse, an
@@ -84,6 +90,7 @@ class SearchParams:
     mode: SearchMode = "two_stage"
     hybrid: HybridFusion | None = None
     hybrid_weight: float | None = None
+    scorer: Scorer | None = None
 
     def __post_init__(self) -> None:
         _positive(self.k, "k")
@@ -95,6 +102,9 @@ class SearchParams:
             raise ValueError(f"mode must be 'two_stage' or 'exhaustive', got {self.mode!r}.")
         if self.filter is not None:
             compile_filter(self.filter)
+        if self.scorer is not None:
+            scorer = resolve_scorer(self.scorer)
+            object.__setattr__(self, "scorer", None if type(scorer) is MaxSimScorer else scorer)
         if self.hybrid is not None and self.hybrid not in FUSIONS:
             raise ValueError(f"hybrid must be None, 'rrf' or 'weighted', got {self.hybrid!r}.")
         w = self.hybrid_weight
@@ -115,16 +125,16 @@ class SearchParams:
 
     def replace(self, **changes: Any) -> SearchParams:
         """A copy with ``changes`` applied; ``None`` values keep the current setting, except
-        ``filter``, ``rerank_budget``, ``hybrid`` and ``hybrid_weight`` where ``None`` is a
-        setting (no filter, the largest budget, no fusion, the default weight) and only a
-        missing key keeps the current one."""
-        keep_none = ("filter", "rerank_budget", "hybrid", "hybrid_weight")
+        ``filter``, ``rerank_budget``, ``hybrid``, ``hybrid_weight`` and ``scorer`` where
+        ``None`` is a setting (no filter, the largest budget, no fusion, the default weight,
+        MaxSim) and only a missing key keeps the current one."""
+        keep_none = ("filter", "rerank_budget", "hybrid", "hybrid_weight", "scorer")
         given = {k: v for k, v in changes.items() if v is not None or k in keep_none}
         unknown = set(given) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(
                 f"unknown search option(s) {sorted(unknown)}; the options are k, fetch_k, "
-                "recall_budget, rerank_budget, filter, mode, hybrid and hybrid_weight."
+                "recall_budget, rerank_budget, filter, mode, hybrid, hybrid_weight and scorer."
             )
         return dataclasses.replace(self, **given) if given else self
 
@@ -159,7 +169,8 @@ class SearchParams:
         return recall, rerank
 
     def settings(self) -> dict[str, Any]:
-        """The persistable defaults (JSON-ready; ``k`` and ``filter`` are per query)."""
+        """The persistable defaults (JSON-ready; ``k``, ``filter`` and ``scorer`` are per
+        query)."""
         return {
             "fetch_k": self.fetch_k,
             "recall_budget": list(self.recall_budget.as_tuple()),

@@ -124,8 +124,8 @@ class RowSet:
     def decode(self, rows: np.ndarray, r_c: int | None = None) -> torch.Tensor:
         """float32 ``(len(rows), r_c, D)`` vectors of ``rows`` (default: all K)."""
         r_c = self.num_vectors if r_c is None else r_c
-        stored = self.vectors.array[rows][:, :r_c]
-        scales = None if self.scales is None else self.scales.array[rows][:, :r_c]
+        stored = self.vectors.array[rows, :r_c]  # copies only the first r_c vectors
+        scales = None if self.scales is None else self.scales.array[rows, :r_c]
         return self.codec.decode(stored, scales)
 
     def reserve(self, rows: int) -> None:

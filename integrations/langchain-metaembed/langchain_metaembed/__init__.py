@@ -5,7 +5,8 @@
 * :class:`MetaEmbedVectorStore` - a ``VectorStore`` keeping multi-vectors, searched at any budget
   (single-vector mode with any other ``Embeddings``);
 * :class:`MetaEmbedRetriever` - two-stage search as a ``BaseRetriever``;
-* :class:`MetaEmbedReranker` - budgeted MaxSim reranking as a ``BaseDocumentCompressor``.
+* :class:`MetaEmbedReranker` - budgeted MaxSim reranking as a ``BaseDocumentCompressor``;
+* :class:`MLLMRerankCompressor` - a generative model's P("True") reranking (MM-Embed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from importlib import metadata
 
 from .embeddings import MODEL_ENV_VAR, MetaEmbedEmbeddings
+from .mllm import MLLMRerankCompressor
 from .rerankers import MetaEmbedReranker
 from .retrievers import MetaEmbedRetriever
 from .vectorstores import MetaEmbedVectorStore
@@ -25,6 +27,7 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
 
 __all__ = [
     "MODEL_ENV_VAR",
+    "MLLMRerankCompressor",
     "MetaEmbedEmbeddings",
     "MetaEmbedReranker",
     "MetaEmbedRetriever",

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from metaembed_rag import maxsim
 from metaembed_rag.budget import check_budget, parse_budget
 from metaembed_rag.relevance import relevance_scores
+from metaembed_rag.scorers import Scorer, resolve_scorer
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .embeddings import MetaEmbedEmbeddings
@@ -75,6 +75,13 @@ class MetaEmbedReranker(BaseDocumentCompressor):
     raw_score_key: str = Field(
         default="maxsim_score", description="Metadata key the raw MaxSim sum is written to."
     )
+    scorer: Scorer | str | None = Field(
+        default=None,
+        description=(
+            "Late-interaction scorer: None (MaxSim), 'pooled', a folder saved by "
+            "`metaembed-rag train-scorer`, or a metaembed_rag.scorers.Scorer."
+        ),
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -88,6 +95,11 @@ class MetaEmbedReranker(BaseDocumentCompressor):
                 data = {**data, "embeddings": store.embeddings}
         return data
 
+    @field_validator("scorer")
+    @classmethod
+    def _resolve_scorer(cls, value: Any) -> Any:
+        return None if value is None else resolve_scorer(value)
+
     @field_validator("budget")
     @classmethod
     def _parse_budget(cls, value: Any) -> Any:
@@ -100,6 +112,8 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         vectors, encoded with the same token limit."""
         owner = f"the reranker's model ({self.embeddings.model_name})"
         check_budget(self.budget, self.embeddings.budgets, "budget", owner)
+        if isinstance(self.scorer, Scorer):
+            self.scorer.check_compatible(self.embeddings.fingerprint(), self.embeddings.client.dim)
         store = self.vectorstore
         if store is None:
             return self
@@ -149,7 +163,7 @@ class MetaEmbedReranker(BaseDocumentCompressor):
         budget = self.embeddings.client.resolve_budget(parse_budget(self.budget, "budget"))
         q = self.embeddings.encode_queries([query])  # (1, R_q, D)
         d = self._document_vectors(documents)  # (n, R_c, D)
-        scores = maxsim(q, d, budget.as_tuple())[0].tolist()
+        scores = resolve_scorer(self.scorer).score(q, d, budget)[0].tolist()
         order = sorted(range(len(documents)), key=lambda i: (-scores[i], i))
         n = self.top_n if top_n is None else top_n
         if n is not None:

@@ -228,14 +228,15 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         **options: Any,
     ) -> SearchParams:
         """This call's :class:`SearchParams`: the store's defaults with ``options`` (``budget``,
-        ``fetch_k``, ``recall_budget``, ``mode``, ``hybrid``, ``hybrid_weight``) applied;
+        ``fetch_k``, ``recall_budget``, ``mode``, ``hybrid``, ``hybrid_weight``,
+        ``scorer``) applied;
         budgets checked against :attr:`budgets` (the message lists the valid ones)."""
-        known = {"budget", "fetch_k", "recall_budget", "mode", "hybrid", "hybrid_weight"}
+        known = {"budget", "fetch_k", "recall_budget", "mode", "hybrid", "hybrid_weight", "scorer"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(
                 f"MetaEmbedVectorStore.{where} got unexpected argument(s) {unknown}; the search "
-                "options are budget, fetch_k, recall_budget, mode, hybrid and hybrid_weight."
+                "options are budget, fetch_k, recall_budget, mode, hybrid, hybrid_weight and scorer."
             )
         if filter is not None and not isinstance(filter, dict):
             raise TypeError(
@@ -258,6 +259,7 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
             mode=options.get("mode") or self.mode,
             hybrid=options.get("hybrid"),
             hybrid_weight=options.get("hybrid_weight"),
+            scorer=options.get("scorer"),
         )
 
     def _search(

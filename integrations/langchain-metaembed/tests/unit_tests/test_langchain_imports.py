@@ -12,6 +12,7 @@ import langchain_metaembed
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 EXPECTED_ALL = [
+    "MLLMRerankCompressor",
     "MODEL_ENV_VAR",
     "MetaEmbedEmbeddings",
     "MetaEmbedReranker",

@@ -33,11 +33,12 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from metaembed_rag import Budget, maxsim
+from metaembed_rag import Budget
 from metaembed_rag.budget import BudgetLike
 from metaembed_rag.frameworks.llama_index import MetaEmbedEmbedding
 from metaembed_rag.frameworks.llama_index.inputs import content_hash, node_input
 from metaembed_rag.relevance import relevance_scores
+from metaembed_rag.scorers import resolve_scorer
 
 __all__ = ["MetaEmbedRerank", "RETRIEVAL_SCORE_KEY"]
 
@@ -68,6 +69,9 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             nodes); ``0`` disables the cache.
         score_mode: ``"maxsim"`` (raw MaxSim sum) or ``"relevance"`` (calibrated 0-1).
         callback_manager: receives the ``CBEventType.RERANKING`` event.
+        scorer: the late-interaction scorer (``None``: MaxSim; ``"pooled"``, a folder from
+            ``metaembed-rag train-scorer`` or a ``metaembed_rag.scorers.Scorer``; not part of
+            ``to_dict``).
     """
 
     top_n: int = Field(default=5, description="Number of nodes to return, best first.", ge=1)
@@ -101,6 +105,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
     _cache_bytes: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _encoded: int = PrivateAttr(default=0)
+    _scorer: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -115,6 +120,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
         cache_mb: float = 64.0,
         score_mode: Literal["maxsim", "relevance"] = "maxsim",
         callback_manager: CallbackManager | None = None,
+        scorer: Any = None,
         **kwargs: Any,
     ) -> None:
         if embed_model is None:
@@ -147,6 +153,8 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             **kwargs,
         )
         self._embed_model = embed_model
+        self._scorer = resolve_scorer(scorer)
+        self._scorer.check_compatible(embed_model.model_fingerprint, embed_model.model.dim)
 
     @classmethod
     def class_name(cls) -> str:
@@ -226,7 +234,7 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             return []
         q = self._embed_model.get_query_bundle_multi_vector(query_bundle).unsqueeze(0)
         docs = self._document_vectors(nodes)
-        return maxsim(q, docs, Budget.parse(self.budget))[0].tolist()
+        return self._scorer.score(q, docs, Budget.parse(self.budget))[0].tolist()
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None

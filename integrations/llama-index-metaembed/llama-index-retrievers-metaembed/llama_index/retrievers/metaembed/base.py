@@ -100,6 +100,9 @@ class MetaEmbedRetriever(BaseRetriever):
             core filter syntax, see ``llama_index.vector_stores.metaembed.filters``); can be
             reassigned at any time (``retriever.filters = ...``).
         mode: ``"two_stage"`` (default) or ``"exhaustive"``.
+        scorer: the exact stage's scorer: ``None`` (MaxSim), ``"pooled"``, a folder saved by
+            ``metaembed-rag train-scorer`` or a ``metaembed_rag.scorers.Scorer``
+            (``docs/scorers.md``).
         instruction: task instruction put before every query text.
         url_timeout: seconds to wait for an image URL in ``QueryBundle.image_path``.
         image_key: metadata key of an image document's path (see :func:`hit_to_node`).
@@ -118,6 +121,7 @@ class MetaEmbedRetriever(BaseRetriever):
         rerank_budget: BudgetLike | None = None,
         filters: MetadataFilters | None = None,
         mode: Mode = "two_stage",
+        scorer: Any = None,
         instruction: str | None = None,
         url_timeout: float = DEFAULT_URL_TIMEOUT,
         image_key: str = DEFAULT_IMAGE_KEY,
@@ -138,6 +142,7 @@ class MetaEmbedRetriever(BaseRetriever):
             recall_budget=recall_budget,
             rerank_budget=rerank_budget,
             mode=mode,
+            scorer=scorer,
         )
         self.retriever = retriever
         self._store = _vector_store
@@ -147,6 +152,9 @@ class MetaEmbedRetriever(BaseRetriever):
         self._filters: MetadataFilters | None = None
         self.filters = filters
         self.mode: Mode = params.mode
+        self.scorer = params.scorer
+        if self.scorer is not None:
+            self.scorer.check_compatible(retriever.index.fingerprint, retriever.index.dim)
         self.instruction = instruction
         self.url_timeout = url_timeout
         self.image_key = image_key
@@ -245,6 +253,7 @@ class MetaEmbedRetriever(BaseRetriever):
                 rerank_budget=self.rerank_budget,
                 mode=self.mode,
                 score_mode=self.score_mode,
+                scorer=self.scorer,
             )
             return [
                 NodeWithScore(node=node, score=score)
@@ -259,6 +268,7 @@ class MetaEmbedRetriever(BaseRetriever):
             rerank_budget=self.rerank_budget,
             filter=to_core_filter(self._filters),
             mode=self.mode,
+            scorer=self.scorer,
         )
         hits = self.retriever.search_vectors(q.unsqueeze(0), params=params)[0]
         scores = [h.score for h in hits]

@@ -362,6 +362,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
         query_str: str | None = None,
         score_mode: ScoreMode | None = None,
         mmr_lambda: float | None = None,
+        scorer: Any = None,
     ) -> VectorStoreQueryResult:
         """Two-stage MaxSim search for an already encoded query, under the store's lock.
 
@@ -375,6 +376,8 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
                 ``metaembed_rag.index.hybrid``); the similarities are then the fused scores.
             mmr_lambda: run maximal marginal relevance with this ``lambda_mult`` over
                 ``fetch_k`` candidates (``None``: plain ranking).
+            scorer: the exact stage's scorer (``None``: MaxSim; ``"pooled"``, a folder from
+                ``metaembed-rag train-scorer`` or a ``metaembed_rag.scorers.Scorer``).
 
         Returns:
             nodes, similarities (raw MaxSim sums or calibrated relevance, see ``score_mode``;
@@ -392,6 +395,7 @@ class MetaEmbedVectorStore(BasePydanticVectorStore):
             mode=self.mode if mode is None else mode,
             hybrid=hybrid,
             hybrid_weight=hybrid_weight,
+            scorer=scorer,
         )
         q = query_vectors.unsqueeze(0) if query_vectors.dim() == 2 else query_vectors
         texts = None if query_str is None else [query_str]
