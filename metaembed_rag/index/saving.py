@@ -32,7 +32,8 @@ __all__ = ["check_files", "expect", "finish_save", "manifest_files", "write_fais
 logger = logging.getLogger(__name__)
 
 _OWN_FILE = re.compile(
-    r"^(vectors|scales|codes|coarse|docs|faiss|codebook)-[0-9a-f]{12}\.(bin|jsonl|faiss|safetensors)(\.tmp)?$"
+    r"^(vectors|scales|codes|coarse|docs|faiss|codebook)-[0-9a-f]{12}"
+    r"\.(bin|jsonl|faiss|safetensors)(\.tmp)?$"
 )
 #: Files every manifest must name.
 REQUIRED = ("vectors", "coarse", "docs", "faiss")
