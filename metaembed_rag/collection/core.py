@@ -250,7 +250,7 @@ class Collection(Indexer):
                 f"(`metaembed-rag index PATH --index {self.folder}` or add_paths)."
             )
         params = SearchParams.of(k, fetch_k=fetch_k, rerank_budget=budget, filter=filter)
-        params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
+        params.check_budgets(self.index.searchable_budgets(params))  # fails before encoding
         hits = self.retriever.search(query, params=params)
         out = []
         for h in hits:

@@ -279,7 +279,8 @@ class MultiVectorIndex:
         return [r.id for r in self.backend.records(rows)]
 
     def get(self, doc_id: str) -> dict[str, Any]:
-        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32 (K, D)).
+        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32
+        ``(stored_vectors, D)``: all K unless the index truncates; decoded for compressed kinds).
 
         Raises:
             KeyError: the id is not in the index.
@@ -412,7 +413,7 @@ class MultiVectorIndex:
         to ids with :meth:`ids_of`."""
         p = SearchParams.of(k, params, **options)
         q = prepare_queries(queries, self.dim)
-        recall, rerank = p.check_budgets(self._searchable_budgets(p), q.shape[1])
+        recall, rerank = p.check_budgets(self.searchable_budgets(p), q.shape[1])
         if len(self) == 0:
             raise ValueError(
                 "The index is empty: add documents (index.add or retriever.add_documents) "
@@ -434,8 +435,9 @@ class MultiVectorIndex:
         scores = self.backend.score(q, cand, rerank)
         return self._select(scores, cand, valid, k)
 
-    def _searchable_budgets(self, p: SearchParams) -> list[Budget]:
-        """The budgets a search may use: those within the stored vectors.
+    def searchable_budgets(self, p: SearchParams) -> list[Budget]:
+        """The budgets a search with ``p`` may use: the index's budgets whose ``r_c`` is within
+        the stored vectors (all of them without index-time truncation).
 
         Raises:
             ValueError: ``p`` asks for a budget whose ``r_c`` exceeds the stored vectors
@@ -443,7 +445,7 @@ class MultiVectorIndex:
         """
         keep = self.stored_vectors
         for what, b in (("rerank_budget", p.rerank_budget), ("recall_budget", p.recall_budget)):
-            if b is not None and Budget.parse(b).r_c > keep:
+            if b is not None and keep < Budget.parse(b).r_c <= self.num_vectors:
                 raise ValueError(
                     f"{what} {Budget.parse(b)} needs {Budget.parse(b).r_c} vectors per "
                     f"document, but this index stores only the first {keep} (index-time "
