@@ -14,6 +14,8 @@ Parts (``--parts``, default all):
   the corpus, as at index build), decodes them, and ranks the whole corpus by exact MaxSim
   (the same decoded values the residual kernel scores; ``tests/test_storage_kinds.py``).
   Queries: the first ``--max-queries`` (sorted ids) of each set.
+* ``kernel`` - the exact stage alone (200 random candidates of ``--kernel-n`` rows in RAM,
+  (16,64), D=384): median ms per query and candidates/s per storage kind.
 * ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
   K=64, budget (16,64), fetch_k=200: exact-stage throughput (candidates/s, 200 candidates per
   query) and two-stage p50 / p95 per query, with top-10 overlap against exhaustive search.
@@ -261,10 +263,72 @@ def print_latency(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Exact stage alone: 200 random candidates of ``--kernel-n`` rows in RAM, budget (16,64),
+    D=384, one query per call; float kinds through ``maxsim_ids`` on the stored dtype, int8
+    dequantised first (as the index does), residual kinds through the residual kernel on
+    random codes with a codebook trained on random unit vectors (speed does not depend on
+    the values)."""
+    from metaembed_rag.budget import Budget
+    from metaembed_rag.index.coarse import CoarseIndex
+    from metaembed_rag.index.local import LocalBackend
+    from metaembed_rag.index.rowset import RowSet
+
+    d, k, n, m = 384, 64, args.kernel_n, 200
+    rng = np.random.default_rng(0)
+    queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+    cand = rng.integers(0, n, (args.queries, m))
+    out = []
+    for kind in args.kinds:
+        codec = VectorCodec(kind, d)
+        rows = RowSet(k, d, codec, "mean", None)
+        if codec.codebook is not None:
+            sample = next(iter(clustered_documents(512, k, d)))
+            codec.codebook.train(sample.reshape(-1, d))
+            width = codec.codebook.code_bytes
+            rows.vectors.append(rng.integers(0, 256, (n, k, width), dtype=np.uint8))
+            assert rows.side is not None
+            ncent = codec.codebook.centroids.shape[0]
+            rows.side[1].append(rng.integers(0, ncent, (n, k)).astype(np.uint16))
+        else:
+            for docs in clustered_documents(n, k, d, chunk=2048):
+                stored, side = codec.encode(docs)
+                rows.vectors.append(stored)
+                if rows.side is not None:
+                    rows.side[1].append(side)
+        rows.coarse.append(np.zeros((n, d), dtype=np.float32))
+        backend = LocalBackend(rows, CoarseIndex(d, "flat"))
+        budget = Budget(16, 64)
+        backend.score(queries[:1], cand[:1], budget)  # warm-up
+        times = []
+        for i in range(args.queries):
+            t0 = time.perf_counter()
+            backend.score(queries[i : i + 1], cand[i : i + 1], budget)
+            times.append(time.perf_counter() - t0)
+        row = {
+            "storage": kind, "rows": n, "candidates": m,
+            "exact_ms_median": 1e3 * statistics.median(times),
+            "exact_candidates_per_s": m / statistics.median(times),
+        }  # fmt: skip
+        logger.info("kernel %s", row)
+        out.append(row)
+        rows.close()
+    return out
+
+
+def print_kernel(rows: list[dict[str, Any]]) -> None:
+    print("\n| storage | exact stage ms (200 candidates, (16,64)) | candidates/s |")
+    print("|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['storage']} | {r['exact_ms_median']:.1f} | {r['exact_candidates_per_s']:.0f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", default=["bytes", "quality", "latency"],
-                   choices=["bytes", "quality", "latency"])  # fmt: skip
+                   choices=["bytes", "quality", "latency", "kernel"])  # fmt: skip
     p.add_argument("--kinds", nargs="+", default=KINDS)
     p.add_argument("--stored-vectors", type=int, nargs="*", default=[16],
                    help="bytes part: also measure index-time truncation to these r_c")  # fmt: skip
@@ -274,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queries", type=int, default=500)
     p.add_argument("--n", type=int, nargs="+", default=[100_000])
     p.add_argument("--queries", type=int, default=50)
+    p.add_argument("--kernel-n", type=int, default=20_000, help="kernel part: rows in RAM")
     p.add_argument("--exhaustive-queries", type=int, default=5)
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
@@ -290,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         if "quality" in args.parts:
             results["quality"] = run_quality(args)
             print_quality(results["quality"])
+        if "kernel" in args.parts:
+            results["kernel"] = run_kernel(args)
+            print_kernel(results["kernel"])
         if "latency" in args.parts:
             results["latency"] = run_latency(args, workdir)
             print_latency(results["latency"])

@@ -42,17 +42,25 @@ typedef struct {
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 
+#define DECODE_LOOP(G)                                                                            \
+    for (int64_t p = 0; p < jb->P; p++) {                                                         \
+        const float *t = tab + ((size_t)p * 256 + pk[p]) * (G);                                   \
+        const float *c = cent + p * (G);                                                          \
+        float *o = out + p * (G);                                                                 \
+        for (int e = 0; e < (G); e++) o[e] = c[e] + t[e];                                         \
+    }
+
 #define DEFINE_SCORE(SFX)                                                                         \
     static void decode_one##SFX(const job_t *jb, const uint8_t *pk, const float *cent,            \
                                 float *out)                                                       \
     {                                                                                             \
         const int g = jb->g;                                                                      \
         const float *tab = jb->table;                                                             \
-        for (int64_t p = 0; p < jb->P; p++) {                                                     \
-            const float *t = tab + ((size_t)p * 256 + pk[p]) * g;                                 \
-            const float *c = cent + p * g;                                                        \
-            float *o = out + p * g;                                                               \
-            for (int e = 0; e < g; e++) o[e] = c[e] + t[e];                                       \
+        switch (g) { /* constant widths: the inner loop unrolls */                                \
+        case 8: DECODE_LOOP(8); break;                                                            \
+        case 4: DECODE_LOOP(4); break;                                                            \
+        case 2: DECODE_LOOP(2); break;                                                            \
+        default: DECODE_LOOP(g); break;                                                           \
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
@@ -66,29 +74,71 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
         return s;                                                                                 \
     }                                                                                             \
                                                                                                   \
+    static inline float hsum##SFX(v8 acc)                                                         \
+    {                                                                                             \
+        return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])); \
+    }                                                                                             \
+                                                                                                  \
+    /* best[i] = max(best[i], <q_i, b_j>) for 4 decoded vectors b (same sums as dot()) */         \
+    static void block4##SFX(const float *q, int64_t r_q, const float *b, int64_t D, float *best)  \
+    {                                                                                             \
+        const float *b0 = b, *b1 = b + D, *b2 = b + 2 * D, *b3 = b + 3 * D;                       \
+        const int64_t D8 = D - D % 8;                                                             \
+        for (int64_t i = 0; i < r_q; i++) {                                                       \
+            const float *qi = q + i * D;                                                          \
+            v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                            \
+            for (int64_t d = 0; d < D8; d += 8) {                                                 \
+                const v8 x = *(const v8u *)(qi + d);                                              \
+                a0 += x * *(const v8u *)(b0 + d);                                                 \
+                a1 += x * *(const v8u *)(b1 + d);                                                 \
+                a2 += x * *(const v8u *)(b2 + d);                                                 \
+                a3 += x * *(const v8u *)(b3 + d);                                                 \
+            }                                                                                     \
+            float s0 = hsum##SFX(a0), s1 = hsum##SFX(a1), s2 = hsum##SFX(a2), s3 = hsum##SFX(a3); \
+            for (int64_t d = D8; d < D; d++) {                                                    \
+                s0 += qi[d] * b0[d]; s1 += qi[d] * b1[d];                                         \
+                s2 += qi[d] * b2[d]; s3 += qi[d] * b3[d];                                         \
+            }                                                                                     \
+            float m = best[i];                                                                    \
+            if (s0 > m) m = s0;                                                                   \
+            if (s1 > m) m = s1;                                                                   \
+            if (s2 > m) m = s2;                                                                   \
+            if (s3 > m) m = s3;                                                                   \
+            best[i] = m;                                                                          \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
     static void run##SFX(job_t *jb, float *buf)                                                   \
     {                                                                                             \
         const int64_t D = jb->D, r_c = jb->r_c, r_q = jb->r_q;                                    \
+        float best[256];                                                                          \
         for (int64_t p = jb->begin; p < jb->end; p++) {                                           \
             const int64_t qi = p / jb->m;                                                         \
             const int64_t row = jb->ids[p];                                                       \
             const uint16_t *cid = jb->cid + (size_t)row * jb->ks;                                 \
             const uint8_t *pk = jb->packed + (size_t)row * jb->ks * jb->P;                        \
-            for (int64_t j = 0; j < r_c; j++) {                                                   \
-                if (cid[j] >= jb->ncent) { jb->bad_id = 1; return; }                              \
-                decode_one##SFX(jb, pk + j * jb->P, jb->centroids + (size_t)cid[j] * D,           \
-                                buf + j * D);                                                     \
-            }                                                                                     \
             const float *q = jb->q + (size_t)qi * r_q * D;                                        \
-            float total = 0.0f;                                                                   \
-            for (int64_t i = 0; i < r_q; i++) {                                                   \
-                float best = -__builtin_inff();                                                   \
-                for (int64_t j = 0; j < r_c; j++) {                                               \
-                    const float s = dot##SFX(q + i * D, buf + j * D, D);                          \
-                    if (s > best) best = s;                                                       \
+            for (int64_t i = 0; i < r_q; i++) best[i] = -__builtin_inff();                        \
+            for (int64_t j0 = 0; j0 < r_c; j0 += 4) {                                             \
+                const int64_t nj = r_c - j0 < 4 ? r_c - j0 : 4;                                   \
+                for (int64_t j = 0; j < nj; j++) {                                                \
+                    const uint16_t c = cid[j0 + j];                                               \
+                    if (c >= jb->ncent) { jb->bad_id = 1; return; }                               \
+                    decode_one##SFX(jb, pk + (j0 + j) * jb->P, jb->centroids + (size_t)c * D,     \
+                                    buf + j * D);                                                 \
                 }                                                                                 \
-                total += best;                                                                    \
+                if (nj == 4) {                                                                    \
+                    block4##SFX(q, r_q, buf, D, best);                                            \
+                } else {                                                                          \
+                    for (int64_t i = 0; i < r_q; i++)                                             \
+                        for (int64_t j = 0; j < nj; j++) {                                        \
+                            const float s = dot##SFX(q + i * D, buf + j * D, D);                  \
+                            if (s > best[i]) best[i] = s;                                         \
+                        }                                                                         \
+                }                                                                                 \
             }                                                                                     \
+            float total = 0.0f;                                                                   \
+            for (int64_t i = 0; i < r_q; i++) total += best[i];                                   \
             jb->out[p] = total;                                                                   \
         }                                                                                         \
     }
@@ -127,6 +177,10 @@ static PyObject *score(PyObject *self, PyObject *args)
                           &nrows, &cid, &packed, &ks, &P, &cent, &ncent, &table, &g, &threads,
                           &force_generic))
         return NULL;
+    if (r_q > 256) {
+        PyErr_SetString(PyExc_ValueError, "the residual kernel takes at most 256 query vectors");
+        return NULL;
+    }
     int64_t items = (int64_t)nq * m;
     const int64_t *idp = (const int64_t *)(uintptr_t)ids;
     for (int64_t p = 0; p < items; p++) {

@@ -133,7 +133,8 @@ def maxsim_residual_ids(
             f"backend='kernel' requested but the compiled residual kernel is not available "
             f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
         )
-    use_kernel = backend == "kernel" or (backend == "auto" and _ext is not None)
+    # the kernel keeps one running maximum per query vector on the stack: r_q <= 256
+    use_kernel = backend == "kernel" or (backend == "auto" and _ext is not None and r_q <= 256)
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     if not use_kernel:
