@@ -208,7 +208,8 @@ class LocalBackend(StorageBackend):
         """MaxSim on residual-coded rows, decoded one candidate at a time (never the whole
         candidate set): :func:`~metaembed_rag.scoring.residual.maxsim_residual_ids`."""
         codebook = self.rows.codec.codebook
-        assert codebook is not None and self.rows.side is not None
+        assert codebook is not None and codebook.centroids is not None
+        assert self.rows.side is not None
         out = maxsim_residual_ids(
             queries, self.rows.side[1].array, self.rows.vectors.array, codebook.centroids,
             codebook.byte_table(), rows, budget.r_q, budget.r_c,
