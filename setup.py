@@ -1,7 +1,7 @@
-"""Build script for the optional compiled MaxSim kernel.
+"""Build script for the optional compiled MaxSim kernels (float rows and residual-coded rows).
 
-Everything else about the package lives in pyproject.toml. The C extension
-``metaembed_rag.scoring._maxsim`` is optional: on a machine without a C compiler the build
+Everything else about the package lives in pyproject.toml. The C extensions
+``metaembed_rag.scoring._maxsim`` and ``metaembed_rag.scoring._residual`` are optional: on a machine without a C compiler the build
 step is skipped, the package still installs, and scoring uses the pure-torch path (a warning
 is logged on first use). The kernel picks its instruction set at run time (AVX-512, AVX2 or
 portable C), so the build never uses ``-march=native``.
@@ -32,6 +32,13 @@ setup(
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             optional=True,
-        )
+        ),
+        Extension(
+            "metaembed_rag.scoring._residual",
+            sources=["metaembed_rag/scoring/_residual.c"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+            optional=True,
+        ),
     ],
 )

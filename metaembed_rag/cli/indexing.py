@@ -100,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
         if exists:  # the model loads only if a file needs encoding
             col = Collection.open(folder, model=args.model, device=args.device, load_model=False,
                                   storage=storage)  # fmt: skip
+            for flag, wanted, stored in (
+                ("--storage", args.storage, col.index.dtype),
+                ("--stored-vectors", args.stored_vectors, col.index.stored_vectors),
+            ):
+                if wanted is not None and wanted != stored:
+                    raise ValueError(
+                        f"{folder} was created with {flag} {stored}; the storage is chosen "
+                        f"when an index is created: leave {flag} out, or index into a new "
+                        "folder."
+                    )
         else:
             model = load_collection_model(args.model, args.device)
             if args.pdf_images and not model.supports_images:
@@ -111,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             col = Collection.create(
                 folder, model, model_name=_model_reference(args.model),
                 chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, storage=storage,
+                **({"dtype": args.storage} if args.storage else {}),
+                **({"stored_vectors": args.stored_vectors} if args.stored_vectors else {}),
             )  # fmt: skip
         load_s = time.perf_counter() - t0
         if args.ray is not None:  # encode on a Ray cluster; this process reads and writes
@@ -218,6 +230,21 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=None,
         help="tokens (or words) shared by consecutive chunks (default 40, or 30 words); saved",
+    )
+    ix.add_argument(
+        "--storage",
+        default=None,
+        help="how a new index stores chunk vectors: bfloat16 (default), float16, float32, int8, "
+        "residual4, residual2, residual1 (compressed; see docs/storage.md); chosen once, when "
+        "the index is created",
+    )
+    ix.add_argument(
+        "--stored-vectors",
+        type=int,
+        default=None,
+        metavar="R_C",
+        help="a new index keeps only the first R_C vectors per chunk (searches with a larger "
+        "r_c are refused)",
     )
     ix.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     ix.add_argument(

@@ -288,7 +288,7 @@ class Collection(Indexer):
             k, fetch_k=fetch_k, rerank_budget=budget, filter=filter, hybrid=hybrid,
             hybrid_weight=hybrid_weight, scorer=scorer,
         )  # fmt: skip
-        params.check_budgets(self.index.budgets)  # a wrong budget fails before encoding
+        params.check_budgets(self.index.searchable_budgets(params))  # fails before encoding
         hits = self.retriever.search(query, params=params)
         out = []
         for h in hits:

@@ -21,6 +21,7 @@ import torch
 
 from ..budget import Budget
 from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
+from ..scoring.residual import maxsim_residual_ids, residual_kernel_available
 from .backend import SCAN_CHUNK, Record, StorageBackend, StorageInfo
 from .coarse import CoarseIndex
 from .doctable import DocumentTable
@@ -201,10 +202,29 @@ class LocalBackend(StorageBackend):
         valid = cand >= 0
         return np.where(valid, cand, allowed_rows[0]), valid
 
+    def _residual_scores(
+        self, queries: torch.Tensor, rows: np.ndarray, budget: Budget
+    ) -> np.ndarray:
+        """MaxSim on residual-coded rows, decoded one candidate at a time (never the whole
+        candidate set): :func:`~metaembed_rag.scoring.residual.maxsim_residual_ids`."""
+        codebook = self.rows.codec.codebook
+        assert codebook is not None and codebook.centroids is not None
+        assert self.rows.side is not None
+        out = maxsim_residual_ids(
+            queries, self.rows.side[1].array, self.rows.vectors.array, codebook.centroids,
+            codebook.byte_table(), rows, budget.r_q, budget.r_c,
+            backend="kernel" if residual_kernel_available() else "torch",
+        )  # fmt: skip
+        return out.numpy()
+
     def score(self, queries: torch.Tensor, rows: np.ndarray, budget: Budget) -> np.ndarray:
-        """Exact MaxSim on the stored rows in place (no copy) when the dtype allows."""
+        """Exact MaxSim on the stored rows in place (no copy) when the dtype allows; residual
+        rows are decoded candidate by candidate inside the kernel."""
         if rows.shape[1] == 0:
             return np.zeros(rows.shape, dtype=np.float32)
+        self.rows.check_r_c(budget.r_c)
+        if self.rows.codec.codebook is not None:
+            return self._residual_scores(queries, rows, budget)
         view = self.rows.codec.torch_view(self.rows.vectors.array)
         if view is None:  # int8: dequantise the candidate rows, then score
             docs = self.fetch(rows.reshape(-1), budget.r_c).view(*rows.shape, budget.r_c, self.dim)
@@ -221,12 +241,18 @@ class LocalBackend(StorageBackend):
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Contiguous row ranges scored in place (no copy) when the dtype allows; rows not
         ``allowed`` score ``-inf``."""
+        self.rows.check_r_c(budget.r_c)
         view = self.rows.codec.torch_view(self.rows.vectors.array)
         n = self.rows.count
         for start in range(0, n, SCAN_CHUNK):
             end = min(n, start + SCAN_CHUNK)
             ok = allowed[start:end]
             if not ok.any():
+                continue
+            if self.rows.codec.codebook is not None:
+                ids = np.broadcast_to(np.arange(start, end), (queries.shape[0], end - start))
+                scores = self._residual_scores(queries, ids, budget)
+                yield np.arange(start, end, dtype=np.int64), np.where(ok[None, :], scores, -np.inf)
                 continue
             if view is not None:
                 docs = view[start:end]

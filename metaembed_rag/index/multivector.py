@@ -61,8 +61,17 @@ class MultiVectorIndex:
         dim: vector width D.
         num_vectors: vectors stored per document K (64 for MetaEmbed candidates).
         budgets: the budgets searches may use (default: MetaEmbed's groups that fit K).
-        dtype: stored dtype, ``"bfloat16"`` (default), ``"float16"``, ``"float32"`` or
-            ``"int8"`` (per-vector scale).
+        dtype: the storage kind, ``"bfloat16"`` (default), ``"float16"``, ``"float32"``,
+            ``"int8"`` (per-vector scale), or a compressed residual kind ``"residual1"``,
+            ``"residual2"``, ``"residual4"`` (a k-means centroid id + 1/2/4 bits per
+            dimension, codebook trained on the first batch added and kept afterwards:
+            :mod:`metaembed_rag.index.residual`; ``docs/storage.md`` compares them).
+        storage: the same as ``dtype`` (give one of the two).
+        stored_vectors: index-time truncation: keep only the first ``stored_vectors`` of the
+            ``num_vectors`` per document (``None``: all); searches with a larger ``r_c`` are
+            refused with an error that says so.
+        num_centroids: residual kinds: k-means centroids (``None``: PLAID's rule on the
+            training sample, at most 1024).
         coarse_vector: ``"mean"`` (default: mean of the K vectors, renormalised; the query side
             uses the renormalised mean of its vectors) or ``"first"`` (the (1,1) embedding, the
             query's first vector). The default is the one that measured better on SciFact
@@ -103,6 +112,9 @@ class MultiVectorIndex:
         num_vectors: int = 64,
         budgets: Iterable[BudgetLike] | None = None,
         dtype: str | None = None,
+        storage: str | None = None,
+        stored_vectors: int | None = None,
+        num_centroids: int | None = None,
         coarse_vector: CoarseVector = "mean",
         coarse_index: str = "auto",
         path: str | os.PathLike[str] | None = None,
@@ -128,11 +140,22 @@ class MultiVectorIndex:
             raise ValueError(f"dim and num_vectors must be >= 1, got {dim} and {num_vectors}.")
         if coarse_vector not in ("first", "mean"):
             raise ValueError(f"coarse_vector must be 'first' or 'mean', got {coarse_vector!r}.")
+        if storage is not None and dtype is not None and storage != dtype:
+            raise ValueError(
+                f"dtype={dtype!r} and storage={storage!r} disagree; pass only storage=."
+            )
+        dtype = dtype or storage
         if dtype is None:
             dtype = "float16" if use_gpu and torch.cuda.is_available() else "bfloat16"
-        self.codec = VectorCodec(dtype)
+        self.codec = VectorCodec(dtype, int(dim), num_centroids)
         self.dim = int(dim)
         self.num_vectors = int(num_vectors)
+        if stored_vectors is not None and not 1 <= stored_vectors <= self.num_vectors:
+            raise ValueError(
+                f"stored_vectors must be in 1..{self.num_vectors}, got {stored_vectors}."
+            )
+        #: Vectors kept per document (index-time truncation; ``num_vectors`` when none).
+        self.stored_vectors = self.num_vectors if stored_vectors is None else int(stored_vectors)
         if budgets is None:
             budgets = [b for b in DEFAULT_BUDGETS if b.r_c <= self.num_vectors]
         self.budgets: list[Budget] = sorted({Budget.parse(b) for b in budgets})
@@ -177,7 +200,10 @@ class MultiVectorIndex:
             self.dim, coarse_index, hnsw_m=hnsw_m, ef_construction=ef_construction,
             ef_search=ef_search, ivf_nlist=ivf_nlist, nprobe=nprobe, use_gpu=use_gpu,
         )  # fmt: skip
-        rows = RowSet(self.num_vectors, self.dim, self.codec, coarse_vector, folder)
+        rows = RowSet(
+            self.num_vectors, self.dim, self.codec, coarse_vector, folder,
+            stored_vectors=self.stored_vectors,
+        )  # fmt: skip
         self.backend = LocalBackend(rows, coarse, exact_subset_max=exact_subset_max)
 
     # ------------------------------------------------------------------ construction helpers
@@ -282,7 +308,8 @@ class MultiVectorIndex:
         return [r.id for r in self.backend.records(rows)]
 
     def get(self, doc_id: str) -> dict[str, Any]:
-        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32 (K, D)).
+        """``{"id", "text", "metadata", "vectors"}`` of one document (vectors float32
+        ``(stored_vectors, D)``: all K unless the index truncates; decoded for compressed kinds).
 
         Raises:
             KeyError: the id is not in the index.
@@ -453,7 +480,7 @@ class MultiVectorIndex:
         clamped to the number of documents). Map rows to ids with :meth:`ids_of`."""
         p = SearchParams.of(k, params, **options)
         q = prepare_queries(queries, self.dim)
-        recall, rerank = p.check_budgets(self.budgets, q.shape[1])
+        recall, rerank = p.check_budgets(self.searchable_budgets(p), q.shape[1])
         if len(self) == 0:
             raise ValueError(
                 "The index is empty: add documents (index.add or retriever.add_documents) "
@@ -490,6 +517,25 @@ class MultiVectorIndex:
             cand = np.where(valid, cand, int(np.argmax(allowed)))  # any allowed row as filler
         scores = scorer.rerank(self.backend, q, cand, rerank)
         return self._select(scores, cand, valid, k)
+
+    def searchable_budgets(self, p: SearchParams) -> list[Budget]:
+        """The budgets a search with ``p`` may use: the index's budgets whose ``r_c`` is within
+        the stored vectors (all of them without index-time truncation).
+
+        Raises:
+            ValueError: ``p`` asks for a budget whose ``r_c`` exceeds the stored vectors
+                (index-time truncation).
+        """
+        keep = self.stored_vectors
+        for what, b in (("rerank_budget", p.rerank_budget), ("recall_budget", p.recall_budget)):
+            if b is not None and keep < Budget.parse(b).r_c <= self.num_vectors:
+                raise ValueError(
+                    f"{what} {Budget.parse(b)} needs {Budget.parse(b).r_c} vectors per "
+                    f"document, but this index stores only the first {keep} (index-time "
+                    f"truncation, chosen when it was built): use a budget with r_c <= {keep}, "
+                    "or rebuild the index without stored_vectors."
+                )
+        return [b for b in self.budgets if b.r_c <= keep]
 
     def _exhaustive(
         self, q: torch.Tensor, k: int, budget: Budget, allowed: np.ndarray, scorer: Scorer
@@ -651,6 +697,7 @@ class MultiVectorIndex:
             "vectors_per_doc": self.num_vectors,
             "budgets": [b.as_tuple() for b in self.budgets],
             "dtype": self.dtype,
+            "stored_vectors": self.stored_vectors,
             "coarse_vector": self.coarse_vector,
             "options": {
                 "exact_subset_max": self.exact_subset_max,
@@ -733,6 +780,7 @@ class MultiVectorIndex:
         index = cls(
             manifest["dim"], num_vectors=manifest["vectors_per_doc"],
             budgets=[tuple(b) for b in manifest["budgets"]], dtype=manifest["dtype"],
+            stored_vectors=manifest.get("stored_vectors"),
             coarse_vector=manifest["coarse_vector"], coarse_index=coarse["setting"],
             fingerprint=manifest.get("model_fingerprint"), use_gpu=use_gpu,
             hnsw_m=coarse["hnsw_m"], ef_construction=coarse["ef_construction"],

@@ -1,7 +1,10 @@
 """``RowSet``: the vector rows of an index, one :class:`RowStore` per kind, saving themselves.
 
-Kinds: ``vectors`` ``(N, K, D)`` in the stored dtype, ``scales`` ``(N, K)`` float32 (int8 only)
-and ``coarse`` ``(N, D)`` float32 (one coarse vector per document). Files are
+Kinds: ``vectors`` ``(N, K', W)`` in the stored dtype (``K'``: the stored vectors, ``K`` or
+fewer with index-time truncation; ``W``: ``D``, or the packed residual bytes), a side store
+``(N, K')`` (``scales`` float32 for int8, ``codes`` uint16 centroid ids for the residual kinds)
+and ``coarse`` ``(N, D)`` float32 (one coarse vector per document, made from all K vectors).
+The residual kinds also save their codebook (``codebook-<tag>.safetensors``). Files are
 ``<kind>-<tag>.bin``; a new tag is used when the rows are rewritten (compaction, save to
 another folder), so files named by a saved manifest are never changed in place except by
 appending.
@@ -16,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .persist import IndexCorruptedError, atomic_writer, block_hashes
+from .persist import IndexCorruptedError, atomic_writer, block_hashes, sha256_file
 from .storage import RowStore, VectorCodec
 
 __all__ = ["CoarseVector", "RowSet", "new_tag"]
@@ -43,6 +46,8 @@ class RowSet:
         tag: the file tag.
         count: rows already in the files (when opening them).
         writable: open existing files for writing.
+        stored_vectors: vectors kept per document (index-time truncation: the first
+            ``stored_vectors`` of the K; ``None``: all K).
     """
 
     def __init__(
@@ -55,19 +60,26 @@ class RowSet:
         tag: str | None = None,
         count: int = 0,
         writable: bool = True,
+        stored_vectors: int | None = None,
     ) -> None:
         self.num_vectors, self.dim, self.codec = num_vectors, dim, codec
+        self.stored_vectors = num_vectors if stored_vectors is None else int(stored_vectors)
+        if not 1 <= self.stored_vectors <= num_vectors:
+            raise ValueError(
+                f"stored_vectors must be in 1..{num_vectors}, got {self.stored_vectors}."
+            )
         self.coarse_vector: CoarseVector = coarse_vector
         self.folder = folder
         tag = tag or new_tag()
+        k = self.stored_vectors
         self.vectors = self._store(
-            "vectors", (num_vectors, dim), codec.np_dtype, tag, count, writable
+            "vectors", (k, codec.vector_width(dim)), codec.np_dtype, tag, count, writable
         )
-        self.scales = (
-            self._store("scales", (num_vectors,), np.dtype(np.float32), tag, count, writable)
-            if codec.has_scales
-            else None
-        )
+        #: ``(kind, store)`` of the per-vector side rows (int8 scales, residual ids) or None.
+        self.side: tuple[str, RowStore] | None = None
+        if codec.side is not None:
+            kind, dtype = codec.side
+            self.side = (kind, self._store(kind, (k,), dtype, tag, count, writable))
         self.coarse = self._store("coarse", (dim,), np.dtype(np.float32), tag, count, writable)
         #: sha256 blocks already computed per file name (append-only files hash only new blocks).
         self.hash_cache: dict[str, list[dict[str, Any]]] = {}
@@ -87,8 +99,8 @@ class RowSet:
     def stores(self) -> list[tuple[str, RowStore]]:
         """``(kind, store)`` pairs, in file order."""
         out = [("vectors", self.vectors), ("coarse", self.coarse)]
-        if self.scales is not None:
-            out.append(("scales", self.scales))
+        if self.side is not None:
+            out.append(self.side)
         return out
 
     @property
@@ -98,7 +110,7 @@ class RowSet:
 
     @property
     def row_bytes(self) -> int:
-        """Stored bytes per document (vectors, int8 scales, coarse vector)."""
+        """Stored bytes per document (vectors, side rows, coarse vector)."""
         return sum(store.row_bytes for _, store in self.stores())
 
     # ------------------------------------------------------------------ rows
@@ -112,21 +124,40 @@ class RowSet:
 
     def append(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append float32 documents ``(n, K, D)``; returns ``(rows, coarse vectors)``."""
-        stored, scales = self.codec.encode(arr)
+        stored, side = self.codec.encode(arr[:, : self.stored_vectors])
         coarse = self.coarse_of(arr)
         start = self.vectors.append(stored)
-        if self.scales is not None:
-            assert scales is not None
-            self.scales.append(scales)
+        if self.side is not None:
+            assert side is not None
+            self.side[1].append(side)
         self.coarse.append(coarse)
         return np.arange(start, start + arr.shape[0], dtype=np.int64), coarse
 
     def decode(self, rows: np.ndarray, r_c: int | None = None) -> torch.Tensor:
-        """float32 ``(len(rows), r_c, D)`` vectors of ``rows`` (default: all K)."""
-        r_c = self.num_vectors if r_c is None else r_c
+        """float32 ``(len(rows), r_c, D)`` vectors of ``rows`` (default: all stored ones).
+
+        Raises:
+            ValueError: ``r_c`` above the stored vectors (index-time truncation).
+        """
+        r_c = self.stored_vectors if r_c is None else r_c
+        self.check_r_c(r_c)
         stored = self.vectors.array[rows, :r_c]  # copies only the first r_c vectors
-        scales = None if self.scales is None else self.scales.array[rows, :r_c]
-        return self.codec.decode(stored, scales)
+        side = None if self.side is None else self.side[1].array[rows, :r_c]
+        return self.codec.decode(stored, side)
+
+    def check_r_c(self, r_c: int) -> None:
+        """Refuse a candidate budget above the vectors stored per document.
+
+        Raises:
+            ValueError: ``r_c`` > ``stored_vectors`` (the message says how to get more).
+        """
+        if r_c > self.stored_vectors:
+            raise ValueError(
+                f"budget r_c={r_c} needs {r_c} vectors per document, but this index stores "
+                f"only the first {self.stored_vectors} (index-time truncation, chosen when "
+                f"it was built): search with r_c <= {self.stored_vectors}, or rebuild the "
+                "index with more stored vectors."
+            )
 
     def reserve(self, rows: int) -> None:
         """Pre-size every store for ``rows`` rows."""
@@ -140,7 +171,10 @@ class RowSet:
 
     def compacted(self, live: np.ndarray) -> RowSet:
         """A new row set (new files) holding only the ``live`` rows; this one is closed."""
-        new = RowSet(self.num_vectors, self.dim, self.codec, self.coarse_vector, self.folder)
+        new = RowSet(
+            self.num_vectors, self.dim, self.codec, self.coarse_vector, self.folder,
+            stored_vectors=self.stored_vectors,
+        )  # fmt: skip
         for (_, dest), (_, src) in zip(new.stores(), self.stores(), strict=True):
             dest.reserve(live.size)
             step = max(1, COPY_ROWS_BYTES // max(src.row_bytes, 1))
@@ -172,6 +206,14 @@ class RowSet:
                 "row_shape": list(store.row_shape), "np_dtype": store.dtype.str,
                 "sha256_blocks": blocks,
             }  # fmt: skip
+        if self.codec.codebook is not None and self.codec.codebook.trained:
+            name = f"codebook-{tag}.safetensors"
+            with atomic_writer(target / name) as f:
+                f.write(self.codec.codebook.to_bytes())
+            files["codebook"] = {
+                "name": name, "bytes": (target / name).stat().st_size,
+                "sha256": sha256_file(target / name),
+            }  # fmt: skip
         return files
 
     @classmethod
@@ -189,7 +231,18 @@ class RowSet:
             IndexCorruptedError: a file missing from ``files`` or with another row count.
         """
         rows = int(files["vectors"]["rows"])
-        out = cls(empty.num_vectors, empty.dim, empty.codec, empty.coarse_vector, None)
+        out = cls(
+            empty.num_vectors, empty.dim, empty.codec, empty.coarse_vector, None,
+            stored_vectors=empty.stored_vectors,
+        )  # fmt: skip
+        codebook = empty.codec.codebook
+        if codebook is not None and rows > 0:
+            if "codebook" not in files:
+                raise IndexCorruptedError(
+                    f"{folder}: {empty.codec.name} storage but the manifest names no codebook "
+                    "file; restore the index from a backup or rebuild it."
+                )
+            codebook.load(folder / files["codebook"]["name"])
         for kind, store in empty.stores():
             info = files.get(kind)
             if info is None or info["rows"] != rows:
@@ -206,7 +259,10 @@ class RowSet:
                     path, dtype=store.dtype, count=rows * int(np.prod(store.row_shape))
                 )
                 new.append(data.reshape(rows, *store.row_shape))
-            setattr(out, kind, new)
+            if kind in ("vectors", "coarse"):
+                setattr(out, kind, new)
+            else:
+                out.side = (kind, new)
         if mmap:
             out.folder = folder
         return out

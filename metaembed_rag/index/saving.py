@@ -32,7 +32,8 @@ __all__ = ["check_files", "expect", "finish_save", "manifest_files", "write_fais
 logger = logging.getLogger(__name__)
 
 _OWN_FILE = re.compile(
-    r"^(vectors|scales|coarse|docs|faiss|lexical)-[0-9a-f]{12}\.(bin|jsonl|faiss|safetensors)(\.tmp)?$"
+    r"^(vectors|scales|codes|coarse|docs|faiss|codebook|lexical)-[0-9a-f]{12}"
+    r"\.(bin|jsonl|faiss|safetensors)(\.tmp)?$"
 )
 #: Files every manifest must name.
 REQUIRED = ("vectors", "coarse", "docs", "faiss")
@@ -92,7 +93,9 @@ def check_files(folder: Path, manifest: dict[str, Any], verify: bool) -> dict[st
                 "directory from a backup or rebuild the index."
             )
         size = fpath.stat().st_size
-        if size < info["bytes"] or (kind in ("docs", "faiss", "lexical") and size != info["bytes"]):
+        if size < info["bytes"] or (
+            kind in ("docs", "faiss", "codebook", "lexical") and size != info["bytes"]
+        ):
             raise IndexCorruptedError(
                 f"{fpath} has {size} bytes, the manifest says {info['bytes']}: the file is "
                 "truncated or was modified. Restore it or rebuild the index."

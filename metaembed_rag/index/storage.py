@@ -11,7 +11,10 @@ shape and dtype live in the index manifest.
 * ``bfloat16``: stored as ``uint16`` bit patterns (round-to-nearest-even from float32, via torch)
   and viewed as ``torch.bfloat16`` without copying for scoring;
 * ``int8``: symmetric per-vector quantisation, ``x ~= q * scale`` with ``scale = max|x| / 127``;
-  the ``(N, K)`` float32 scales live in a second row store.
+  the ``(N, K)`` float32 scales live in a second row store;
+* ``residual1`` / ``residual2`` / ``residual4``: a k-means centroid id (``(N, K)`` uint16, the
+  second row store) plus a 1/2/4-bit residual per dimension, packed into ``(N, K, D*bits/8)``
+  bytes (:mod:`~metaembed_rag.index.residual`; the codebook is saved beside the rows).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["RowStore", "VectorCodec", "STORAGE_DTYPES"]
+from .residual import ResidualCodebook
+
+__all__ = ["RowStore", "VectorCodec", "STORAGE_DTYPES", "STORAGE_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
     "bfloat16": np.dtype(np.uint16),
     "int8": np.dtype(np.int8),
 }
+
+#: Every storage kind: the dtypes above and the residual (PLAID-style) kinds.
+STORAGE_KINDS: tuple[str, ...] = (*STORAGE_DTYPES, "residual1", "residual2", "residual4")
 
 _MIN_GROW_ROWS = 1024
 
@@ -169,20 +177,52 @@ class RowStore:
 
 
 class VectorCodec:
-    """Conversion between float32 vectors and a stored dtype (see the module docstring)."""
+    """Conversion between float32 vectors and a storage kind (see the module docstring).
 
-    def __init__(self, name: str) -> None:
-        if name not in STORAGE_DTYPES:
-            raise ValueError(
-                f"Unknown storage dtype {name!r}; choose one of {sorted(STORAGE_DTYPES)}."
-            )
+    Args:
+        name: a key of :data:`STORAGE_DTYPES` or a residual kind (``residual1``,
+            ``residual2``, ``residual4``: :mod:`~metaembed_rag.index.residual`).
+        dim: vector width D (needed by the residual kinds).
+        num_centroids: residual kinds: k-means centroids (``None``: chosen from the sample).
+    """
+
+    def __init__(self, name: str, dim: int | None = None, num_centroids: int | None = None) -> None:
+        if name not in STORAGE_KINDS:
+            raise ValueError(f"Unknown storage {name!r}; choose one of {list(STORAGE_KINDS)}.")
         self.name = name
-        self.np_dtype = STORAGE_DTYPES[name]
+        self.codebook: ResidualCodebook | None = None
+        if name.startswith("residual"):
+            if dim is None:
+                raise ValueError(f"storage {name!r} needs the vector width (dim).")
+            self.codebook = ResidualCodebook(dim, int(name[len("residual") :]), num_centroids)
+            self.np_dtype = np.dtype(np.uint8)
+        else:
+            self.np_dtype = STORAGE_DTYPES[name]
+        #: The per-vector side store: ``(kind, dtype)`` (int8 scales, residual centroid ids).
+        self.side: tuple[str, np.dtype] | None = None
+        if name == "int8":
+            self.side = ("scales", np.dtype(np.float32))
+        elif self.codebook is not None:
+            self.side = ("codes", np.dtype(np.uint16))
         self.has_scales = name == "int8"
 
+    def vector_width(self, dim: int) -> int:
+        """Stored values per vector (D, or packed residual bytes)."""
+        return dim if self.codebook is None else self.codebook.code_bytes
+
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """float32 ``(n, K, D)`` -> stored ``(n, K, D)`` and, for int8, scales ``(n, K)``."""
+        """float32 ``(n, K, D)`` -> stored ``(n, K, width)`` and the side rows ``(n, K)``
+        (int8 scales, residual centroid ids) or ``None``. A residual codebook not trained yet
+        is trained on ``x`` first (the keep-on-add policy: :mod:`.residual`)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.codebook is not None:
+            if not self.codebook.trained:
+                self.codebook.train(x.reshape(-1, x.shape[-1]))
+                cid, packed = self.codebook.encode(x)
+            else:
+                cid, packed = self.codebook.encode(x)
+                self.codebook.check_drift(x, cid, packed)
+            return packed, cid
         if self.name == "float32":
             return x, None
         if self.name == "float16":
@@ -196,20 +236,23 @@ class VectorCodec:
         return q, scale
 
     def torch_view(self, arr: np.ndarray) -> torch.Tensor | None:
-        """A torch tensor sharing memory with stored rows (``None`` for int8)."""
-        if self.name == "int8":
+        """A torch tensor sharing memory with stored rows (``None`` for int8 and residual)."""
+        if self.name == "int8" or self.codebook is not None:
             return None
         with warnings.catch_warnings():  # read-only memmaps: we never write through the view
             warnings.simplefilter("ignore", UserWarning)
             t = torch.from_numpy(arr)
         return t.view(torch.bfloat16) if self.name == "bfloat16" else t
 
-    def decode(self, stored: np.ndarray, scales: np.ndarray | None) -> torch.Tensor:
-        """Stored rows ``(..., K, D)`` (+ scales ``(..., K)``) -> float32 torch tensor."""
+    def decode(self, stored: np.ndarray, side: np.ndarray | None) -> torch.Tensor:
+        """Stored rows ``(..., K, width)`` (+ side rows ``(..., K)``) -> float32 torch tensor."""
+        if self.codebook is not None:
+            assert side is not None
+            return torch.from_numpy(self.codebook.decode(side, stored))
         if self.name == "int8":
-            assert scales is not None
+            assert side is not None
             out = torch.from_numpy(np.asarray(stored, dtype=np.float32))
-            return out * torch.from_numpy(np.asarray(scales, dtype=np.float32))[..., None]
+            return out * torch.from_numpy(np.asarray(side, dtype=np.float32))[..., None]
         t = self.torch_view(np.ascontiguousarray(stored))
         assert t is not None
         return t.to(torch.float32)

@@ -1,0 +1,373 @@
+"""Benchmark the storage kinds: bytes per chunk, quality on the zero-shot suite, search speed.
+
+Parts (``--parts``, default all):
+
+* ``bytes`` - on-disk bytes per chunk of every storage kind (``--kinds``) at D=384, K=64:
+  two indexes of ``--bytes-n`` and ``2 * --bytes-n`` synthetic chunks (empty texts) are saved,
+  and the size difference gives the bytes each chunk adds (vectors, side rows, coarse row,
+  FAISS entry, document line); the rest (codebook, manifest) is a fixed cost, reported apart
+  and amortised at 100k chunks.
+* ``quality`` - macro nDCG@10 over the zero-shot suite (``--suite``) at every budget of the
+  default model, for every storage kind against bfloat16. Document vectors come from the eval
+  cache (``metaembed-rag eval`` fills it; nothing is re-encoded): each kind encodes the cached
+  float32 vectors exactly as an index does (the residual codebook is trained on a sample of
+  the corpus, as at index build), decodes them, and ranks the whole corpus by exact MaxSim
+  (the same decoded values the residual kernel scores; ``tests/test_storage_kinds.py``).
+  Queries: the first ``--max-queries`` (sorted ids) of each set.
+* ``kernel`` - the exact stage alone (200 random candidates of ``--kernel-n`` rows in RAM,
+  (16,64), D=384): median ms per query and candidates/s per storage kind.
+* ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
+  K=64, budget (16,64), fetch_k=200: exact-stage throughput (candidates/s, 200 candidates per
+  query) and two-stage p50 / p95 per query, with top-10 overlap against exhaustive search.
+
+Usage::
+
+    python benchmarks/compression.py --json bench-results/compression.json
+    python benchmarks/compression.py --parts quality --max-queries 200
+    python benchmarks/compression.py --parts latency --n 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_THREADS_DEFAULT = 2
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(_THREADS_DEFAULT))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _synthetic import clustered_documents, clustered_queries  # noqa: E402
+
+from metaembed_rag.index import MultiVectorIndex  # noqa: E402
+from metaembed_rag.index.storage import VectorCodec  # noqa: E402
+
+logger = logging.getLogger("compression")
+
+KINDS = ["bfloat16", "int8", "residual4", "residual2", "residual1"]
+HERE = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------------------------ bytes
+def _folder_bytes(folder: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in folder.iterdir():
+        kind = p.name.split("-")[0].split(".")[0]
+        out[kind] = out.get(kind, 0) + p.stat().st_size
+    return out
+
+
+def run_bytes(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    d, k, n1 = 384, 64, args.bytes_n
+    rows = []
+    for kind in args.kinds:
+        for stored in [None, *args.stored_vectors]:
+            sizes = []
+            for n in (n1, 2 * n1):
+                folder = workdir / f"bytes-{kind}-{stored}-{n}"
+                index = MultiVectorIndex(
+                    d, num_vectors=k, storage=kind, stored_vectors=stored, path=folder,
+                    coarse_index="flat",
+                )  # fmt: skip
+                for s, docs in enumerate(clustered_documents(n, k, d, chunk=2048)):
+                    index.add([f"doc-{s * 2048 + i:07d}" for i in range(len(docs))], docs)
+                index.save()
+                sizes.append(_folder_bytes(folder))
+                index.close()
+                shutil.rmtree(folder, ignore_errors=True)
+            per_chunk = {
+                key: (sizes[1].get(key, 0) - sizes[0].get(key, 0)) / n1 for key in sizes[1]
+            }
+            fixed = {key: sizes[0].get(key, 0) - per_chunk[key] * n1 for key in sizes[0]}
+            total = sum(per_chunk.values())
+            fixed_total = sum(fixed.values())
+            rows.append({
+                "storage": kind, "stored_vectors": stored or k,
+                "bytes_per_chunk": total,
+                "vector_bytes_per_chunk": per_chunk.get("vectors", 0)
+                + per_chunk.get("codes", 0) + per_chunk.get("scales", 0),
+                "coarse_bytes_per_chunk": per_chunk.get("coarse", 0) + per_chunk.get("faiss", 0),
+                "docs_bytes_per_chunk": per_chunk.get("docs", 0),
+                "fixed_bytes": fixed_total,
+                "bytes_per_chunk_at_100k": total + fixed_total / 100_000,
+            })  # fmt: skip
+            logger.info("bytes %s", rows[-1])
+    return rows
+
+
+def print_bytes(rows: list[dict[str, Any]]) -> None:
+    print("\n| storage | stored vectors | bytes/chunk | vectors | coarse (row + FAISS) | doc line "
+          "| fixed (codebook, manifest) | bytes/chunk at 100k |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['storage']} | {r['stored_vectors']} | {r['bytes_per_chunk']:.0f} | "
+            f"{r['vector_bytes_per_chunk']:.0f} | {r['coarse_bytes_per_chunk']:.0f} | "
+            f"{r['docs_bytes_per_chunk']:.0f} | {r['fixed_bytes']:.0f} | "
+            f"{r['bytes_per_chunk_at_100k']:.0f} |"
+        )
+
+
+# ------------------------------------------------------------------------------------ quality
+def _decoded(kind: str, docs: torch.Tensor, step: int = 512) -> torch.Tensor:
+    """``docs`` stored as ``kind`` (encoded as an index encodes them) and decoded, float32."""
+    x = docs.numpy()
+    codec = VectorCodec(kind, x.shape[-1])
+    if codec.codebook is not None:  # trained on a sample of the corpus, as at index build
+        codec.codebook.train(x.reshape(-1, x.shape[-1]))
+    out = torch.empty(docs.shape, dtype=torch.float32)
+    for s in range(0, x.shape[0], step):
+        stored, side = codec.encode(x[s : s + step])
+        out[s : s + step] = codec.decode(stored, side)
+    return out
+
+
+def run_quality(args: argparse.Namespace) -> dict[str, Any]:
+    from metaembed_rag.data import load_beir
+    from metaembed_rag.evaluation import encode_corpus, ranking_metrics, top_rankings
+    from metaembed_rag.hub import load_model
+    from metaembed_rag.scoring import maxsim
+    from metaembed_rag.suite import dataset_names, read_suite_file
+    from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
+
+    folders = read_suite_file(args.suite)
+    names = dataset_names(folders)
+    model = load_model(None, "cpu")
+    budgets = [str(b) for b in model.budgets]
+    budget_of = {str(b): b.as_tuple() for b in model.budgets}
+    cache = Path(args.cache_dir or default_cache_dir())
+    per_set: dict[str, dict[str, dict[str, float]]] = {}
+    for name, folder in zip(names, folders, strict=True):
+        ds = load_beir(folder, "test")
+        qids = sorted(ds.qrels)[: args.max_queries]
+        doc_ids, docs, seconds = encode_corpus(model, ds, cache_dir=cache)
+        if seconds:
+            logger.warning(
+                "%s: document vectors were not cached (encoded in %.0f s)", name, seconds
+            )
+        key = f"{model.fingerprint()}|{folder.resolve()}|{','.join(qids)}"
+        queries, _, _ = cached_vectors(
+            cache, "bench-queries", key,
+            lambda ds=ds, qids=qids: model.encode_queries([ds.queries[q] for q in qids]),
+        )  # fmt: skip
+        qrels = {q: ds.qrels[q] for q in qids}
+        per_set[name] = {}
+        for kind in args.kinds:
+            t0 = time.perf_counter()
+            dec = docs if kind == "float32" else _decoded(kind, docs)
+            row = {}
+            for b in budgets:
+                scores = maxsim(queries, dec, budget_of[b])
+                row[b] = ranking_metrics(top_rankings(scores, qids, doc_ids), qrels)["ndcg@10"]
+            per_set[name][kind] = row
+            logger.info("%s %s %.0fs %s", name, kind, time.perf_counter() - t0, row)
+            del dec
+    macro = {
+        kind: {b: float(np.mean([per_set[n][kind][b] for n in names])) for b in budgets}
+        for kind in args.kinds
+    }
+    return {"budgets": budgets, "per_set": per_set, "macro": macro,
+            "max_queries": args.max_queries, "sets": names}  # fmt: skip
+
+
+def print_quality(res: dict[str, Any]) -> None:
+    budgets = res["budgets"]
+    ref = res["macro"].get("bfloat16")
+    print(f"\nmacro nDCG@10 over {len(res['sets'])} sets (first {res['max_queries']} queries each)")
+    print("| storage | " + " | ".join(f"({b})" for b in budgets) + " |")
+    print("|---|" + "---|" * len(budgets))
+    for kind, row in res["macro"].items():
+        cells = []
+        for b in budgets:
+            delta = "" if ref is None or kind == "bfloat16" else f" ({row[b] - ref[b]:+.4f})"
+            cells.append(f"{row[b]:.4f}{delta}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+# ------------------------------------------------------------------------------------ latency
+def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    d, fetch_k = 384, 200
+    out = []
+    for n in args.n:
+        queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+        for kind in args.kinds:
+            folder = workdir / f"lat-{kind}-{n}"
+            t0 = time.perf_counter()
+            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index="auto")
+            index.reserve(n)
+            for s, docs in enumerate(clustered_documents(n, 64, d, chunk=4096)):
+                index.add([str(s * 4096 + i) for i in range(len(docs))], docs)
+            build_s = time.perf_counter() - t0
+            index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
+            rng = np.random.default_rng(0)
+            cand = rng.integers(0, n, (1, fetch_k))
+            budget = index.budgets[-1]
+            exact_t = []
+            for i in range(args.queries):
+                t0 = time.perf_counter()
+                index.backend.score(queries[i : i + 1], cand, budget)
+                exact_t.append(time.perf_counter() - t0)
+            two_t, two_ids = [], []
+            for i in range(args.queries):
+                t0 = time.perf_counter()
+                _, rows = index.search_rows(queries[i : i + 1], k=10, fetch_k=fetch_k)
+                two_t.append(time.perf_counter() - t0)
+                two_ids.append(rows[0].tolist())
+            ex_ids = []
+            for i in range(args.exhaustive_queries):
+                _, rows = index.search_rows(queries[i : i + 1], k=10, mode="exhaustive")
+                ex_ids.append(rows[0].tolist())
+            overlap = float(np.mean([
+                len(set(a) & set(b)) / 10 for a, b in zip(two_ids, ex_ids, strict=False)
+            ]))  # fmt: skip
+            row = {
+                "n": n, "storage": kind, "coarse": index.coarse_kind, "build_s": build_s,
+                "exact_candidates_per_s": fetch_k / statistics.median(exact_t),
+                "exact_ms_median": 1e3 * statistics.median(exact_t),
+                "two_stage_p50_ms": 1e3 * statistics.median(two_t),
+                "two_stage_p95_ms": 1e3 * float(np.percentile(two_t, 95)),
+                "overlap@10": overlap, "queries": args.queries,
+                "exhaustive_queries": args.exhaustive_queries,
+            }  # fmt: skip
+            logger.info("latency %s", row)
+            out.append(row)
+            index.close()
+            shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def print_latency(rows: list[dict[str, Any]]) -> None:
+    print("\n| N | storage | coarse | exact stage (cand/s) | two-stage p50 ms | p95 ms | "
+          "overlap@10 vs exhaustive | build s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']} | {r['storage']} | {r['coarse']} | {r['exact_candidates_per_s']:.0f} | "
+            f"{r['two_stage_p50_ms']:.1f} | {r['two_stage_p95_ms']:.1f} | "
+            f"{r['overlap@10']:.3f} | {r['build_s']:.0f} |"
+        )
+
+
+def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Exact stage alone: 200 random candidates of ``--kernel-n`` rows in RAM, budget (16,64),
+    D=384, one query per call; float kinds through ``maxsim_ids`` on the stored dtype, int8
+    dequantised first (as the index does), residual kinds through the residual kernel on
+    random codes with a codebook trained on random unit vectors (speed does not depend on
+    the values)."""
+    from metaembed_rag.budget import Budget
+    from metaembed_rag.index.coarse import CoarseIndex
+    from metaembed_rag.index.local import LocalBackend
+    from metaembed_rag.index.rowset import RowSet
+
+    d, k, n, m = 384, 64, args.kernel_n, 200
+    rng = np.random.default_rng(0)
+    queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+    cand = rng.integers(0, n, (args.queries, m))
+    out = []
+    for kind in args.kinds:
+        codec = VectorCodec(kind, d)
+        rows = RowSet(k, d, codec, "mean", None)
+        if codec.codebook is not None:
+            sample = next(iter(clustered_documents(512, k, d)))
+            codec.codebook.train(sample.reshape(-1, d))
+            width = codec.codebook.code_bytes
+            rows.vectors.append(rng.integers(0, 256, (n, k, width), dtype=np.uint8))
+            assert rows.side is not None
+            ncent = codec.codebook.centroids.shape[0]
+            rows.side[1].append(rng.integers(0, ncent, (n, k)).astype(np.uint16))
+        else:
+            for docs in clustered_documents(n, k, d, chunk=2048):
+                stored, side = codec.encode(docs)
+                rows.vectors.append(stored)
+                if rows.side is not None:
+                    rows.side[1].append(side)
+        rows.coarse.append(np.zeros((n, d), dtype=np.float32))
+        backend = LocalBackend(rows, CoarseIndex(d, "flat"))
+        budget = Budget(16, 64)
+        backend.score(queries[:1], cand[:1], budget)  # warm-up
+        times = []
+        for i in range(args.queries):
+            t0 = time.perf_counter()
+            backend.score(queries[i : i + 1], cand[i : i + 1], budget)
+            times.append(time.perf_counter() - t0)
+        row = {
+            "storage": kind, "rows": n, "candidates": m,
+            "exact_ms_median": 1e3 * statistics.median(times),
+            "exact_candidates_per_s": m / statistics.median(times),
+        }  # fmt: skip
+        logger.info("kernel %s", row)
+        out.append(row)
+        rows.close()
+    return out
+
+
+def print_kernel(rows: list[dict[str, Any]]) -> None:
+    print("\n| storage | exact stage ms (200 candidates, (16,64)) | candidates/s |")
+    print("|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['storage']} | {r['exact_ms_median']:.1f} | {r['exact_candidates_per_s']:.0f} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", nargs="+", default=["bytes", "quality", "latency"],
+                   choices=["bytes", "quality", "latency", "kernel"])  # fmt: skip
+    p.add_argument("--kinds", nargs="+", default=KINDS)
+    p.add_argument("--stored-vectors", type=int, nargs="*", default=[16],
+                   help="bytes part: also measure index-time truncation to these r_c")  # fmt: skip
+    p.add_argument("--bytes-n", type=int, default=2000)
+    p.add_argument("--suite", type=Path, default=HERE / "zero-shot-suite.txt")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--max-queries", type=int, default=500)
+    p.add_argument("--n", type=int, nargs="+", default=[100_000])
+    p.add_argument("--queries", type=int, default=50)
+    p.add_argument("--kernel-n", type=int, default=20_000, help="kernel part: rows in RAM")
+    p.add_argument("--exhaustive-queries", type=int, default=5)
+    p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {"threads": args.threads, "load": os.getloadavg()}
+    workdir = Path(tempfile.mkdtemp(prefix="compression-", dir=args.workdir))
+    try:
+        if "bytes" in args.parts:
+            results["bytes"] = run_bytes(args, workdir)
+            print_bytes(results["bytes"])
+        if "quality" in args.parts:
+            results["quality"] = run_quality(args)
+            print_quality(results["quality"])
+        if "kernel" in args.parts:
+            results["kernel"] = run_kernel(args)
+            print_kernel(results["kernel"])
+        if "latency" in args.parts:
+            results["latency"] = run_latency(args, workdir)
+            print_latency(results["latency"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Budgeted MaxSim against residual-compressed candidates (PLAID-style rows).
+
+A stored candidate vector is a centroid id plus packed residual codes; its value is
+``centroids[cid] + table[p, byte, t]`` for dimension ``p * g + t`` (``g = 8 // nbits``
+dimensions a byte; the table is :meth:`metaembed_rag.index.residual.ResidualCodebook.byte_table`).
+
+* :func:`maxsim_residual_ids` scores each query against its own candidate rows, like
+  :func:`metaembed_rag.scoring.maxsim_ids`. ``backend="kernel"`` (the compiled ``_residual.c``)
+  decodes one candidate at a time into a per-thread buffer; ``backend="torch"`` decodes blocks
+  of :data:`TORCH_BLOCK` candidates and calls :func:`~metaembed_rag.scoring.maxsim_pairwise`.
+  Neither ever holds float32 copies of the whole candidate set.
+* :func:`decode_residual` is the decoding both are checked against (bit-identical values).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+import torch
+
+from . import maxsim_pairwise
+
+__all__ = [
+    "decode_residual",
+    "maxsim_residual_ids",
+    "residual_kernel_available",
+    "TORCH_BLOCK",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Candidates decoded per step by the torch backend.
+TORCH_BLOCK = 256
+
+try:  # the compiled kernel is optional
+    from . import _residual as _ext  # type: ignore[attr-defined]
+
+    _EXT_ERROR: BaseException | None = None
+except ImportError as _err:  # pragma: no cover - depends on the build
+    _ext = None
+    _EXT_ERROR = _err
+
+
+def residual_kernel_available() -> bool:
+    """Whether the compiled residual MaxSim kernel was built and loads here.
+
+    >>> isinstance(residual_kernel_available(), bool)
+    True
+    """
+    return _ext is not None
+
+
+def decode_residual(
+    cid: np.ndarray, packed: np.ndarray, centroids: np.ndarray, table: np.ndarray
+) -> np.ndarray:
+    """float32 ``(..., D)`` vectors of centroid ids ``(...,)`` and packed codes ``(..., P)``.
+
+    Args:
+        cid: centroid ids (uint16).
+        packed: packed residual bytes (uint8), ``P = D // g``.
+        centroids: ``(C, D)`` float32.
+        table: ``(P, 256, g)`` float32 decoding table.
+
+    >>> cent = np.zeros((1, 8), np.float32); tab = np.ones((2, 256, 4), np.float32)
+    >>> decode_residual(np.zeros(1, np.uint16), np.zeros((1, 2), np.uint8), cent, tab).sum()
+    np.float32(8.0)
+    """
+    p_idx = np.arange(table.shape[0])
+    resid = table[p_idx, np.asarray(packed, dtype=np.int64)]  # (..., P, g)
+    resid = resid.reshape(*resid.shape[:-2], -1)
+    return centroids[np.asarray(cid, dtype=np.int64)] + resid
+
+
+def maxsim_residual_ids(
+    queries: torch.Tensor,
+    cid: np.ndarray,
+    packed: np.ndarray,
+    centroids: np.ndarray,
+    table: np.ndarray,
+    ids: np.ndarray,
+    r_q: int,
+    r_c: int,
+    backend: Literal["auto", "kernel", "torch"] = "auto",
+    threads: int | None = None,
+) -> torch.Tensor:
+    """``s[i, k] = sum_{a < r_q} max_{b < r_c} <queries[i, a], decode(ids[i, k])[b]>``.
+
+    Args:
+        queries: ``(nq, Kq, D)`` float queries.
+        cid: ``(N, Ks)`` uint16 centroid ids of the stored rows (memory-mapped is fine).
+        packed: ``(N, Ks, P)`` uint8 packed residuals of the stored rows.
+        centroids: ``(C, D)`` float32.
+        table: ``(P, 256, g)`` float32 decoding table.
+        ids: ``(nq, m)`` int64 candidate rows per query.
+        r_q: query vectors used (``<= Kq``).
+        r_c: candidate vectors used (``<= Ks``).
+        backend: ``"kernel"`` (compiled; an error if missing), ``"torch"`` or ``"auto"``.
+        threads: kernel threads (default: torch's intra-op threads, 1 for small work).
+
+    Returns:
+        ``(nq, m)`` float32 scores.
+
+    Raises:
+        ValueError: shapes or budgets that do not fit; a centroid id out of range (kernel).
+        RuntimeError: ``backend="kernel"`` without the compiled kernel.
+        IndexError: a candidate row out of range.
+    """
+    q = torch.as_tensor(queries)
+    if q.dim() != 3:
+        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    nq, kq, dim = (int(s) for s in q.shape)
+    n, ks = (int(s) for s in cid.shape)
+    p_bytes = int(packed.shape[-1])
+    g = int(table.shape[2])
+    if packed.shape[:2] != cid.shape or p_bytes * g != dim or centroids.shape[1] != dim:
+        raise ValueError(
+            f"stored rows {tuple(cid.shape)} / {tuple(packed.shape)}, centroids "
+            f"{tuple(centroids.shape)} and table {tuple(table.shape)} do not fit queries of "
+            f"width {dim}"
+        )
+    if not 1 <= r_q <= kq or not 1 <= r_c <= ks:
+        raise ValueError(
+            f"budget ({r_q},{r_c}) out of range: queries have {kq} vectors, stored rows {ks}"
+        )
+    ids_t = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids_t.ndim != 2 or ids_t.shape[0] != nq:
+        raise ValueError(f"ids must be (nq={nq}, m), got shape {ids_t.shape}")
+    m = int(ids_t.shape[1])
+    if backend == "kernel" and _ext is None:
+        raise RuntimeError(
+            f"backend='kernel' requested but the compiled residual kernel is not available "
+            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
+        )
+    # the kernel keeps one running maximum per query vector on the stack: r_q <= 256
+    use_kernel = backend == "kernel" or (backend == "auto" and _ext is not None and r_q <= 256)
+    if nq == 0 or m == 0:
+        return torch.zeros((nq, m), dtype=torch.float32)
+    if not use_kernel:
+        return _torch_scores(q, cid, packed, centroids, table, ids_t, r_q, r_c)
+    assert _ext is not None
+    qc = q[:, :r_q].to(torch.float32).contiguous()
+    cid_c = _c_order(cid, np.uint16)
+    packed_c = _c_order(packed, np.uint8)
+    cent = np.ascontiguousarray(centroids, dtype=np.float32)
+    tab = np.ascontiguousarray(table, dtype=np.float32)
+    out = torch.empty((nq, m), dtype=torch.float32)
+    work = float(nq) * m * r_q * r_c * dim
+    if threads is None:
+        threads = 1 if work < 2e6 else max(1, torch.get_num_threads())
+    _ext.score(
+        out.data_ptr(), nq, m, qc.data_ptr(), r_q, dim, r_c, ids_t.ctypes.data, n,
+        cid_c.ctypes.data, packed_c.ctypes.data, ks, p_bytes, cent.ctypes.data,
+        int(cent.shape[0]), tab.ctypes.data, g, int(threads), 0,
+    )  # fmt: skip
+    return out
+
+
+def _c_order(a: np.ndarray, dtype: type) -> np.ndarray:
+    """``a`` itself when it is C-contiguous in ``dtype`` (memory maps stay mapped)."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _torch_scores(
+    q: torch.Tensor,
+    cid: np.ndarray,
+    packed: np.ndarray,
+    centroids: np.ndarray,
+    table: np.ndarray,
+    ids: np.ndarray,
+    r_q: int,
+    r_c: int,
+) -> torch.Tensor:
+    """The torch backend: decode :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
+    nq, m = ids.shape
+    out = torch.empty((nq, m), dtype=torch.float32)
+    q32 = q.to(torch.float32)
+    step = max(1, TORCH_BLOCK)
+    for i in range(nq):
+        for s in range(0, m, step):
+            rows = ids[i, s : s + step]
+            docs = decode_residual(cid[rows, :r_c], packed[rows, :r_c], centroids, table)
+            out[i, s : s + rows.size] = maxsim_pairwise(
+                q32[i : i + 1], torch.from_numpy(docs)[None], (r_q, r_c), backend="torch"
+            )[0]
+    return out
