@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .persist import MANIFEST, IndexCorruptedError, read_manifest
-from .storage import STORAGE_DTYPES
+from .storage import STORAGE_DTYPES, STORAGE_KINDS, VectorCodec
 
 __all__ = [
     "OPTION_FIELDS",
@@ -35,6 +35,8 @@ _EXT = {
     "coarse": "bin",
     "docs": "jsonl",
     "faiss": "faiss",
+    "codes": "bin",  # residual kinds: the centroid id of every stored vector
+    "codebook": "safetensors",  # residual kinds: centroids and bucket values
     "lexical": "safetensors",  # the optional BM25 sidecar (index/lexical.py)
 }
 #: Files an index may have but need not (an index saved without a BM25 sidecar has none).
@@ -97,8 +99,11 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     if fp is not None and not isinstance(fp, str):
         raise c.fail("model_fingerprint", f"must be a string or null, got {fp!r}")
     dtype = c.get(manifest, "dtype")
-    if dtype not in STORAGE_DTYPES:
-        raise c.fail("dtype", f"must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    if dtype not in STORAGE_KINDS:
+        raise c.fail("dtype", f"must be one of {list(STORAGE_KINDS)}, got {dtype!r}")
+    stored = manifest.get("stored_vectors", k)  # index-time truncation (default: all K)
+    if isinstance(stored, bool) or not isinstance(stored, int) or not 1 <= stored <= k:
+        raise c.fail("stored_vectors", f"must be an integer in [1, {k}], got {stored!r}")
     if c.get(manifest, "coarse_vector") not in ("first", "mean"):
         raise c.fail(
             "coarse_vector", f"must be 'first' or 'mean', got {manifest['coarse_vector']!r}"
@@ -125,18 +130,23 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     files = c.get(manifest, "files")
     if not isinstance(files, dict):
         raise c.fail("files", "must be an object")
-    required = {"vectors", "coarse", "docs", "faiss"} | ({"scales"} if dtype == "int8" else set())
+    codec = VectorCodec(dtype, dim)
+    side = codec.side  # ("scales", float32) for int8, ("codes", uint16) for the residual kinds
+    required = {"vectors", "coarse", "docs", "faiss"}
+    required |= {side[0]} if side is not None else set()
+    required |= {"codebook"} if codec.codebook is not None else set()
     for kind in sorted(required):
         c.get(files, kind, "files.")
     extra = set(files) - required - _OPTIONAL
     if extra:
         raise c.fail(f"files.{sorted(extra)[0]}", f"is not a file of a {dtype} index")
-    itemsize = STORAGE_DTYPES[dtype].itemsize
+    width = codec.vector_width(dim)
     shapes = {
-        "vectors": ([k, dim], STORAGE_DTYPES[dtype], itemsize * k * dim),
-        "scales": ([k], STORAGE_DTYPES["float32"], 4 * k),
+        "vectors": ([stored, width], codec.np_dtype, codec.np_dtype.itemsize * stored * width),
         "coarse": ([dim], STORAGE_DTYPES["float32"], 4 * dim),
     }
+    if side is not None:
+        shapes[side[0]] = ([stored], side[1], side[1].itemsize * stored)
     for kind in [k for k in _EXT if k in files]:  # vectors first: its error explains the rest
         info = files[kind]
         prefix = f"files.{kind}."
