@@ -96,8 +96,9 @@ class QdrantBackend(StorageBackend):
             ``(K,)``; pass the trained groups, e.g. ``(4, 16, 64)``, to rerank at smaller
             ``r_c`` inside Qdrant, at the storage cost above). Budgets with another ``r_c``
             are scored here on fetched vectors.
-        coarse_vector: ``"mean"`` (renormalised mean of the K vectors; the query side uses its
-            own renormalised mean) or ``"first"`` (the (1,1) vector), as in ``MultiVectorIndex``.
+        coarse_vector: ``"first"`` (the (1,1) vector, default) or ``"mean"`` (renormalised
+            mean of the K vectors; the query side uses its own renormalised mean), as in
+            ``MultiVectorIndex``.
         datatype: ``"float32"`` (default, exact), ``"float16"`` or ``"uint8"`` (Qdrant's vector
             datatypes).
         on_disk: keep the vectors on disk (memory-mapped by Qdrant) instead of RAM.
@@ -119,7 +120,7 @@ class QdrantBackend(StorageBackend):
         num_vectors: int,
         *,
         prefixes: Sequence[int] | None = None,
-        coarse_vector: Literal["mean", "first"] = "mean",
+        coarse_vector: Literal["mean", "first"] = "first",
         datatype: str = "float32",
         on_disk: bool = False,
         quantization: Any = None,
