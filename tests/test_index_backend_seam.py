@@ -87,9 +87,10 @@ class MemoryBackend(StorageBackend):
 
 def _pair(rng: np.random.Generator, n: int = 60) -> tuple[MultiVectorIndex, MultiVectorIndex]:
     """The same documents in a local (float32, flat FAISS) index and a MemoryBackend index."""
-    local = MultiVectorIndex(
-        D, num_vectors=K, budgets=BUDGETS, dtype="float32", coarse_index="flat"
-    )
+    local = MultiVectorIndex(  # the mean coarse vector: what MemoryBackend prefetches with
+        D, num_vectors=K, budgets=BUDGETS, dtype="float32", coarse_index="flat",
+        coarse_vector="mean",
+    )  # fmt: skip
     fake = MultiVectorIndex(D, num_vectors=K, budgets=BUDGETS, backend=MemoryBackend(D, K))
     assert isinstance(local.backend, LocalBackend)
     vecs = unit(rng, n, K, D)
