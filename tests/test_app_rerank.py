@@ -33,9 +33,13 @@ CANDIDATES = 4
 
 
 @pytest.fixture(scope="module")
-def reranker(tmp_path_factory: pytest.TempPathFactory) -> MLLMReranker:
-    path = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm") / "lm")
-    return MLLMReranker.from_pretrained(path, device="cpu", batch_size=3)
+def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm") / "lm")
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_lm_path: Path) -> MLLMReranker:
+    return MLLMReranker.from_pretrained(tiny_lm_path, device="cpu", batch_size=3)
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +123,22 @@ def test_no_reranker_and_bad_candidates(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="rerank_candidates"):
         DemoState(tmp_path / "i", collection=object(), rerank_candidates=0)
+
+
+def test_cli_serve_loads_the_reranker_once(
+    tiny_lm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --rerank mllm:DIR --rerank-candidates 7 --rerank-fusion 0.25`` hands the app one
+    loaded reranker with those settings (the server itself is replaced by a recorder)."""
+    import metaembed_rag.app as app
+    from metaembed_rag.cli import main
+
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(app, "serve", lambda index, **kw: seen.append(kw))
+    argv = ["serve", "--index", str(tmp_path / "index"), "--rerank", f"mllm:{tiny_lm_path}",
+            "--rerank-candidates", "7", "--rerank-fusion", "0.25"]  # fmt: skip
+    assert main(argv) == 0
+    (kw,) = seen
+    assert isinstance(kw["reranker"], MLLMReranker)
+    assert kw["reranker"].fusion_weight == 0.25 and kw["rerank_candidates"] == 7
+    assert kw["reranker"].model.config.name_or_path == str(tiny_lm_path)
