@@ -79,6 +79,8 @@ BAD_INPUTS = [
     (["train", "--config", "{tmp}/missing.toml"], "no such file"),
     (["serve", "--llm", "no-colon"], "expected 'module:attr'"),
     (["serve", "--budget", "x,y"], "budget"),
+    (["serve", "--rerank", "nope"], "write mllm:MODEL"),
+    (["serve", "--rerank", "mllm:x", "--rerank-candidates", "0"], "--rerank-candidates"),
     # usage errors: one line naming the command's --help, not argparse's usage block
     (["index"], "the following arguments are required: PATH"),
     (["search", "moon", "--k", "five"], "invalid int value"),

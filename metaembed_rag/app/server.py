@@ -3,8 +3,8 @@
 Routes (JSON unless stated):
 
 * ``GET /`` — the page (``static/index.html``); ``GET /static/...`` — its JS and CSS.
-* ``GET /api/info`` — model, budgets (and the default one), collection summary, LLM in use,
-  the uploads folder and its files.
+* ``GET /api/info`` — model, budgets (and the default one), collection summary, LLM and
+  reranker in use, the uploads folder and its files.
 * ``POST /api/upload`` — multipart ``files``: saved in the uploads folder (default
   ``<index>-uploads/`` beside the collection folder), not indexed yet.
 * ``POST /api/index`` — ``{"files": [names] | null}``: ``Collection.add_paths`` on those
@@ -83,7 +83,7 @@ def create_app(
             address's names).
         auth_token: a token every request must carry (``None``: none needed).
         options: ``model``, ``llm``, ``collection``, ``max_upload_mb``, ``uploads_dir``,
-            ``default_budget`` (:class:`~metaembed_rag.app.state.DemoOptions`; meanings and
+            ``default_budget``, ``reranker``, ``rerank_candidates`` (:class:`~metaembed_rag.app.state.DemoOptions`; meanings and
             defaults in :class:`~metaembed_rag.app.state.DemoState`).
 
     Raises:

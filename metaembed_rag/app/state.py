@@ -142,6 +142,8 @@ class DemoOptions(TypedDict, total=False):
     max_upload_mb: float
     uploads_dir: str | Path | None
     default_budget: Any
+    reranker: Any
+    rerank_candidates: int
 
 
 class DemoState:
@@ -162,10 +164,16 @@ class DemoState:
         max_upload_mb: largest accepted upload, in MiB.
         default_budget: the budget of requests that name none and of the page's slider at
             start, e.g. ``"8,16"`` (default: the model's largest trained budget).
+        reranker: a loaded :class:`~metaembed_rag.rerank.MLLMReranker` (``None``: none). The
+            search and ask paths then rerank the top ``rerank_candidates`` hits of the
+            multi-vector search by its P("True") (fused with the first-stage score when its
+            ``fusion_weight > 0``), as ``metaembed-rag search --rerank`` does; the sweep
+            stays on the first stage.
+        rerank_candidates: hits reranked per query (at least ``k``).
 
     Raises:
-        ValueError: ``uploads_dir`` inside the collection folder, or ``default_budget`` not
-            one the model was trained with.
+        ValueError: ``uploads_dir`` inside the collection folder, ``default_budget`` not
+            one the model was trained with, or ``rerank_candidates < 1``.
     """
 
     def __init__(
@@ -178,7 +186,19 @@ class DemoState:
         max_upload_mb: float = 200.0,
         uploads_dir: str | Path | None = None,
         default_budget: Any = None,
+        reranker: Any = None,
+        rerank_candidates: int = 20,
     ) -> None:
+        if (
+            isinstance(rerank_candidates, bool)
+            or not isinstance(rerank_candidates, int)
+            or (rerank_candidates < 1)
+        ):
+            raise ValueError(
+                f"rerank_candidates must be an integer >= 1, got {rerank_candidates!r}"
+            )
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
         self.index_dir = Path(index_dir)
         if uploads_dir is None:
             resolved = self.index_dir.resolve()
@@ -257,9 +277,24 @@ class DemoState:
             "default_budget": str(self.default_budget),
             "collection": _jsonable(cinfo),
             "llm": None if self.llm is None else {"kind": self.llm.kind, "name": self.llm.name},
+            "reranker": self.reranker_info(),
             "uploads": sorted(p.name for p in self.uploads.iterdir() if p.is_file()),
             "uploads_dir": str(self.uploads),
             "max_upload_mb": self.max_upload_bytes / (1024 * 1024),
+        }
+
+    def reranker_info(self) -> dict[str, Any] | None:
+        """``{"kind": "mllm", "name", "candidates", "fusion_weight"}`` of the active reranker
+        (``name``: the checkpoint it was loaded from), or ``None``."""
+        if self.reranker is None:
+            return None
+        config = getattr(getattr(self.reranker, "model", None), "config", None)
+        name = getattr(config, "name_or_path", "") or type(self.reranker.model).__name__
+        return {
+            "kind": "mllm",
+            "name": str(name),
+            "candidates": self.rerank_candidates,
+            "fusion_weight": float(getattr(self.reranker, "fusion_weight", 0.0)),
         }
 
     # -- uploads and indexing --------------------------------------------------------------
@@ -384,10 +419,25 @@ class DemoState:
         self.refresh()
         with self.lock:
             t0 = time.perf_counter()
+            pool, fetch_k = k, None
+            if self.reranker is not None:  # the first stage fetches the candidates reranked
+                from ..index.params import DEFAULT_FETCH_K
+
+                pool = max(k, self.rerank_candidates)
+                fetch_k = max(DEFAULT_FETCH_K, pool)
             try:
-                results = self.collection.search(query, k=k, budget=budget, hybrid=hybrid)
+                results = self.collection.search(
+                    query, k=pool, budget=budget, hybrid=hybrid, fetch_k=fetch_k
+                )
             except ValueError as exc:  # empty collection, bad budget, ...
                 raise DemoError(str(exc)) from exc
+            if self.reranker is not None:
+                from ..rerank import rerank_results
+
+                try:
+                    results = rerank_results(self.reranker, query, results, top_n=k)
+                except ValueError as exc:  # e.g. an image hit for a text-only reranker
+                    raise DemoError(f"Reranking failed: {exc}") from exc
             ms = (time.perf_counter() - t0) * 1000.0
         return list(results), ms
 
@@ -402,15 +452,17 @@ class DemoState:
         return query.strip(), k
 
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``{"query", "k", "budget", "hybrid"}`` -> ``{"query", "budget", "latency_ms",
-        "results"}``; ``"hybrid": "rrf"`` fuses the ranking with BM25 (reciprocal rank fusion;
-        ``"weighted"``: normalised scores, even weights)."""
+        """``{"query", "k", "budget", "hybrid"}`` -> ``{"query", "budget", "reranker",
+        "latency_ms", "results"}``; ``"hybrid": "rrf"`` fuses the ranking with BM25 (reciprocal
+        rank fusion; ``"weighted"``: normalised scores, even weights). With a reranker, the
+        scores are its P("True") (or the fused score) and ``latency_ms`` includes it."""
         query, k = self._check_query(body)
         budget = self.resolve_budget(body.get("budget"))
         hybrid = body.get("hybrid")
         if hybrid not in (None, "rrf", "weighted"):
             raise DemoError(f"'hybrid' must be null, 'rrf' or 'weighted', got {hybrid!r}.")
         terms = query_terms(query)
+        rerank = self.reranker_info()
         with self.lock:  # the image lookup reads the collection's manifest
             results, ms = self._search(query, k, budget, hybrid)
             rows = [self._result_dict(r, terms) for r in results]
@@ -419,6 +471,7 @@ class DemoState:
             "budget": str(budget),
             "k": k,
             "hybrid": hybrid,
+            "reranker": rerank["name"] if rerank else None,
             "latency_ms": round(ms, 3),
             "results": rows,
         }

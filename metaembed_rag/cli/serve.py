@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         parse_llm_spec(args.llm)  # a malformed spec fails before anything starts
     if args.budget:
         Budget.parse(args.budget)  # checked against the model's budgets once it is loaded
+    if args.rerank_candidates < 1:
+        raise ValueError(f"--rerank-candidates must be >= 1, got {args.rerank_candidates}")
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
     if args.auth_token:
@@ -35,6 +37,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"Ready in {time.perf_counter() - t0:.1f} s: open {url}  (Ctrl-C stops)", flush=True)
 
     extra: dict[str, Any] = {}
+    if args.rerank:  # loaded once, before the collection (a bad spec or checkpoint fails here)
+        from ..rerank import load_reranker
+
+        extra["reranker"] = load_reranker(
+            args.rerank, trust_remote_code=args.trust_remote_code,
+            fusion_weight=args.rerank_fusion,
+        )  # fmt: skip
+        extra["rerank_candidates"] = args.rerank_candidates
+        print(f'Reranking the top {args.rerank_candidates} hits by P("True") of {args.rerank}',
+              flush=True)  # fmt: skip
     storage = storage_of(args)
     if storage is not None:  # the demo opens (or creates) the collection with its Qdrant store
         from ..collection import Collection
@@ -85,6 +97,18 @@ def add_parser(sub: Any) -> None:
         help="module:attr of a LlamaIndex LLM or LangChain chat model (or a zero-argument "
         "factory of one); default: extractive answers",
     )
+    sv.add_argument(
+        "--rerank",
+        default=None,
+        metavar="mllm:MODEL",
+        help="rerank the top --rerank-candidates hits of every search / question with a "
+        "generative model's P(True) (MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
+    )
+    sv.add_argument("--rerank-candidates", type=int, default=20, help="hits reranked (default 20)")
+    sv.add_argument(
+        "--rerank-fusion", type=float, default=0.0,
+        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
+    )  # fmt: skip
     sv.add_argument(
         "--uploads", help="folder for uploaded files (default: <index>-uploads beside the index)"
     )

@@ -87,6 +87,9 @@ async function refreshInfo() {
   $("llm-info").textContent = info.llm
     ? `answers by ${info.llm.name} (${info.llm.kind})`
     : "extractive answers (no LLM configured)";
+  $("rerank-info").textContent = info.reranker
+    ? ` · reranked by ${info.reranker.name} (P("True") over the top ${info.reranker.candidates})`
+    : "";
   if (!state.budgets.length) {
     state.budgets = info.budgets;
     const slider = $("budget");
