@@ -14,6 +14,7 @@ __all__ = [
     "index_option",
     "load_model",
     "qdrant_options",
+    "rerank_options",
     "search_hint",
     "storage_of",
 ]
@@ -84,3 +85,22 @@ def load_model(name: str | None, device: str | None = None):
     from ..hub import load_model
 
     return load_model(name or None, device)
+
+
+def rerank_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--rerank mllm:MODEL``, ``--rerank-candidates`` and ``--rerank-fusion`` (``search`` and
+    ``serve``); ``what`` says whose top hits are reranked."""
+    parser.add_argument(
+        "--rerank",
+        default=None,
+        metavar="mllm:MODEL",
+        help=f"rerank the top --rerank-candidates hits of {what} with a generative model's "
+        "P(True) (MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
+    )
+    parser.add_argument(
+        "--rerank-candidates", type=int, default=20, help="hits reranked (default 20)"
+    )
+    parser.add_argument(
+        "--rerank-fusion", type=float, default=0.0,
+        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
+    )  # fmt: skip

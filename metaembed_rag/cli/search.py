@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ..index.params import DEFAULT_FETCH_K
-from .common import DEFAULT_INDEX, error_line, index_option, qdrant_options, storage_of
+from .common import (
+    DEFAULT_INDEX,
+    error_line,
+    index_option,
+    qdrant_options,
+    rerank_options,
+    storage_of,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -315,18 +322,7 @@ def add_parser(sub: Any) -> None:
         help="scorer of the exact stage: maxsim (default), pooled, or a folder written by "
         "`metaembed-rag train-scorer` (see docs/scorers.md)",
     )
-    se.add_argument(
-        "--rerank",
-        default=None,
-        metavar="mllm:MODEL",
-        help="rerank the top --rerank-candidates with a generative model's P(True) "
-        "(MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
-    )
-    se.add_argument("--rerank-candidates", type=int, default=20, help="hits reranked (default 20)")
-    se.add_argument(
-        "--rerank-fusion", type=float, default=0.0,
-        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
-    )  # fmt: skip
+    rerank_options(se, "the search")
     se.add_argument("--image", action="store_true", help="the query is an image file")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
     se.add_argument("--model", help="model folder if the index records none")

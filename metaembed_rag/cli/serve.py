@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import index_option, qdrant_options, storage_of
+from .common import index_option, qdrant_options, rerank_options, storage_of
 
 __all__ = ["add_parser", "run"]
 
@@ -97,18 +97,7 @@ def add_parser(sub: Any) -> None:
         help="module:attr of a LlamaIndex LLM or LangChain chat model (or a zero-argument "
         "factory of one); default: extractive answers",
     )
-    sv.add_argument(
-        "--rerank",
-        default=None,
-        metavar="mllm:MODEL",
-        help="rerank the top --rerank-candidates hits of every search / question with a "
-        "generative model's P(True) (MM-Embed; a transformers checkpoint, see docs/gpu-vlm.md)",
-    )
-    sv.add_argument("--rerank-candidates", type=int, default=20, help="hits reranked (default 20)")
-    sv.add_argument(
-        "--rerank-fusion", type=float, default=0.0,
-        help="weight of the first-stage score fused with P(True), 0-1 (default 0)",
-    )  # fmt: skip
+    rerank_options(sv, "every search / question")
     sv.add_argument(
         "--uploads", help="folder for uploaded files (default: <index>-uploads beside the index)"
     )
