@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .extras import require
+
 __all__ = ["RayEncoder", "index_paths_with_ray", "require_ray"]
 
 logger = logging.getLogger(__name__)
@@ -37,13 +39,7 @@ logger = logging.getLogger(__name__)
 
 def require_ray() -> Any:
     """The ``ray`` module, or an ImportError naming the extra."""
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Distributed encoding needs Ray: pip install 'metaembed-rag[ray]'."
-        ) from exc
-    return ray
+    return require("ray", "pip install 'metaembed-rag[ray]'", "Distributed encoding")
 
 
 class _Worker:

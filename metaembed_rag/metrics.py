@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .extras import require
+
 __all__ = ["evaluate", "require_backend"]
 
 # trec_eval measure -> our name ("{k}" filled with each cut-off)
@@ -35,14 +37,10 @@ def require_backend() -> None:
 
 
 def _pytrec_eval() -> Any:
-    try:
-        import pytrec_eval
-    except ImportError as exc:
-        raise ImportError(
-            "ranking metrics need pytrec_eval: pip install 'metaembed-rag[eval]' "
-            "(the pytrec-eval-terrier wheel)"
-        ) from exc
-    return pytrec_eval
+    return require(
+        "pytrec_eval", "pip install 'metaembed-rag[eval]' (the pytrec-eval-terrier wheel)",
+        "Ranking metrics",
+    )  # fmt: skip
 
 
 def _run(rankings: Mapping[str, Sequence[str]], qids: Sequence[str], depth: int | None) -> dict:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..extras import require
+
 __all__ = ["CoarseIndex", "import_faiss", "AUTO_FLAT_MAX", "IVF_MIN_TRAIN", "COARSE_KINDS"]
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,10 @@ COARSE_KINDS = ("auto", "flat", "hnsw", "ivf")
 
 def import_faiss() -> Any:
     """Import FAISS or raise ImportError with the install command."""
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The multi-vector index needs FAISS for its coarse stage: "
-            "pip install 'metaembed-rag[faiss]' (or 'metaembed-rag[gpu]' for faiss-gpu)."
-        ) from exc
-    return faiss
+    return require(
+        "faiss", "pip install 'metaembed-rag[faiss]' (or 'metaembed-rag[gpu]' for faiss-gpu)",
+        "The multi-vector index's coarse stage",
+    )  # fmt: skip
 
 
 class CoarseIndex:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import require
 from .persist import IndexCorruptedError, atomic_writer, sha256_file
 from .rowset import new_tag
 
@@ -48,16 +49,12 @@ def import_bm25s() -> Any:
     """The ``bm25s`` module.
 
     Raises:
-        ImportError: not installed (the message names the extra).
+        ImportError: not installed (a core dependency: the message says how to restore it).
     """
-    try:
-        import bm25s
-    except ImportError as exc:
-        raise ImportError(
-            "BM25 (hybrid search, the bm25 baseline) needs bm25s: "
-            "pip install 'metaembed-rag[hybrid]'"
-        ) from exc
-    return bm25s
+    return require(
+        "bm25s", "pip install 'bm25s>=0.2,<1' (a dependency of metaembed-rag)",
+        "BM25 (hybrid search, the bm25 baseline)",
+    )  # fmt: skip
 
 
 def tokenize(texts: Sequence[str | None]) -> list[list[str]]:

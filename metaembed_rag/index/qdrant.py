@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..budget import Budget
+from ..extras import require
 from .backend import Record, SearchPlan, StorageBackend, StorageInfo
 from .filters import Filter
 from .multivector import MultiVectorIndex
@@ -56,13 +57,7 @@ SETTINGS_KEY = "metaembed"
 
 def require_qdrant() -> Any:
     """The ``qdrant_client`` module, or an ImportError naming the extra."""
-    try:
-        import qdrant_client
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The Qdrant backend needs qdrant-client: pip install 'metaembed-rag[qdrant]'."
-        ) from exc
-    return qdrant_client
+    return require("qdrant_client", "pip install 'metaembed-rag[qdrant]'", "The Qdrant backend")
 
 
 def qdrant_client_for(location: str) -> Any:
