@@ -297,3 +297,11 @@ def test_a_sidecar_that_disagrees_with_the_manifest_is_refused(tmp_path) -> None
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptedError, match="40 documents but the manifest records 39"):
         MultiVectorIndex.load(tmp_path)
+
+
+def test_hybrid_refuses_a_non_maxsim_scorer() -> None:
+    from metaembed_rag.index import SearchParams
+
+    with pytest.raises(ValueError, match="drop hybrid or the scorer"):
+        SearchParams.of(5, hybrid="rrf", scorer="pooled")
+    assert SearchParams.of(5, hybrid="rrf", scorer="maxsim").scorer is None  # MaxSim is fine

@@ -107,6 +107,11 @@ class SearchParams:
             object.__setattr__(self, "scorer", None if type(scorer) is MaxSimScorer else scorer)
         if self.hybrid is not None and self.hybrid not in FUSIONS:
             raise ValueError(f"hybrid must be None, 'rrf' or 'weighted', got {self.hybrid!r}.")
+        if self.hybrid is not None and self.scorer is not None:
+            raise ValueError(
+                f"hybrid={self.hybrid!r} fuses BM25 with MaxSim and cannot use the "
+                f"{self.scorer.name!r} scorer: drop hybrid or the scorer."
+            )
         w = self.hybrid_weight
         if w is not None:
             if self.hybrid != "weighted":
