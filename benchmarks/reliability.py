@@ -339,6 +339,7 @@ def readers(work: Path, seconds: float, collection: bool) -> dict[str, Any]:
         os._exit(code)
     opens = failed = 0
     errors: dict[str, int] = {}
+    examples: list[str] = []
     q = torch.from_numpy(_vectors(["query"])[:, :4])
     while time.time() < deadline:
         opens += 1
@@ -346,9 +347,11 @@ def readers(work: Path, seconds: float, collection: bool) -> dict[str, Any]:
             r = MultiVectorIndex.load(folder)
             r.search(q, k=5)
             r.close()
-        except Exception as exc:  # noqa: BLE001 - counted
+        except Exception as exc:  # noqa: BLE001 - counted, the first few kept verbatim
             failed += 1
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if len(examples) < 3:
+                examples.append(f"{type(exc).__name__}: {exc}")
     _, status = os.waitpid(pid, 0)
     rounds = int((work / "rounds").read_text())
     expected = set(base)
@@ -361,7 +364,8 @@ def readers(work: Path, seconds: float, collection: bool) -> dict[str, Any]:
     out = {
         "index": {
             "writer_commits": rounds, "reader_opens": opens, "failed_opens": failed,
-            "errors": errors, "lost_documents": len(expected - set(final)),
+            "errors": errors, "error_examples": examples,
+            "lost_documents": len(expected - set(final)),
             "wrong_vectors": sum(final.get(i) != v for i, v in want.items() if i in final),
             "writer_ok": os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
         }
@@ -405,15 +409,18 @@ def _collection_readers(work: Path, seconds: float) -> dict[str, Any]:
         os._exit(code)
     opens = failed = 0
     errors: dict[str, int] = {}
+    examples: list[str] = []
     while time.time() < deadline:
         opens += 1
         try:
             c = Collection.open(folder, load_model=False)
             c.info()
             c.close()
-        except Exception as exc:  # noqa: BLE001 - counted
+        except Exception as exc:  # noqa: BLE001 - counted, the first few kept verbatim
             failed += 1
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            if len(examples) < 3:
+                examples.append(f"{type(exc).__name__}: {exc}")
     os.waitpid(pid, 0)
     rounds = int((work / "col-rounds").read_text())
     c = Collection.open(folder, model)
@@ -421,7 +428,7 @@ def _collection_readers(work: Path, seconds: float) -> dict[str, Any]:
     c.close()
     lost = len({f"r{r}.txt" for r in range(rounds)} - names)
     return {"writer_commits": rounds, "reader_opens": opens, "failed_opens": failed,
-            "errors": errors, "lost_files": lost}  # fmt: skip
+            "errors": errors, "error_examples": examples, "lost_files": lost}  # fmt: skip
 
 
 # ---------------------------------------------------------------- two raw writers

@@ -71,7 +71,9 @@ def test_in_place_save_and_reload(tmp_path):
     loaded = MultiVectorIndex.load(tmp_path / "live")
     q = queries(rng, 2)
     assert _results(loaded, q) == _results(index, q)
-    files = sorted(p.name.split("-")[0] for p in (tmp_path / "live").iterdir() if p.name != ".lock")
+    files = sorted(
+        p.name.split("-")[0] for p in (tmp_path / "live").iterdir() if not p.name.startswith(".")
+    )
     assert files == ["coarse", "docs", "faiss", "lexical", "manifest.json", "vectors"]
 
 
@@ -174,7 +176,9 @@ def test_missing_and_truncated_files(tmp_path):
 def test_only_plain_file_formats(tmp_path):
     rng = np.random.default_rng(26)
     _filled(rng, dtype="int8").save(tmp_path / "idx")
-    names = sorted(p.name.split("-")[0] for p in (tmp_path / "idx").iterdir() if p.name != ".lock")
+    names = sorted(
+        p.name.split("-")[0] for p in (tmp_path / "idx").iterdir() if not p.name.startswith(".")
+    )
     assert names == ["coarse", "docs", "faiss", "lexical", "manifest.json", "scales", "vectors"]
     from safetensors import safe_open
 

@@ -180,11 +180,38 @@ def test_two_raw_writers_one_waits_then_is_told_stale(tmp_path):
 def test_reader_never_writes_into_the_folder(tmp_path):
     folder = _saved(tmp_path)
     (folder / ".lock").unlink(missing_ok=True)
+    (folder / ".readers").unlink()  # as in a folder saved before the reader lock existed
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     index = MultiVectorIndex.load(folder)
     index.search(np.asarray(unit(np.random.default_rng(2), 1, 4, D)), k=3)
     index.close()
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_save_keeps_files_an_opening_reader_may_need(tmp_path, monkeypatch):
+    """While a reader holds the shared lock (it is opening the files of the generation it read),
+    a save commits but deletes no retired file; the next save, with no reader opening, does."""
+    from metaembed_rag.index import readers
+
+    monkeypatch.setattr(readers, "REMOVE_WAIT", 0.2)
+    folder = _saved(tmp_path)
+    first = {p.name for p in folder.iterdir() if p.suffix == ".faiss"}
+    rng = np.random.default_rng(3)
+    with readers.reading(folder) as held:
+        assert held
+        w = MultiVectorIndex.load(folder)  # its own load takes the shared lock too
+        w.add(["x1"], unit(rng, 1, K, D))
+        w.save()
+        w.close()
+        now = {p.name for p in folder.iterdir() if p.suffix == ".faiss"}
+        assert first < now  # the retired FAISS file is still there, the new one beside it
+        assert len(MultiVectorIndex.load(folder)) == 7  # new readers see the commit
+    w = MultiVectorIndex.load(folder)
+    w.add(["x2"], unit(rng, 1, K, D))
+    w.save()
+    w.close()
+    assert len({p.name for p in folder.iterdir() if p.suffix == ".faiss"}) == 1
+    assert first.isdisjoint(p.name for p in folder.iterdir())
 
 
 def test_new_index_folder_is_locked_until_saved(tmp_path):
@@ -565,3 +592,15 @@ def test_serve_stops_on_sigterm_while_indexing(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_collection_size_ignores_a_file_a_save_removes(tmp_path, monkeypatch):
+    """``Collection.info`` sums file sizes while a writer may delete retired files: a file
+    listed and then gone is not counted (it raised FileNotFoundError for concurrent readers)."""
+    from metaembed_rag.collection.core import _folder_bytes
+
+    (tmp_path / "kept").write_bytes(b"x" * 10)
+    gone = tmp_path / "gone"
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: iter([tmp_path / "kept", gone]))
+    monkeypatch.setattr(Path, "is_file", lambda self: True)  # listed as a file, then removed
+    assert _folder_bytes(tmp_path) == 10

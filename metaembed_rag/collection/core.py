@@ -306,7 +306,7 @@ class Collection(Indexer):
         types: dict[str, int] = {}
         for e in self._files.values():
             types[e.get("type", "?")] = types.get(e.get("type", "?"), 0) + 1
-        size = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        size = _folder_bytes(self.folder)
         return {
             "folder": str(self.folder),
             "model": self.config.get("model"),
@@ -376,3 +376,16 @@ def _check_model(root: Path, index: MultiVectorIndex, model: Any, what: Any) -> 
             "open it with the model it was built with, or re-index the documents into a new "
             f"folder. ({exc})"
         ) from exc
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder``; a file a concurrent save removes between the
+    listing and its ``stat`` is not counted (it belongs to no committed state any more)."""
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total

@@ -27,6 +27,7 @@ from .coarse import CoarseIndex
 from .doctable import DocumentTable
 from .filters import Filter
 from .hits import stable_topk
+from .readers import remove_unread
 from .rowset import RowSet, new_tag
 from .saving import check_files, finish_save, manifest_files, write_faiss
 from .validate import DocumentBatch
@@ -137,10 +138,12 @@ class LocalBackend(StorageBackend):
         self.rows = self.rows.compacted(live)
         self.table.keep(live)
         self._rebuild(self.coarse.target_kind(len(self)))
-        referenced = manifest_files(self.path) if self.path is not None else set()
-        for p in old_paths:
-            if p.name not in referenced:
+        if self.path is None:
+            for p in old_paths:
                 p.unlink(missing_ok=True)
+        else:  # a reader may be opening the saved generation: delete only what it does not name
+            referenced = manifest_files(self.path)
+            remove_unread(self.path, [p for p in old_paths if p.name not in referenced])
 
     # ------------------------------------------------------------------ records
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:

@@ -41,6 +41,7 @@ from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
 from .manifest import check_manifest, disk_generation, manifest_bytes
 from .params import SearchOptions, SearchParams
 from .persist import MANIFEST, IndexMismatchError, read_manifest
+from .readers import reading
 from .rowset import CoarseVector, RowSet
 from .saving import expect
 from .storage import VectorCodec
@@ -729,9 +730,12 @@ class MultiVectorIndex:
         use_gpu: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> MultiVectorIndex:
-        """Open a saved index (a consistent generation: if a writer commits while the files
-        are being opened, the new manifest is read again, up to :data:`LOAD_ATTEMPTS` times).
-        Opening never writes into ``path``; the first change takes its writer lock.
+        """Open a saved index: one consistent generation. The files are opened under the
+        folder's shared reader lock (:mod:`.readers`), so a concurrent save deletes none of
+        them meanwhile; without that lock (Windows, or a folder last saved by an older
+        version) a failed open is retried on the new manifest when a save replaced it, up to
+        :data:`LOAD_ATTEMPTS` times. Opening never creates or changes a file in ``path``; the
+        first change takes its writer lock.
 
         Args:
             path: the directory given to :meth:`save`.
@@ -756,13 +760,15 @@ class MultiVectorIndex:
         for attempt in range(LOAD_ATTEMPTS):
             before = manifest_bytes(folder)
             try:
-                return cls._load_once(
-                    folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
-                    dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
-                )  # fmt: skip
+                with reading(folder):  # a save deletes no file while this holds it
+                    return cls._load_once(
+                        folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
+                        dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
+                    )  # fmt: skip
             except Exception:
-                # A writer may have committed (and removed the files of the generation this
-                # attempt read) mid-open: retry on the new manifest; otherwise the error stands.
+                # Without the reader lock (see .readers), a writer may have committed and
+                # removed the files of the generation this attempt read: retry on the new
+                # manifest; otherwise the error stands.
                 if attempt + 1 == LOAD_ATTEMPTS or manifest_bytes(folder) in (before, None):
                     raise
                 logger.info("%s was saved while opening it: reading the new generation", folder)

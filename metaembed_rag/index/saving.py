@@ -23,6 +23,7 @@ from .persist import (
     sha256_file,
     write_manifest,
 )
+from .readers import create_readers_file, remove_unread
 
 if TYPE_CHECKING:  # pragma: no cover
     from .coarse import CoarseIndex
@@ -63,13 +64,15 @@ def write_faiss(coarse: CoarseIndex, path: Path) -> dict[str, Any]:
 
 def finish_save(target: Path, manifest: dict[str, Any], own: set[str]) -> Path:
     """Write ``manifest`` (last: the commit point), then remove index files in ``target`` that
-    neither it nor ``own`` (files the live index still writes to) names."""
+    neither it nor ``own`` (files the live index still writes to) names, once no reader is
+    opening the folder (:mod:`.readers`)."""
     fsync_dir(target)
+    create_readers_file(target)
     write_manifest(target, {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest})
     keep = {f["name"] for f in manifest["files"].values()} | own
-    for p in target.iterdir():
-        if _OWN_FILE.match(p.name) and p.name not in keep:
-            p.unlink(missing_ok=True)
+    remove_unread(
+        target, [p for p in target.iterdir() if _OWN_FILE.match(p.name) and p.name not in keep]
+    )
     logger.info("saved an index of %d documents to %s", manifest["counts"]["documents"], target)
     return target
 
