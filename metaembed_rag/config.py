@@ -48,6 +48,12 @@ class MetaEmbedConfig:
             later vectors. ``"full"``: plain bidirectional attention over input and Meta tokens.
             Decoder backbones are causal either way. Folders saved before this field existed
             load as ``"full"``.
+        anchor: ``None`` (the paper's setting: vector i is Meta token i's normalised state) or
+            ``"mean"``: vector i is ``normalize(p + W h_i + b)``, with ``p`` the unit
+            mean-pooled state of the input (from the same pass; with ``meta_attention="causal"``
+            and no LoRA exactly the backbone's own sentence embedding) and ``W, b`` a learned
+            map initialised at zero, so a new model starts as the mean-pooled backbone at every
+            budget and training adds what the Meta tokens contribute. Needs no projection.
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -69,6 +75,7 @@ class MetaEmbedConfig:
     image_prompt: str = "Describe the image."
     use_chat_template: bool = True
     meta_attention: str = "causal"
+    anchor: str | None = None
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -87,6 +94,13 @@ class MetaEmbedConfig:
         if self.meta_attention not in ("causal", "full"):
             raise ValueError(
                 f"meta_attention must be 'causal' or 'full', got {self.meta_attention!r}"
+            )
+        if self.anchor not in (None, "mean"):
+            raise ValueError(f"anchor must be None or 'mean', got {self.anchor!r}")
+        if self.anchor is not None and self.projection_dim is not None:
+            raise ValueError(
+                "anchor='mean' adds to the mean-pooled input state, which has the backbone's "
+                "width: use it with projection_dim=None."
             )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")

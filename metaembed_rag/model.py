@@ -108,6 +108,10 @@ class MetaEmbedModel(nn.Module):
         self.projection: nn.Linear | None = (
             nn.Linear(hidden, config.projection_dim) if config.projection_dim is not None else None
         )
+        #: anchor="mean": the zero-initialised map added to the mean-pooled input state
+        self.anchor_map: nn.Linear | None = (
+            nn.Linear(hidden, hidden) if config.anchor is not None else None
+        )
         limit = self.adapter.max_positions
         if limit is not None and config.max_length + self.num_meta_tokens("document") > limit:
             new = limit - max(self.num_meta_tokens("query"), self.num_meta_tokens("document"))
@@ -192,7 +196,8 @@ class MetaEmbedModel(nn.Module):
 
     def init_meta_parameters(self, seed: int = 0) -> None:
         """Initialise Meta tokens like the backbone's token embeddings (same scale), and the
-        projection with the default ``nn.Linear`` scheme, from ``seed``."""
+        projection with the default ``nn.Linear`` scheme, from ``seed``; the anchor map (if
+        any) at zero."""
         gen = torch.Generator().manual_seed(seed)
         weight = self.adapter.input_embeddings().weight.detach().float()
         std = float(weight.std())
@@ -207,6 +212,9 @@ class MetaEmbedModel(nn.Module):
                 b = (torch.rand(self.projection.bias.shape, generator=gen) * 2 - 1) * bound
                 self.projection.weight.copy_(w)
                 self.projection.bias.copy_(b)
+            if self.anchor_map is not None:  # start as the mean-pooled backbone
+                self.anchor_map.weight.zero_()
+                self.anchor_map.bias.zero_()
 
     def add_lora(
         self,
@@ -323,6 +331,9 @@ class MetaEmbedModel(nn.Module):
             if self.projection is not None:
                 self.projection.weight.copy_(state["projection.weight"])
                 self.projection.bias.copy_(state["projection.bias"])
+            if self.anchor_map is not None:
+                self.anchor_map.weight.copy_(state["anchor_map.weight"])
+                self.anchor_map.bias.copy_(state["anchor_map.bias"])
         try:
             self.relevance_calibration = load_calibration(folder, self.fingerprint())
         except CalibrationError as exc:  # the model still loads; relevance falls back, warned
@@ -391,10 +402,14 @@ class MetaEmbedModel(nn.Module):
         cfg = self.config.to_dict()
         cfg.pop("extra", None)
         cfg.pop("has_lora", None)  # set at save time; the adapters themselves are hashed below
+        if cfg.get("anchor") is None:  # fields added later hash only when set, so the
+            cfg.pop("anchor", None)  # fingerprints of existing models (and their indexes) hold
         h.update(json.dumps(cfg, sort_keys=True).encode())
         tensors: list[torch.Tensor] = [self.query_tokens, self.candidate_tokens]
         if self.projection is not None:
             tensors += [self.projection.weight, self.projection.bias]
+        if self.anchor_map is not None:
+            tensors += [self.anchor_map.weight, self.anchor_map.bias]
         for t in tensors:
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         lora = lora_digest(self.backbone) if hasattr(self.backbone, "peft_config") else None
@@ -432,13 +447,17 @@ class MetaEmbedModel(nn.Module):
         if side not in ("query", "document"):
             raise ValueError(f"side must be 'query' or 'document', got {side!r}")
         meta, rows = self.meta_embeddings(side)
-        out = self.adapter.forward(batch, meta, return_pooled=return_pooled)
-        states, pooled = out if return_pooled else (out, None)
+        anchored = self.anchor_map is not None
+        out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored)
+        states, pooled = out if return_pooled or anchored else (out, None)
         states = states[:, rows, :]
         if self.projection is not None:
             states = self.projection(states.to(self.projection.weight.dtype))
+        if self.anchor_map is not None and pooled is not None:
+            delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
+            states = F.normalize(pooled.float(), p=2, dim=-1).unsqueeze(1) + delta
         vectors = F.normalize(states.float(), p=2, dim=-1)
-        if pooled is None:
+        if not return_pooled or pooled is None:
             return vectors
         return vectors, F.normalize(pooled.float(), p=2, dim=-1)
 

@@ -94,6 +94,9 @@ def check_state(state: dict[str, torch.Tensor], config: MetaEmbedConfig, path: P
     if config.projection_dim is not None:
         expected["projection.weight"] = (config.projection_dim, config.hidden_size)
         expected["projection.bias"] = (config.projection_dim,)
+    if getattr(config, "anchor", None) is not None:
+        expected["anchor_map.weight"] = (config.hidden_size, config.hidden_size)
+        expected["anchor_map.bias"] = (config.hidden_size,)
     has_projection = "projection.weight" in state
     if has_projection and config.projection_dim is None:
         raise ValueError(
@@ -175,6 +178,9 @@ def write_model_folder(model: Any, folder: str | os.PathLike[str], *, save_backb
         if model.projection is not None:
             state["projection.weight"] = model.projection.weight.detach().float().cpu().contiguous()
             state["projection.bias"] = model.projection.bias.detach().float().cpu().contiguous()
+        if model.anchor_map is not None:
+            state["anchor_map.weight"] = model.anchor_map.weight.detach().float().cpu().contiguous()
+            state["anchor_map.bias"] = model.anchor_map.bias.detach().float().cpu().contiguous()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "metaembed", "version": "1"})
         base: Any = model.backbone  # a peft model or a transformers model
         config.has_lora = hasattr(base, "peft_config")

@@ -27,7 +27,6 @@ import argparse
 import logging
 import random
 import sys
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,11 +34,10 @@ import numpy as np
 import torch
 
 from metaembed_rag import MetaEmbedModel, maxsim
-from metaembed_rag.data import load_pairs
 from metaembed_rag.hub import resolve_model_folder
 from metaembed_rag.model import DEFAULT_MODEL
 from metaembed_rag.relevance import CALIBRATION_FILE, RelevanceCalibration
-from metaembed_rag.training.examples import pair_examples, split_dev
+from metaembed_rag.training.dev import read_recipe, recipe_pairs_split
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("calibrate_relevance")
@@ -50,19 +48,10 @@ def held_out_pairs(
 ) -> dict[str, list[tuple[str, str]]]:
     """``{source: [(query, positive)]}``: the recipe's dev split, distinct positives, at most
     ``per_source`` a source (seeded sample)."""
-    recipe = tomllib.loads(recipe_path.read_text())
-    train_seed = int(recipe.get("training", {}).get("seed", 0))
-    fraction = float(recipe.get("dev_fraction", 0.0))
-    if not fraction:
-        raise SystemExit(f"error: {recipe_path} holds out no dev split (dev_fraction = 0).")
-    examples = []
-    for folder in recipe["pairs"]:
-        path = (ROOT / folder).resolve()
-        name = path.name if path.is_dir() else path.parent.name
-        examples += pair_examples(
-            load_pairs(path), name, recipe.get("pairs_max_per_source"), train_seed
-        )
-    _, dev = split_dev(examples, fraction, train_seed)
+    try:
+        _, dev = recipe_pairs_split(read_recipe(recipe_path), ROOT)
+    except ValueError as exc:
+        raise SystemExit(f"error: {recipe_path}: {exc}.") from exc
     by_source: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
     for ex in dev:
         if isinstance(ex.query, str) and isinstance(ex.positive, str):

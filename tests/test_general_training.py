@@ -252,3 +252,79 @@ def test_evaluate_dev_per_source_and_macro(minilm) -> None:
         want = (report["sources"]["a"]["budgets"][b] + report["sources"]["b"]["budgets"][b]) / 2
         assert macro["budgets"][b] == pytest.approx(want)
     assert macro["mean-pool"] == pytest.approx(1.0)
+
+
+def test_hard_dev_adds_training_positives_as_candidates(minilm) -> None:
+    """The hard dev variant: the same queries, each source's candidates extended by sampled
+    training positives (never relevant), so scores can only fall; a dev positive offered again
+    as a distractor stays one candidate."""
+    from metaembed_rag.training.dev import distractors_of, evaluate_dev
+
+    model = MetaEmbedModel.from_backbone(num_query_tokens=2, num_candidate_tokens=4, seed=0)
+    toy = _toy()
+    dev, train = toy[:3], toy[3:]
+    extra = distractors_of(train + [dev[0]], per_source=10)
+    assert [i for i, _ in extra["toy"]] == sorted(["0", "3", "4", "5"])
+    assert distractors_of(train, per_source=2) == distractors_of(train, per_source=2)
+    assert len(distractors_of(train, per_source=2)["toy"]) == 2
+    easy = evaluate_dev(model, dev)["sources"]["toy"]
+    hard = evaluate_dev(model, dev, distractors=extra)["sources"]["toy"]
+    assert (easy["docs"], hard["docs"]) == (3, 6)
+    for b, v in hard["budgets"].items():
+        assert v <= easy["budgets"][b] + 1e-9
+
+
+def test_recipe_pairs_split_matches_training(tmp_path) -> None:
+    """scripts/dev_eval.py and the calibration rebuild the split training made."""
+    from metaembed_rag.training.dev import recipe_pairs_split
+
+    rows = [{"query": f"question {i}", "positive": f"answer {i}"} for i in range(200)]
+    (tmp_path / "src").mkdir()
+    _write(tmp_path / "src" / "pairs.jsonl", rows)
+    recipe = {"pairs": ["src"], "dev_fraction": 0.1, "pairs_max_per_source": 150,
+              "training": {"seed": 3}}  # fmt: skip
+    train, dev = recipe_pairs_split(recipe, tmp_path)
+    want = split_dev(pair_examples(load_pairs(tmp_path / "src"), "src", 150, 3), 0.1, 3)
+    assert (train, dev) == want and dev
+    with pytest.raises(ValueError, match="no dev split"):
+        recipe_pairs_split({**recipe, "dev_fraction": 0.0}, tmp_path)
+
+
+def test_teacher_negatives_skip_top_ranks_and_own_positives() -> None:
+    """Mined from the teacher's ranking of the source's positives: never the query's own
+    positive, never a top-``min_rank`` candidate; sources with their own negatives untouched."""
+    from metaembed_rag.training.mining import teacher_negatives
+
+    class Ranker:  # cosine of one-hot-ish vectors: "q i" is closest to "d i", then d i+1, ...
+        def encode(self, texts, batch_size=64, max_length=256):
+            out = torch.zeros(len(texts), 40)
+            for row, t in enumerate(texts):
+                k = int(t.split()[1])
+                for j in range(40):
+                    out[row, j] = 1.0 / (1 + abs(j - k))
+            return torch.nn.functional.normalize(out, dim=-1)
+
+    exs = [TrainExample(f"q {i}", f"d {i}", source="s", query_id=f"q{i}", positive_id=f"d{i}")
+           for i in range(30)]  # fmt: skip
+    kept = [TrainExample("q 1", "d 1", "own", source="t", query_id="a", positive_id="b")]
+    out = teacher_negatives(exs + kept, Ranker(), top_n=8, min_rank=3, seed=0)
+    assert out[-1] == kept[0]
+    for ex in out[:-1]:
+        i, j = int(ex.query.split()[1]), int(ex.negative.split()[1])
+        assert j != i and abs(j - i) >= 2  # ranks 1-3 are i and its two neighbours
+    with pytest.raises(ValueError, match="must exceed"):
+        teacher_negatives(exs, Ranker(), top_n=3, min_rank=3)
+
+
+def test_dev_eval_script_refuses_a_recipe_without_dev_split(tmp_path, capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dev_eval", ROOT / "scripts" / "dev_eval.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("pairs = []\ndev_fraction = 0.0\n")
+    assert module.main(["--model", "metaembed-minilm-l6", "--recipe", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no dev split" in err and err.count("\n") == 1

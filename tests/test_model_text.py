@@ -200,3 +200,42 @@ def test_lora_adapters_round_trip(tmp_path) -> None:
     torch.testing.assert_close(merged.encode_documents(DOCS), before, atol=1e-5, rtol=0)
     unmerged = MetaEmbedModel.from_pretrained(folder, merge_lora=False)
     torch.testing.assert_close(unmerged.encode_documents(DOCS), before, atol=1e-6, rtol=0)
+
+
+def test_mean_anchor_starts_as_the_backbone_and_round_trips(tmp_path) -> None:
+    """``anchor="mean"``: a new model's every vector is the backbone's own mean-pooled sentence
+    embedding (the reference: :class:`MeanPoolEncoder`, right-padded, no Meta tokens), so every
+    budget ranks like the backbone; a trained map moves the vectors apart and survives a save."""
+    from metaembed_rag.baselines import MeanPoolEncoder
+
+    m = MetaEmbedModel.from_backbone(
+        num_query_tokens=4, num_candidate_tokens=8, anchor="mean", query_prefix="", seed=0
+    )
+    reference = MeanPoolEncoder.from_backbone(m.config.backbone).encode(DOCS + QUERIES)
+    d, q = m.encode_documents(DOCS), m.encode_queries(QUERIES)
+    torch.testing.assert_close(d, reference[:3, None].expand_as(d), atol=1e-6, rtol=0)
+    torch.testing.assert_close(q, reference[3:, None].expand_as(q), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        m.anchor_map.weight.normal_(0, 0.02)
+    moved = m.encode_documents(DOCS)
+    assert (moved[:, 0] - moved[:, 1]).abs().max() > 1e-3  # the Meta states now contribute
+    folder = m.save_pretrained(tmp_path / "anchored")
+    again = MetaEmbedModel.from_pretrained(folder)
+    assert again.fingerprint() == m.fingerprint()
+    torch.testing.assert_close(again.encode_documents(DOCS), moved, atol=0, rtol=0)
+    # weights without the map for a config that asks for it: refused, not zero-filled
+    cfg_path = folder / "metaembed_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["anchor"] = None
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unexpected tensors"):
+        MetaEmbedModel.from_pretrained(folder)
+
+
+def test_anchor_setting_is_checked() -> None:
+    from metaembed_rag.config import MetaEmbedConfig
+
+    with pytest.raises(ValueError, match="anchor must be None or 'mean'"):
+        MetaEmbedConfig(backbone="x", anchor="max")
+    with pytest.raises(ValueError, match="projection_dim=None"):
+        MetaEmbedConfig(backbone="x", anchor="mean", projection_dim=64)

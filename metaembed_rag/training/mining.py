@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..budget import BudgetLike
 from ..inputs import ItemLike
 from ..model import MetaEmbedModel
 from ..scoring import maxsim
 
-__all__ = ["mine_hard_negatives", "select_negatives"]
+__all__ = ["mine_hard_negatives", "select_negatives", "teacher_negatives"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,4 +128,68 @@ def mine_hard_negatives(
         )
     empty = sum(1 for v in out.values() if not v)
     logger.info("Mined negatives for %d queries (%d without any).", len(out), empty)
+    return out
+
+
+@torch.inference_mode()
+def teacher_negatives(
+    examples: Sequence[Any],
+    encoder: Any,
+    *,
+    top_n: int = 30,
+    min_rank: int = 3,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_length: int = 256,
+) -> list[Any]:
+    """Give every text pair without a negative one mined by a teacher (the backbone's own
+    mean-pooled cosine, :class:`~metaembed_rag.baselines.MeanPoolEncoder`): per source, the
+    query's ranking of that source's positives; a random one of ranks ``min_rank + 1 ..
+    top_n`` (skipping the top ranks, where unjudged duplicates and paraphrases sit), never a
+    positive of the same query.
+
+    Sources whose examples already carry negatives (their own) are kept as they are, and so
+    is a source where some query finds no candidate (a batch is all-negatives or none).
+
+    Returns:
+        the examples, in order, with ``negative`` filled where mined.
+    """
+    import dataclasses
+    import random
+
+    if top_n <= min_rank:
+        raise ValueError(f"top_n={top_n} must exceed min_rank={min_rank}")
+    by_source: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_source.setdefault(ex.source, []).append(i)
+    out = list(examples)
+    rng = random.Random(seed)
+    for source, idx in tqdm(sorted(by_source.items()), desc="Teacher negatives", unit="source"):
+        exs = [examples[i] for i in idx]
+        if any(ex.negative is not None for ex in exs) or not all(
+            isinstance(ex.query, str) and isinstance(ex.positive, str) for ex in exs
+        ):
+            continue
+        doc_ids = list(dict.fromkeys(ex.positive_id for ex in exs))
+        text = {ex.positive_id: ex.positive for ex in exs}
+        own: dict[str, set[str]] = {}
+        for ex in exs:
+            own.setdefault(ex.query_id, set()).add(ex.positive_id)
+        qids = list(own)
+        qtext = {ex.query_id: ex.query for ex in exs}
+        d = encoder.encode([text[i] for i in doc_ids], batch_size=batch_size,
+                           max_length=max_length)  # fmt: skip
+        q = encoder.encode([qtext[i] for i in qids], batch_size=batch_size, max_length=64)
+        k = min(top_n, len(doc_ids))
+        ranked = (q @ d.T).topk(k, dim=1).indices.tolist()
+        picks: dict[str, list[str]] = {}
+        for qid, row in zip(qids, ranked, strict=True):
+            picks[qid] = select_negatives([doc_ids[j] for j in row], own[qid], min_rank=min_rank)
+        if any(not v for v in picks.values()):
+            logger.info("%s: some queries have no teacher negative; kept without", source)
+            continue
+        for i, ex in zip(idx, exs, strict=True):
+            neg = rng.choice(picks[ex.query_id])
+            out[i] = dataclasses.replace(ex, negative=text[neg])
+        logger.info("%s: teacher negatives for %d pairs", source, len(exs))
     return out

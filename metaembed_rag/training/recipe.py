@@ -13,7 +13,7 @@ from typing import Any
 from ..data import load_beir, load_image_captions, load_pairs
 from ..metrics import require_backend
 from ..model import DEFAULT_BACKBONE, MetaEmbedModel
-from .dev import evaluate_dev
+from .dev import distractors_of, evaluate_dev
 from .examples import (
     beir_pairs,
     caption_pairs,
@@ -23,7 +23,7 @@ from .examples import (
     title_pairs,
     with_negatives,
 )
-from .mining import mine_hard_negatives
+from .mining import mine_hard_negatives, teacher_negatives
 from .trainer import MMRTrainer, TrainExample, TrainingConfig
 from .warmstart import WarmStartConfig, warm_start_meta_tokens
 
@@ -45,6 +45,14 @@ class RecipeConfig:
     pairs: list[str] = field(default_factory=list)
     pairs_max_per_source: int | None = None  # seeded sample of at most this many pairs a source
     dev_fraction: float = 0.0  # queries held out of every source as a dev split (dev.json)
+    # the hard dev variant (dev-hard.json): this many training positives per source are added
+    # to each source's dev candidates (0: only the easy variant)
+    dev_distractors: int = 0
+    # mine a negative for every text pair with the backbone's own mean-pooled cosine (a random
+    # one of its ranks teacher_min_rank+1 .. teacher_top_n among the source's positives)
+    teacher_negatives: bool = False
+    teacher_top_n: int = 30
+    teacher_min_rank: int = 3
     query_prefix: str | None = None  # None: the model's default ("Query: ")
     beir: list[str] = field(default_factory=list)
     beir_split: str = "train"
@@ -71,6 +79,9 @@ class RecipeConfig:
     projection_dim: int | None = None
     append_both_sides: bool = True
     meta_attention: str = "causal"  # "causal": input states untouched by Meta tokens; or "full"
+    anchor: str | None = (
+        None  # "mean": vectors = mean-pooled input + a learned map of the Meta states
+    )
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +103,8 @@ class RecipeConfig:
             )
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if self.dev_distractors < 0:
+            raise ValueError(f"dev_distractors must be >= 0, got {self.dev_distractors}")
         if self.pairs_max_per_source is not None and self.pairs_max_per_source < 1:
             raise ValueError(f"pairs_max_per_source must be >= 1, got {self.pairs_max_per_source}")
 
@@ -109,6 +122,7 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         projection_dim=cfg.projection_dim,
         append_both_sides=cfg.append_both_sides,
         meta_attention=cfg.meta_attention,
+        anchor=cfg.anchor,
         device=device,
         seed=seed,
         **extra,
@@ -179,6 +193,17 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         base += caption_pairs(
             load_image_captions(csv_path, verify_images=False), source=f"captions{i}", seed=seed
         )
+    if cfg.teacher_negatives:
+        from ..baselines import MeanPoolEncoder
+
+        teacher = MeanPoolEncoder.from_backbone(
+            cfg.backbone, device="cpu" if cfg.training.get("device") == "cpu" else None
+        )
+        base = teacher_negatives(
+            base, teacher, top_n=cfg.teacher_top_n, min_rank=cfg.teacher_min_rank, seed=seed,
+            max_length=int(cfg.training.get("doc_max_length", 256)),
+        )  # fmt: skip
+        del teacher
     stats = {
         "beir_pairs": sum(len(p) for _, p in pair_sets),
         "other_pairs": len(base),
@@ -242,9 +267,17 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     final.config.max_length = doc_len
     folder = final.save_pretrained(out / "final")
     if dev:
-        report = evaluate_dev(final, dev, batch_size=int(cfg.training.get("batch_size", 32)))
+        bs = int(cfg.training.get("batch_size", 32))
+        report = evaluate_dev(final, dev, batch_size=bs)
         (out / "dev.json").write_text(json.dumps(report, indent=2) + "\n")
         logger.info("Dev nDCG@10 (macro over sources): %s", report["macro"])
+        if cfg.dev_distractors:
+            hard = evaluate_dev(
+                final, dev, batch_size=bs,
+                distractors=distractors_of(base, cfg.dev_distractors, seed),
+            )  # fmt: skip
+            (out / "dev-hard.json").write_text(json.dumps(hard, indent=2) + "\n")
+            logger.info("Hard dev nDCG@10 (macro over sources): %s", hard["macro"])
     (out / "train_stats.json").write_text(
         json.dumps({**stats, "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n"
     )

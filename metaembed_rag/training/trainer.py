@@ -248,6 +248,8 @@ class MMRTrainer:
         params = [self.model.query_tokens, self.model.candidate_tokens]
         if self.model.projection is not None:
             params += list(self.model.projection.parameters())
+        if self.model.anchor_map is not None:
+            params += list(self.model.anchor_map.parameters())
         return params
 
     def _set_trainable(self) -> None:
