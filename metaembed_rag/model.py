@@ -326,14 +326,8 @@ class MetaEmbedModel(nn.Module):
         if config.has_lora:
             self._merged_lora_digest = merged_digest
         with torch.no_grad():
-            self.query_tokens.copy_(state["query_tokens"])
-            self.candidate_tokens.copy_(state["candidate_tokens"])
-            if self.projection is not None:
-                self.projection.weight.copy_(state["projection.weight"])
-                self.projection.bias.copy_(state["projection.bias"])
-            if self.anchor_map is not None:
-                self.anchor_map.weight.copy_(state["anchor_map.weight"])
-                self.anchor_map.bias.copy_(state["anchor_map.bias"])
+            for name, param in self.meta_parameters().items():  # names checked by read_meta_weights
+                param.copy_(state[name])
         try:
             self.relevance_calibration = load_calibration(folder, self.fingerprint())
         except CalibrationError as exc:  # the model still loads; relevance falls back, warned
@@ -405,18 +399,24 @@ class MetaEmbedModel(nn.Module):
         if cfg.get("anchor") is None:  # fields added later hash only when set, so the
             cfg.pop("anchor", None)  # fingerprints of existing models (and their indexes) hold
         h.update(json.dumps(cfg, sort_keys=True).encode())
-        tensors: list[torch.Tensor] = [self.query_tokens, self.candidate_tokens]
-        if self.projection is not None:
-            tensors += [self.projection.weight, self.projection.bias]
-        if self.anchor_map is not None:
-            tensors += [self.anchor_map.weight, self.anchor_map.bias]
-        for t in tensors:
+        for t in self.meta_parameters().values():
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         lora = lora_digest(self.backbone) if hasattr(self.backbone, "peft_config") else None
         lora = lora or self._merged_lora_digest
         if lora is not None:
             h.update(b"lora:" + lora.encode())
         return h.hexdigest()[:16]
+
+    def meta_parameters(self) -> dict[str, nn.Parameter]:
+        """The model's own trained tensors outside the backbone, by their name in
+        ``metaembed.safetensors``: the Meta tokens, then the projection and the anchor map when
+        the config has them (this order is hashed by :meth:`fingerprint`)."""
+        params = {"query_tokens": self.query_tokens, "candidate_tokens": self.candidate_tokens}
+        for prefix, module in (("projection", self.projection), ("anchor_map", self.anchor_map)):
+            if module is not None:
+                params[f"{prefix}.weight"] = module.weight
+                params[f"{prefix}.bias"] = module.bias
+        return params
 
     # ------------------------------------------------------------------ forward
     def meta_embeddings(self, side: Side) -> tuple[torch.Tensor, slice]:

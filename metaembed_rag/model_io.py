@@ -172,15 +172,9 @@ def write_model_folder(model: Any, folder: str | os.PathLike[str], *, save_backb
     try:
         config = MetaEmbedConfig(**model.config.to_dict())
         state = {
-            "query_tokens": model.query_tokens.detach().float().cpu().contiguous(),
-            "candidate_tokens": model.candidate_tokens.detach().float().cpu().contiguous(),
+            name: param.detach().float().cpu().contiguous()
+            for name, param in model.meta_parameters().items()
         }
-        if model.projection is not None:
-            state["projection.weight"] = model.projection.weight.detach().float().cpu().contiguous()
-            state["projection.bias"] = model.projection.bias.detach().float().cpu().contiguous()
-        if model.anchor_map is not None:
-            state["anchor_map.weight"] = model.anchor_map.weight.detach().float().cpu().contiguous()
-            state["anchor_map.bias"] = model.anchor_map.bias.detach().float().cpu().contiguous()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "metaembed", "version": "1"})
         base: Any = model.backbone  # a peft model or a transformers model
         config.has_lora = hasattr(base, "peft_config")

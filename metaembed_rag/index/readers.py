@@ -95,9 +95,7 @@ def remove_unread(folder: Path, paths: Iterable[Path], wait: float | None = None
     if not paths:
         return 0
     wait = REMOVE_WAIT if wait is None else wait
-    fd = -1
-    if fcntl is not None:
-        fd = os.open(Path(folder) / READERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_as_writer(folder)
     try:
         if fd >= 0 and not _flock(fd, fcntl.LOCK_EX, wait):
             logger.info("%s: readers kept it busy for %g s; %d retired files stay until the "
@@ -119,5 +117,13 @@ def remove_unread(folder: Path, paths: Iterable[Path], wait: float | None = None
 def create_readers_file(folder: Path) -> None:
     """Make ``.readers`` exist in ``folder`` (a writer does it before its first commit, so the
     readers of that commit already share the lock)."""
-    if fcntl is not None:
-        os.close(os.open(Path(folder) / READERS_FILE, os.O_RDWR | os.O_CREAT, 0o644))
+    fd = _open_as_writer(folder)
+    if fd >= 0:
+        os.close(fd)
+
+
+def _open_as_writer(folder: Path) -> int:
+    """A descriptor of ``folder/.readers``, created if missing (-1 without ``fcntl``)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return -1
+    return os.open(Path(folder) / READERS_FILE, os.O_RDWR | os.O_CREAT, 0o644)

@@ -245,12 +245,7 @@ class MMRTrainer:
 
     # ------------------------------------------------------------------ setup
     def _meta_params(self) -> list[torch.nn.Parameter]:
-        params = [self.model.query_tokens, self.model.candidate_tokens]
-        if self.model.projection is not None:
-            params += list(self.model.projection.parameters())
-        if self.model.anchor_map is not None:
-            params += list(self.model.anchor_map.parameters())
-        return params
+        return list(self.model.meta_parameters().values())
 
     def _set_trainable(self) -> None:
         cfg = self.config
