@@ -407,11 +407,14 @@ class MetaEmbedModel(nn.Module):
             h.update(b"lora:" + lora.encode())
         return h.hexdigest()[:16]
 
-    def meta_parameters(self) -> dict[str, nn.Parameter]:
+    def meta_parameters(self) -> dict[str, torch.Tensor]:
         """The model's own trained tensors outside the backbone, by their name in
         ``metaembed.safetensors``: the Meta tokens, then the projection and the anchor map when
         the config has them (this order is hashed by :meth:`fingerprint`)."""
-        params = {"query_tokens": self.query_tokens, "candidate_tokens": self.candidate_tokens}
+        params: dict[str, torch.Tensor] = {
+            "query_tokens": self.query_tokens,
+            "candidate_tokens": self.candidate_tokens,
+        }
         for prefix, module in (("projection", self.projection), ("anchor_map", self.anchor_map)):
             if module is not None:
                 params[f"{prefix}.weight"] = module.weight

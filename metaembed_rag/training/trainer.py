@@ -244,7 +244,7 @@ class MMRTrainer:
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
-    def _meta_params(self) -> list[torch.nn.Parameter]:
+    def _meta_params(self) -> list[torch.Tensor]:
         return list(self.model.meta_parameters().values())
 
     def _set_trainable(self) -> None:
@@ -256,8 +256,8 @@ class MMRTrainer:
                 param.requires_grad_("lora_" in name)
             else:
                 param.requires_grad_(False)
-        for param in self._meta_params():
-            param.requires_grad_(True)
+        for tensor in self._meta_params():
+            tensor.requires_grad_(True)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
