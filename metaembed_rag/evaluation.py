@@ -47,7 +47,7 @@ def cached_corpus_vectors(
 ) -> tuple[torch.Tensor, float]:
     """The documents ``doc_ids`` of ``ds`` (title + text) encoded by ``encode``, through the
     vector cache: the key is ``encoder_key`` (the encoder's identity and max length) and the
-    corpus file's identity (path, size, mtime). For a sample of the corpus
+    corpus file's content digest. For a sample of the corpus
     (:meth:`BeirDataset.sample_docs`) the rows come from the whole corpus's cached vectors
     when those exist, else the sample is encoded and cached under a key that adds its ids.
     Returns (vectors, seconds spent encoding: 0.0 on a cache hit)."""
@@ -79,8 +79,8 @@ def encode_corpus(
 
     Returns:
         (doc ids, (N, R_c, D) float32 vectors, seconds spent encoding — 0.0 when loaded from
-        ``cache_dir``). The cache key covers the model fingerprint, the corpus file (path,
-        size, mtime) and the max length.
+        ``cache_dir``). The cache key covers the model fingerprint, the corpus file's content
+        digest and the max length.
     """
     doc_ids = sorted(ds.corpus)
     length = model.config.max_length if max_length is None else max_length

@@ -536,7 +536,7 @@ class MetaEmbedModel(nn.Module):
         try:
             for start in tqdm(
                 range(0, len(order), batch_size),
-                desc=f"Encoding {side}s",
+                desc="Encoding queries" if side == "query" else f"Encoding {side}s",
                 disable=not show_progress_bar,
                 unit="batch",
             ):

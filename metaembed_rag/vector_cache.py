@@ -1,7 +1,7 @@
 """On-disk cache of document vectors for evaluation, keyed by a fingerprint string.
 
 The key names everything the vectors depend on (the encoder's identity, the corpus file's
-identity, the max length); the file name is a digest of it. Files are written to a temporary
+content digest, the max length); the file name is a digest of it. Files are written to a temporary
 name in the cache folder and renamed, so an interrupted or concurrent run never leaves a
 half-written file under the final name.
 """
@@ -38,11 +38,34 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser() / "metaembed-rag" / "eval"
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_identity(path: str | Path) -> str:
-    """``resolved path|size|mtime_ns`` of a file: changes when the file is replaced or edited."""
-    p = Path(path)
+    """``sha256:<digest>|<size>`` of a file's content: the same for a copy of the file (another
+    folder, a fresh checkout, a data folder copied again with new times), different as soon as
+    a byte changes. The digest is remembered per process for an unchanged path, size and mtime.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     a, b = Path(d, "a.jsonl"), Path(d, "b.jsonl")
+    ...     _ = a.write_text("x"), b.write_text("x")
+    ...     same = file_identity(a) == file_identity(b)
+    ...     _ = b.write_text("y")
+    ...     same, file_identity(a) == file_identity(b)
+    (True, False)
+    """
+    p = Path(path).resolve()
     stat = p.stat()
-    return f"{p.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = (str(p), stat.st_size, stat.st_mtime_ns)
+    digest = _DIGESTS.get(memo)
+    if digest is None:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = _DIGESTS[memo] = h.hexdigest()
+    return f"sha256:{digest}|{stat.st_size}"
 
 
 def folder_identity(reference: str, path: str) -> str:

@@ -89,3 +89,29 @@ def test_eval_limit_docs_cli(tiny_bert_path: Path, tmp_path: Path, monkeypatch, 
     rc = main(["eval", "--data", str(data), "--model", str(model_dir), "--limit-docs", "0"])
     err = capsys.readouterr().err
     assert rc != 0 and "--limit-docs must be a positive number" in err
+
+
+def test_cache_follows_the_corpus_content_not_its_path_or_time(tmp_path: Path) -> None:
+    """A copied data folder (new path, new mtimes) hits the cache; an edited corpus misses."""
+    import os
+    import shutil
+
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        calls.append(len(texts))
+        return torch.zeros(len(texts), 1)
+
+    cache = tmp_path / "cache"
+    ds = load_beir(_beir(tmp_path / "b"))
+    cached_corpus_vectors(ds, sorted(ds.corpus), cache, "docs", "enc", encode)
+    copy = shutil.copytree(tmp_path / "b", tmp_path / "copy")
+    os.utime(copy / "corpus.jsonl", ns=(1, 1))
+    moved = load_beir(copy)
+    _, seconds = cached_corpus_vectors(moved, sorted(moved.corpus), cache, "docs", "enc", encode)
+    assert calls == [40] and seconds == 0.0
+    with (copy / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "d99", "title": "", "text": "new"}) + "\n")
+    edited = load_beir(copy)
+    cached_corpus_vectors(edited, sorted(edited.corpus), cache, "docs", "enc", encode)
+    assert calls == [40, 41]
