@@ -22,34 +22,8 @@ import venv
 from pathlib import Path
 
 import pytest
+from _integration_packages import PACKAGES, ROOT  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-LLAMA = ROOT / "integrations" / "llama-index-metaembed"
-
-#: (package folder, module to import, a name it must export)
-PACKAGES = [
-    (
-        LLAMA / "llama-index-embeddings-metaembed",
-        "llama_index.embeddings.metaembed",
-        "MetaEmbedEmbedding",
-    ),
-    (
-        LLAMA / "llama-index-vector-stores-metaembed",
-        "llama_index.vector_stores.metaembed",
-        "MetaEmbedVectorStore",
-    ),
-    (
-        LLAMA / "llama-index-retrievers-metaembed",
-        "llama_index.retrievers.metaembed",
-        "MetaEmbedRetriever",
-    ),
-    (
-        LLAMA / "llama-index-postprocessor-metaembed-rerank",
-        "llama_index.postprocessor.metaembed_rerank",
-        "MetaEmbedRerank",
-    ),
-    (ROOT / "integrations" / "langchain-metaembed", "langchain_metaembed", "MetaEmbedVectorStore"),
-]
 ALL_MODULES = [module for _, module, _ in PACKAGES]
 
 pytestmark = pytest.mark.slow

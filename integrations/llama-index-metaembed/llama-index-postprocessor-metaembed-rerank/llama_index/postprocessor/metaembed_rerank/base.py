@@ -131,7 +131,8 @@ class MetaEmbedRerank(BaseNodePostprocessor):
             )
         elif not isinstance(embed_model, MetaEmbedEmbedding):
             raise TypeError(
-                "embed_model must be a llama_index.embeddings.metaembed.MetaEmbedEmbedding, "
+                "embed_model must be a MetaEmbedEmbedding (metaembed_rag.frameworks.llama_index, "
+                "also exported by llama_index.embeddings.metaembed), "
                 f"got {type(embed_model).__name__}."
             )
         elif model_fingerprint not in (None, embed_model.model_fingerprint):

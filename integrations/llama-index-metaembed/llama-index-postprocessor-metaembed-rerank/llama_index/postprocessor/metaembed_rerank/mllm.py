@@ -18,8 +18,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
-from llama_index.embeddings.metaembed.inputs import node_input
 
+from metaembed_rag.frameworks.llama_index.inputs import node_input
 from metaembed_rag.rerank import MLLMReranker
 
 __all__ = ["MLLMRerank"]
