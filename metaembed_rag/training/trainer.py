@@ -98,6 +98,8 @@ class TrainingConfig:
     # teacher temperature distill_temperature. See metaembed_rag.training.loss.
     distill_weight: float = 0.0
     distill_temperature: float = 0.05
+    # The groups that get the KL term, as budget strings ("1,1"); None: every group.
+    distill_groups: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -234,6 +236,7 @@ class MMRTrainer:
             reduction=config.loss_reduction,
             distill_weight=config.distill_weight,
             distill_temperature=config.distill_temperature,
+            distill_groups=config.distill_groups,
         )
         self.batcher = _Batcher(examples, config.batch_size, config.seed)
         self.examples = self.batcher.examples
