@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
 from metaembed_rag.index import MultiVectorIndex  # noqa: E402
+from metaembed_rag.index.coarse import COARSE_KINDS  # noqa: E402
 from metaembed_rag.index.storage import VectorCodec  # noqa: E402
 
 logger = logging.getLogger("compression")
@@ -208,7 +209,7 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
         for kind in args.kinds:
             folder = workdir / f"lat-{kind}-{n}"
             t0 = time.perf_counter()
-            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index="auto")
+            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index=args.coarse)
             index.reserve(n)
             for s, docs in enumerate(clustered_documents(n, 64, d, chunk=4096)):
                 index.add([str(s * 4096 + i) for i in range(len(docs))], docs)
@@ -340,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--kernel-n", type=int, default=20_000, help="kernel part: rows in RAM")
     p.add_argument("--exhaustive-queries", type=int, default=5)
+    p.add_argument("--coarse", choices=COARSE_KINDS, default="auto",
+                   help="latency part: the coarse index kind (auto: flat below 200k)")  # fmt: skip
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
