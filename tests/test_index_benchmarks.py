@@ -56,11 +56,13 @@ def test_compression_bytes_latency_kernel_smoke(tmp_path, capsys):
               "--workdir", str(tmp_path), "--json", str(out)])  # fmt: skip
     res = json.loads(out.read_text())
     assert {(r["storage"], r["stored_vectors"]) for r in res["bytes"]} >= {
-        ("bfloat16", 64), ("residual2", 16)
+        ("bfloat16", 64),
+        ("residual2", 16),
     }
     assert [r["storage"] for r in res["kernel"]] == ["bfloat16", "residual2"]
     assert [(r["storage"], r["coarse"]) for r in res["latency"]] == [
-        ("bfloat16", "hnsw"), ("residual2", "hnsw")
+        ("bfloat16", "hnsw"),
+        ("residual2", "hnsw"),
     ]
     assert all(0.0 <= r["overlap@10"] <= 1.0 and r["two_stage_p50_ms"] > 0 for r in res["latency"])
     assert "| N | storage | coarse |" in capsys.readouterr().out
