@@ -209,7 +209,8 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
         for kind in args.kinds:
             folder = workdir / f"lat-{kind}-{n}"
             t0 = time.perf_counter()
-            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index=args.coarse)
+            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index=args.coarse,
+                                     coarse_vector=args.coarse_vector)  # fmt: skip
             index.reserve(n)
             for s, docs in enumerate(clustered_documents(n, 64, d, chunk=4096)):
                 index.add([str(s * 4096 + i) for i in range(len(docs))], docs)
@@ -343,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exhaustive-queries", type=int, default=5)
     p.add_argument("--coarse", choices=COARSE_KINDS, default="auto",
                    help="latency part: the coarse index kind (auto: flat below 200k)")  # fmt: skip
+    p.add_argument("--coarse-vector", choices=["mean", "first"], default="mean",
+                   help="latency part: the coarse vector; mean (default) because the synthetic "
+                        "vectors have no trained (1,1) first vector")  # fmt: skip
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
