@@ -209,11 +209,16 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
         for kind in args.kinds:
             folder = workdir / f"lat-{kind}-{n}"
             t0 = time.perf_counter()
-            index = MultiVectorIndex(d, storage=kind, path=folder, coarse_index=args.coarse,
-                                     coarse_vector=args.coarse_vector)  # fmt: skip
+            index = MultiVectorIndex(
+                d, storage=kind, path=folder, nprobe=args.nprobe,
+                coarse_index="flat" if args.rebuild_coarse else args.coarse,
+                coarse_vector=args.coarse_vector,
+            )  # fmt: skip
             index.reserve(n)
             for s, docs in enumerate(clustered_documents(n, 64, d, chunk=4096)):
                 index.add([str(s * 4096 + i) for i in range(len(docs))], docs)
+            if args.rebuild_coarse:  # streaming build on flat, then one coarse build on all
+                index.rebuild_coarse(args.coarse)
             build_s = time.perf_counter() - t0
             index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
             rng = np.random.default_rng(0)
@@ -347,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coarse-vector", choices=["mean", "first"], default="mean",
                    help="latency part: the coarse vector; mean (default) because the synthetic "
                         "vectors have no trained (1,1) first vector")  # fmt: skip
+    p.add_argument("--rebuild-coarse", action="store_true",
+                   help="latency part: add into a flat coarse index, then build the --coarse "
+                        "kind once over the whole collection (IVF then trains on all of it)")  # fmt: skip
+    p.add_argument("--nprobe", type=int, default=32, help="latency part: IVF lists visited")
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)

@@ -66,3 +66,18 @@ def test_compression_bytes_latency_kernel_smoke(tmp_path, capsys):
     ]
     assert all(0.0 <= r["overlap@10"] <= 1.0 and r["two_stage_p50_ms"] > 0 for r in res["latency"])
     assert "| N | storage | coarse |" in capsys.readouterr().out
+
+
+def test_compression_latency_rebuild_coarse_ivf(tmp_path):
+    """--rebuild-coarse builds IVF once over the whole collection; with nprobe covering every
+    list (2,000 vectors: 51 lists) it returns what the flat coarse stage returns."""
+    mod = _load("compression")
+    common = ["--parts", "latency", "--kinds", "bfloat16", "--n", "2000", "--queries", "4",
+              "--exhaustive-queries", "4", "--threads", "1", "--workdir", str(tmp_path)]  # fmt: skip
+    mod.main([*common, "--coarse", "flat", "--json", str(tmp_path / "flat.json")])
+    mod.main([*common, "--coarse", "ivf", "--rebuild-coarse", "--nprobe", "64",
+              "--json", str(tmp_path / "ivf.json")])  # fmt: skip
+    flat = json.loads((tmp_path / "flat.json").read_text())["latency"][0]
+    ivf = json.loads((tmp_path / "ivf.json").read_text())["latency"][0]
+    assert (flat["coarse"], ivf["coarse"]) == ("flat", "ivf")
+    assert ivf["overlap@10"] == flat["overlap@10"]
