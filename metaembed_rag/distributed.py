@@ -53,9 +53,13 @@ class _Worker:
         self.fail_marker = fail_marker
 
     def encode(self, inputs: list[Any], max_length: int | None) -> np.ndarray:
-        if self.fail_marker and os.path.exists(self.fail_marker):  # fault injection (tests)
-            os.unlink(self.fail_marker)
-            os._exit(1)
+        if self.fail_marker:  # fault injection (tests): the one worker whose unlink wins exits
+            try:
+                os.unlink(self.fail_marker)
+            except FileNotFoundError:
+                pass
+            else:
+                os._exit(1)
         vectors = self.model.encode_documents(
             inputs, batch_size=len(inputs), max_length=max_length, show_progress_bar=False
         )
