@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Unpack
@@ -38,19 +37,15 @@ from .hybrid import hybrid_rows
 from .lexical import LexicalIndex
 from .local import LocalBackend
 from .lock import DEFAULT_LOCK_TIMEOUT, IndexStaleError, WriterLock
-from .manifest import check_manifest, disk_generation, manifest_bytes
+from .manifest import disk_generation
 from .params import SearchOptions, SearchParams
-from .persist import MANIFEST, IndexMismatchError, read_manifest
-from .readers import reading
+from .persist import MANIFEST, IndexMismatchError
 from .rowset import CoarseVector, RowSet
-from .saving import expect
+from .save_load import LOAD_ATTEMPTS, load_index, save_index
 from .storage import VectorCodec
 from .validate import check_batch, prepare_queries
 
 __all__ = ["LOAD_ATTEMPTS", "MultiVectorIndex"]
-
-#: Times :meth:`MultiVectorIndex.load` reads the manifest when a save replaces it mid-open.
-LOAD_ATTEMPTS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -658,63 +653,13 @@ class MultiVectorIndex:
 
         Files are written under temporary names and renamed; ``manifest.json`` goes last, so a
         crash at any point leaves the previously saved index (if any) loadable. Saving into
-        the index's own directory writes only what changed (rows are append-only).
+        the index's own directory writes only what changed (rows are append-only). A save
+        compacts first when at least ``compact_ratio`` of the rows are deleted.
 
         Returns:
             the directory written.
         """
-        if path is None and self.path is None and not self.backend.remote:
-            raise ValueError("This index lives in RAM: pass a directory, index.save('my-index').")
-        target = Path(path) if path is not None else self.path
-        if target is None:  # a remote backend: it records the settings itself (no folder)
-            if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
-                self.compact()
-            return self._save_to(Path("."), 0)
-        own = self.path is not None and target.resolve() == self.path.resolve()
-        lock: WriterLock
-        if own:
-            self._begin_write()
-            assert self._lock is not None
-            lock = self._lock
-            generation = self._generation + 1
-        else:
-            lock = WriterLock(target, self.lock_timeout)
-            lock.acquire()
-            generation = disk_generation(target) + 1
-        try:
-            if self.num_rows and self.num_deleted / self.num_rows >= self.compact_ratio:
-                self.compact()
-            out = self._save_to(target, generation)
-        except BaseException:
-            if not own:
-                lock.release()
-            raise  # a failed save of the own folder keeps the lock: the state is still dirty
-        if own:
-            self._generation = generation
-        lock.release()
-        return out
-
-    def _save_to(self, target: Path, generation: int) -> Path:
-        header: dict[str, Any] = {
-            "model_fingerprint": self.fingerprint,
-            "dim": self.dim,
-            "vectors_per_doc": self.num_vectors,
-            "budgets": [b.as_tuple() for b in self.budgets],
-            "dtype": self.dtype,
-            "stored_vectors": self.stored_vectors,
-            "coarse_vector": self.coarse_vector,
-            "options": {
-                "exact_subset_max": self.exact_subset_max,
-                "recall_pool_factor": self.recall_pool_factor,
-                "compact_ratio": self.compact_ratio,
-                "lexical": self.lexical_enabled,
-            },
-        }
-        if self._lexical is not None and not self.backend.remote:  # a remote backend: the
-            # sidecar is rebuilt from the stored texts at the first hybrid search
-            header["files"] = {"lexical": self._lexical.save_into(target)}
-        header["generation"] = generation
-        return self.backend.save(target, header)
+        return save_index(self, Path(path) if path is not None else None)
 
     @classmethod
     def load(
@@ -734,8 +679,8 @@ class MultiVectorIndex:
         folder's shared reader lock (:mod:`.readers`), so a concurrent save deletes none of
         them meanwhile; without that lock (Windows, or a folder last saved by an older
         version) a failed open is retried on the new manifest when a save replaced it, up to
-        :data:`LOAD_ATTEMPTS` times. Opening never creates or changes a file in ``path``; the
-        first change takes its writer lock.
+        :data:`~metaembed_rag.index.save_load.LOAD_ATTEMPTS` times. Opening never creates or
+        changes a file in ``path``; the first change takes its writer lock.
 
         Args:
             path: the directory given to :meth:`save`.
@@ -756,71 +701,10 @@ class MultiVectorIndex:
             IndexCorruptedError: missing or truncated files, checksum mismatch.
             IndexMismatchError: another model fingerprint, dim or stored dtype.
         """
-        folder = Path(path)
-        for attempt in range(LOAD_ATTEMPTS):
-            before = manifest_bytes(folder)
-            try:
-                with reading(folder):  # a save deletes no file while this holds it
-                    return cls._load_once(
-                        folder, mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
-                        dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
-                    )  # fmt: skip
-            except Exception:
-                # Without the reader lock (see .readers), a writer may have committed and
-                # removed the files of the generation this attempt read: retry on the new
-                # manifest; otherwise the error stands.
-                if attempt + 1 == LOAD_ATTEMPTS or manifest_bytes(folder) in (before, None):
-                    raise
-                logger.info("%s was saved while opening it: reading the new generation", folder)
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @classmethod
-    def _load_once(
-        cls, folder: Path, *, mmap: bool, verify: bool, model: Any, fingerprint: str | None,
-        dim: int | None, dtype: str | None, use_gpu: bool, lock_timeout: float,
-    ) -> MultiVectorIndex:  # fmt: skip
-        manifest = read_manifest(folder)
-        check_manifest(folder, manifest)
-        expect(folder, "dtype", manifest.get("dtype"), dtype,
-               f"load without dtype= (the stored one is used) or rebuild the index with "
-               f"dtype={dtype!r}")  # fmt: skip
-        coarse = manifest["coarse_index"]
-        index = cls(
-            manifest["dim"], num_vectors=manifest["vectors_per_doc"],
-            budgets=[tuple(b) for b in manifest["budgets"]], dtype=manifest["dtype"],
-            stored_vectors=manifest.get("stored_vectors"),
-            coarse_vector=manifest["coarse_vector"], coarse_index=coarse["setting"],
-            fingerprint=manifest.get("model_fingerprint"), use_gpu=use_gpu,
-            hnsw_m=coarse["hnsw_m"], ef_construction=coarse["ef_construction"],
-            ef_search=coarse["ef_search"], ivf_nlist=coarse["ivf_nlist"], nprobe=coarse["nprobe"],
-            lock_timeout=lock_timeout, **manifest.get("options", {}),
+        return load_index(
+            cls, Path(path), mmap=mmap, verify=verify, model=model, fingerprint=fingerprint,
+            dim=dim, dtype=dtype, use_gpu=use_gpu, lock_timeout=lock_timeout,
         )  # fmt: skip
-        index._check_saved(folder, model, fingerprint, dim)
-        assert isinstance(index.backend, LocalBackend)
-        index.backend = LocalBackend.load(folder, manifest, index.backend, mmap, verify)
-        index._lexical = (  # None: built from the stored texts at the first hybrid search
-            LexicalIndex.open(folder, manifest) if index.lexical_enabled else None
-        )
-        if mmap:
-            index._generation = int(manifest.get("generation", 0))
-        return index
-
-    def _check_saved(
-        self, folder: Path, model: Any, fingerprint: str | None, dim: int | None
-    ) -> None:
-        """:meth:`check_compatible` before the files are read; a saved index without a
-        fingerprint cannot be checked against a model."""
-        if self.fingerprint is None and (model is not None or fingerprint is not None):
-            expected = fingerprint or model.fingerprint()
-            raise IndexMismatchError(
-                f"The index at {folder} records no model fingerprint, but {expected!r} was "
-                "requested: rebuild the index with MultiVectorIndex.for_model(model)."
-            )
-        try:
-            self.check_compatible(model, fingerprint=fingerprint, dim=dim)
-        except IndexMismatchError as exc:
-            raise IndexMismatchError(f"{folder}: {exc}") from exc
 
     def close(self) -> None:
         """Release memory maps and the writer lock (the object is unusable afterwards)."""
