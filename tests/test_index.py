@@ -186,6 +186,34 @@ def test_ivf_coarse(monkeypatch):
     assert all(len(r) == 5 and {"1", "2"}.isdisjoint(h.id for h in r) for r in hits)
 
 
+def test_ivf_is_trained_again_when_the_collection_grows(monkeypatch, tmp_path):
+    """IVF lists are fitted to the documents present when they are trained: an add that brings
+    IVF_RETRAIN_GROWTH times as many trains them again on all live documents (and a loaded
+    index counts from what it holds); with every list probed, IVF returns the exact search."""
+    import metaembed_rag.index.coarse as coarse
+
+    monkeypatch.setattr(coarse, "IVF_MIN_TRAIN", 200)
+    rng = np.random.default_rng(16)
+    index = make_index(coarse_index="ivf", nprobe=10_000, path=tmp_path / "ivf")
+    backend = index.backend.coarse
+    docs = unit(rng, 1000, K, D)
+    index.add([str(i) for i in range(250)], docs[:250])
+    assert (index.coarse_kind, backend.trained_on) == ("ivf", 250)
+    index.add([str(i) for i in range(250, 999)], docs[250:999])
+    assert backend.trained_on == 250  # 999 < 4 x 250: the same lists
+    index.add(["999"], docs[999:])
+    assert backend.trained_on == 1000  # 4 x 250 reached: trained again on all of them
+    flat = make_index(coarse_index="flat")
+    flat.add([str(i) for i in range(1000)], docs)
+    q = queries(rng, 3)
+    assert as_pairs(index.search(q, fetch_k=30)) == as_pairs(flat.search(q, fetch_k=30))
+    index.save()
+    loaded = MultiVectorIndex.load(tmp_path / "ivf")
+    assert (loaded.coarse_kind, loaded.backend.coarse.trained_on) == ("ivf", 1000)
+    loaded.close()
+    index.close()
+
+
 def test_recall_budget_cascade():
     rng = np.random.default_rng(7)
     docs = unit(rng, 200, K, D)

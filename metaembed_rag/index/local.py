@@ -92,9 +92,9 @@ class LocalBackend(StorageBackend):
             return
         slots, coarse = self.rows.append(batch.vectors)
         self.table.append(batch.ids, batch.texts, batch.metadatas)
-        target = self.coarse.target_kind(len(self))
-        if target != self.coarse.kind:
-            self._rebuild(target)
+        kind = self.coarse.due(len(self))
+        if kind is not None:  # a switch of kind, or IVF lists fitted to far fewer documents
+            self._rebuild(kind)
         else:
             self.coarse.add(coarse, slots)
 
