@@ -212,7 +212,7 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
             index = MultiVectorIndex(
                 d, storage=kind, path=folder, nprobe=args.nprobe,
                 coarse_index="flat" if args.rebuild_coarse else args.coarse,
-                coarse_vector=args.coarse_vector,
+                coarse_vector=args.coarse_vector, stored_vectors=args.latency_stored_vectors,
             )  # fmt: skip
             index.reserve(n)
             for s, docs in enumerate(clustered_documents(n, 64, d, chunk=4096)):
@@ -223,7 +223,7 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
             index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
             rng = np.random.default_rng(0)
             cand = rng.integers(0, n, (1, fetch_k))
-            budget = index.budgets[-1]
+            budget = [b for b in index.budgets if b.r_c <= index.stored_vectors][-1]
             exact_t = []
             for i in range(args.queries):
                 t0 = time.perf_counter()
@@ -243,7 +243,8 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
                 len(set(a) & set(b)) / 10 for a, b in zip(two_ids, ex_ids, strict=False)
             ]))  # fmt: skip
             row = {
-                "n": n, "storage": kind, "coarse": index.coarse_kind, "build_s": build_s,
+                "n": n, "storage": kind, "stored_vectors": index.stored_vectors,
+                "budget": str(budget), "coarse": index.coarse_kind, "build_s": build_s,
                 "exact_candidates_per_s": fetch_k / statistics.median(exact_t),
                 "exact_ms_median": 1e3 * statistics.median(exact_t),
                 "two_stage_p50_ms": 1e3 * statistics.median(two_t),
@@ -258,13 +259,21 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
     return out
 
 
+def _stored(row: dict[str, Any]) -> str:
+    """`` (16 stored, 8,16)`` for an index-time truncated row, else nothing."""
+    if row.get("stored_vectors", 64) >= 64:
+        return ""
+    return f" ({row['stored_vectors']} stored, {row['budget']})"
+
+
 def print_latency(rows: list[dict[str, Any]]) -> None:
     print("\n| N | storage | coarse | exact stage (cand/s) | two-stage p50 ms | p95 ms | "
           "overlap@10 vs exhaustive | build s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['n']} | {r['storage']} | {r['coarse']} | {r['exact_candidates_per_s']:.0f} | "
+            f"| {r['n']} | {r['storage']}{_stored(r)} | {r['coarse']} | "
+            f"{r['exact_candidates_per_s']:.0f} | "
             f"{r['two_stage_p50_ms']:.1f} | {r['two_stage_p95_ms']:.1f} | "
             f"{r['overlap@10']:.3f} | {r['build_s']:.0f} |"
         )
@@ -356,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="latency part: add into a flat coarse index, then build the --coarse "
                         "kind once over the whole collection (IVF then trains on all of it)")  # fmt: skip
     p.add_argument("--nprobe", type=int, default=32, help="latency part: IVF lists visited")
+    p.add_argument("--latency-stored-vectors", type=int, default=None,
+                   help="latency part: index-time truncation (searched at the largest budget "
+                        "it allows)")  # fmt: skip
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)

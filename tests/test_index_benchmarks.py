@@ -81,3 +81,14 @@ def test_compression_latency_rebuild_coarse_ivf(tmp_path):
     ivf = json.loads((tmp_path / "ivf.json").read_text())["latency"][0]
     assert (flat["coarse"], ivf["coarse"]) == ("flat", "ivf")
     assert ivf["overlap@10"] == flat["overlap@10"]
+
+
+def test_compression_latency_with_index_time_truncation(tmp_path, capsys):
+    """--latency-stored-vectors 16 searches at the largest budget the truncated index allows."""
+    mod = _load("compression")
+    mod.main(["--parts", "latency", "--kinds", "bfloat16", "--n", "1000", "--queries", "2",
+              "--exhaustive-queries", "2", "--threads", "1", "--latency-stored-vectors", "16",
+              "--workdir", str(tmp_path), "--json", str(tmp_path / "t.json")])  # fmt: skip
+    row = json.loads((tmp_path / "t.json").read_text())["latency"][0]
+    assert (row["stored_vectors"], row["budget"]) == (16, "8,16")
+    assert "| bfloat16 (16 stored, 8,16) |" in capsys.readouterr().out
