@@ -214,6 +214,18 @@ def test_ivf_is_trained_again_when_the_collection_grows(monkeypatch, tmp_path):
     index.close()
 
 
+def test_ivf_list_count_follows_the_collection_not_the_training_sample():
+    """Above 200k documents IVF trains on a sample; its list count is 4 * sqrt(N) of the N
+    documents it will hold (capped at 39 training points per list), not of the sample."""
+    from metaembed_rag.index.coarse import CoarseIndex
+
+    faiss = pytest.importorskip("faiss")
+    rng = np.random.default_rng(17)
+    train = rng.standard_normal((31_200, 8)).astype(np.float32)
+    index = CoarseIndex(8, "ivf")._new("ivf", train, 40_000)
+    assert faiss.extract_index_ivf(index).nlist == 800  # 4 * sqrt(40,000); sample alone: 706
+
+
 def test_recall_budget_cascade():
     rng = np.random.default_rng(7)
     docs = unit(rng, 200, K, D)

@@ -103,7 +103,9 @@ class CoarseIndex:
         self._gpu_dirty = True
 
     # ------------------------------------------------------------------ construction
-    def _new(self, kind: str, train: np.ndarray | None) -> Any:
+    def _new(self, kind: str, train: np.ndarray | None, total: int = 0) -> Any:
+        """A new FAISS index of ``kind``; IVF is trained on ``train``, a sample of the
+        ``total`` vectors it will hold (its list count follows ``total``)."""
         faiss = self.faiss
         if kind == "flat":
             base = faiss.IndexFlatIP(self.dim)
@@ -113,7 +115,8 @@ class CoarseIndex:
             base.hnsw.efSearch = self.ef_search
         elif kind == "ivf":
             assert train is not None
-            nlist = self.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(len(train)))))
+            n = max(total, len(train))
+            nlist = self.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(n))))
             nlist = min(nlist, max(1, len(train) // 39))
             quantizer = faiss.IndexFlatIP(self.dim)
             base = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -182,7 +185,7 @@ class CoarseIndex:
         if kind == "ivf" and len(vectors) > 200_000:
             pick = np.random.default_rng(0).choice(len(vectors), 200_000, replace=False)
             train = vectors[np.sort(pick)]
-        self.index = self._new(kind, train)
+        self.index = self._new(kind, train, len(slots))
         self.kind = kind
         self.stale = 0
         self.trained_on = len(slots) if kind == "ivf" else 0
