@@ -19,6 +19,9 @@ Parts (``--parts``, default all):
 * ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
   K=64, budget (16,64), fetch_k=200: exact-stage throughput (candidates/s, 200 candidates per
   query) and two-stage p50 / p95 per query, with top-10 overlap against exhaustive search.
+* ``peers`` (not in the default) - this project's index (every ``--kinds``) beside PyLate's
+  Voyager approach on the same ``--peers-n`` synthetic chunks: build time, bytes per chunk,
+  recall@10 against exhaustive MaxSim, latency (``benchmarks/peers.py``; needs ``voyager``).
 
 Usage::
 
@@ -344,7 +347,7 @@ def print_kernel(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", default=["bytes", "quality", "latency"],
-                   choices=["bytes", "quality", "latency", "kernel"])  # fmt: skip
+                   choices=["bytes", "quality", "latency", "kernel", "peers"])  # fmt: skip
     p.add_argument("--kinds", nargs="+", default=KINDS)
     p.add_argument("--stored-vectors", type=int, nargs="*", default=[16],
                    help="bytes part: also measure index-time truncation to these r_c")  # fmt: skip
@@ -368,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-stored-vectors", type=int, default=None,
                    help="latency part: index-time truncation (searched at the largest budget "
                         "it allows)")  # fmt: skip
+    p.add_argument("--peers-n", type=int, default=5000,
+                   help="peers part: documents (Voyager indexes every one of their vectors)")  # fmt: skip
+    p.add_argument("--k-token", type=int, default=100,
+                   help="peers part: Voyager neighbours per query vector (PyLate's k_token)")  # fmt: skip
     p.add_argument("--threads", type=int, default=_THREADS_DEFAULT)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -389,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         if "latency" in args.parts:
             results["latency"] = run_latency(args, workdir)
             print_latency(results["latency"])
+        if "peers" in args.parts:
+            from peers import print_peers, run_peers
+
+            results["peers"] = run_peers(args, workdir)
+            print_peers(results["peers"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:

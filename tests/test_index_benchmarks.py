@@ -92,3 +92,17 @@ def test_compression_latency_with_index_time_truncation(tmp_path, capsys):
     row = json.loads((tmp_path / "t.json").read_text())["latency"][0]
     assert (row["stored_vectors"], row["budget"]) == (16, "8,16")
     assert "| bfloat16 (16 stored, 8,16) |" in capsys.readouterr().out
+
+
+def test_compression_peers_smoke(tmp_path, capsys):
+    """--parts peers: this project's index and PyLate's Voyager approach on the same vectors;
+    on 300 seeded chunks (k_token 100) both find the exact top 10."""
+    pytest.importorskip("voyager", reason="the peers part needs voyager (the dev extra has it)")
+    mod = _load("compression")
+    out = tmp_path / "p.json"
+    mod.main(["--parts", "peers", "--kinds", "bfloat16", "--peers-n", "300", "--queries", "3",
+              "--threads", "1", "--workdir", str(tmp_path), "--json", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["peers"]
+    assert [r["side"] for r in rows] == ["metaembed-rag bfloat16", "PyLate Voyager (k_token 100)"]
+    assert all(r["recall@10"] == 1.0 and r["bytes_per_chunk"] > 0 for r in rows)
+    assert "| PyLate Voyager (k_token 100) |" in capsys.readouterr().out

@@ -1,0 +1,136 @@
+"""The ``peers`` part of ``benchmarks/compression.py``: this project's index beside PyLate's
+Voyager approach, fed the same stored vectors (synthetic, no model).
+
+PyLate's ``indexes.Voyager`` + ``retrieve.ColBERT``: a Voyager HNSW graph over *every* stored
+vector (inner product, M=64, ef_construction=200, ef_search=200, PyLate's defaults); a query
+asks each of its vectors for its ``k_token`` nearest stored vectors, the documents they belong
+to are the candidates, and those are reranked by exact MaxSim on float32 copies of the
+documents' vectors (PyLate keeps them in a pickled dict). It is built here with ``voyager``
+directly (``pip install voyager``), following PyLate 1.6's code: importing ``pylate`` itself
+needs ``datasets`` and the rest of PyLate's pinned stack, which does not install beside this
+project's versions. PLAID (``fast-plaid``) is not measured: its wheels require exactly
+``torch==2.11.0`` (this project: 2.13), so it needs its own environment.
+
+Measured for each side: build seconds, bytes per chunk on disk (Voyager: the saved graph plus
+the float32 vectors its rerank reads), recall@10 against exhaustive float32 MaxSim at (16,64),
+and single-query latency p50/p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _synthetic import clustered_documents, clustered_queries
+
+from metaembed_rag.budget import Budget
+from metaembed_rag.index import MultiVectorIndex
+from metaembed_rag.scoring import maxsim
+
+logger = logging.getLogger("peers")
+
+D, K, QV, FETCH_K = 384, 64, 16, 200
+VOYAGER = {"M": 64, "ef_construction": 200, "ef_search": 200}
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _timed(fn: Any, queries: torch.Tensor) -> tuple[list[list[int]], list[float]]:
+    ids, times = [], []
+    fn(queries[0])  # warm-up
+    for q in queries:
+        t0 = time.perf_counter()
+        ids.append(fn(q))
+        times.append(time.perf_counter() - t0)
+    return ids, times
+
+
+def _row(side: str, n: int, build_s: float, nbytes: int, ids: list[list[int]],
+         truth: list[list[int]], times: list[float]) -> dict[str, Any]:  # fmt: skip
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]))
+    return {
+        "side": side, "n": n, "build_s": build_s, "bytes_per_chunk": nbytes / n,
+        "recall@10": recall, "p50_ms": 1e3 * statistics.median(times),
+        "p95_ms": 1e3 * float(np.percentile(times, 95)), "queries": len(times),
+    }  # fmt: skip
+
+
+def run_peers(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    try:
+        from voyager import Index, Space
+    except ImportError as exc:  # an optional peer: say how to get it
+        raise SystemExit(
+            "the peers part needs voyager: pip install voyager (or the bench extra)"
+        ) from exc
+    n = args.peers_n
+    docs = torch.from_numpy(np.concatenate(list(clustered_documents(n, K, D, chunk=4096))))
+    queries = torch.from_numpy(clustered_queries(args.queries, QV, D, seed=1))
+    budget = Budget(QV, K)
+    exact = maxsim(queries, docs, budget)  # (nq, n) float32, the reference
+    truth = [torch.topk(row, 10).indices.tolist() for row in exact]
+    out = []
+
+    # ---- this project: every storage kind asked for, two-stage search at (16,64)
+    for kind in args.kinds:
+        folder = workdir / f"peers-{kind}"
+        t0 = time.perf_counter()
+        index = MultiVectorIndex(D, storage=kind, path=folder, coarse_index="flat",
+                                 coarse_vector=args.coarse_vector)  # fmt: skip
+        for s in range(0, n, 4096):
+            index.add([str(i) for i in range(s, min(n, s + 4096))], docs[s : s + 4096])
+        index.save()
+        build_s = time.perf_counter() - t0
+
+        def ours(q: torch.Tensor, index: MultiVectorIndex = index) -> list[int]:
+            _, rows = index.search_rows(q[None], k=10, fetch_k=FETCH_K, rerank_budget=budget)
+            return rows[0].tolist()
+
+        ids, times = _timed(ours, queries)
+        out.append(_row(f"metaembed-rag {kind}", n, build_s, _folder_bytes(folder), ids,
+                        truth, times))  # fmt: skip
+        logger.info("peers %s", out[-1])
+        index.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # ---- PyLate's Voyager approach on the same vectors
+    t0 = time.perf_counter()
+    graph = Index(Space.InnerProduct, num_dimensions=D, M=VOYAGER["M"],
+                  ef_construction=VOYAGER["ef_construction"])  # fmt: skip
+    graph.add_items(docs.reshape(-1, D).numpy(), num_threads=args.threads)
+    build_s = time.perf_counter() - t0
+    path = workdir / "voyager.index"
+    graph.save(str(path))
+    nbytes = path.stat().st_size + docs.numel() * 4  # + the float32 vectors the rerank reads
+    path.unlink()
+
+    def voyager(q: torch.Tensor) -> list[int]:
+        found, _ = graph.query(q.numpy(), k=args.k_token, num_threads=1,
+                               query_ef=VOYAGER["ef_search"])  # fmt: skip
+        cand = np.unique(np.asarray(found, dtype=np.int64) // K)
+        scores = maxsim(q[None], docs[torch.from_numpy(cand)], budget)[0]
+        return cand[torch.topk(scores, min(10, len(cand))).indices.numpy()].tolist()
+
+    ids, times = _timed(voyager, queries)
+    out.append(_row(f"PyLate Voyager (k_token {args.k_token})", n, build_s, nbytes, ids, truth,
+                    times))  # fmt: skip
+    logger.info("peers %s", out[-1])
+    return out
+
+
+def print_peers(rows: list[dict[str, Any]]) -> None:
+    print("\n| N | index | build s | bytes/chunk | recall@10 vs exhaustive | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['n']} | {r['side']} | {r['build_s']:.1f} | {r['bytes_per_chunk']:.0f} | "
+            f"{r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |"
+        )
