@@ -38,23 +38,17 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-_THREADS_DEFAULT = 2
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, str(_THREADS_DEFAULT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _env  # before numpy / torch: thread settings, import paths
+
+_THREADS_DEFAULT = _env.setup(2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
 from metaembed_rag.index import MultiVectorIndex  # noqa: E402

@@ -31,25 +31,17 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-_THREADS_DEFAULT = 2
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, str(_THREADS_DEFAULT))
-# torch and faiss-cpu each bring an OpenMP runtime; on a shared 2-core CPU their spinning
-# worker threads starve each other (a 1 ms flat search took 48 ms). Passive waiting avoids it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import _env  # before numpy / torch: thread settings, import paths
+
+_THREADS_DEFAULT = _env.setup(2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from _scifact import DEFAULT_CACHE, DEFAULT_DATA, encode_cached, load_beir  # noqa: E402
 from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
