@@ -53,6 +53,7 @@ from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
 from metaembed_rag.index import MultiVectorIndex  # noqa: E402
 from metaembed_rag.index.coarse import COARSE_KINDS  # noqa: E402
+from metaembed_rag.index.params import SearchParams  # noqa: E402
 from metaembed_rag.index.storage import VectorCodec  # noqa: E402
 
 logger = logging.getLogger("compression")
@@ -220,7 +221,7 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
             index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
             rng = np.random.default_rng(0)
             cand = rng.integers(0, n, (1, fetch_k))
-            budget = [b for b in index.budgets if b.r_c <= index.stored_vectors][-1]
+            budget = index.searchable_budgets(SearchParams())[-1]  # the largest it allows
             exact_t = []
             for i in range(args.queries):
                 t0 = time.perf_counter()
