@@ -1,4 +1,5 @@
-"""The start every synthetic-vector benchmark shares. Import it first, before numpy and torch:
+"""The start every synthetic-vector benchmark shares, and the small helpers they share. Import
+it first, before numpy and torch:
 
     import _env  # before numpy / torch: thread settings
     _THREADS_DEFAULT = _env.setup(2)
@@ -30,3 +31,8 @@ def setup(threads: int = 2) -> int:
             sys.path.remove(path)
         sys.path.insert(0, path)
     return threads
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

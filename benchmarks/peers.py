@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _env import disk_bytes
 from _synthetic import clustered_documents, clustered_queries
 
 from metaembed_rag.budget import Budget
@@ -38,10 +39,6 @@ logger = logging.getLogger("peers")
 
 D, K, QV, FETCH_K = 384, 64, 16, 200
 VOYAGER = {"M": 64, "ef_construction": 200, "ef_search": 200}
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _timed(fn: Any, queries: torch.Tensor) -> tuple[list[list[int]], list[float]]:
@@ -95,7 +92,7 @@ def run_peers(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
             return rows[0].tolist()
 
         ids, times = _timed(ours, queries)
-        out.append(_row(f"metaembed-rag {kind}", n, build_s, _folder_bytes(folder), ids,
+        out.append(_row(f"metaembed-rag {kind}", n, build_s, disk_bytes(folder), ids,
                         truth, times))  # fmt: skip
         logger.info("peers %s", out[-1])
         index.close()

@@ -48,10 +48,6 @@ from metaembed_rag.scoring import maxsim  # noqa: E402
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
 
 
-def _disk(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _exhaustive_top(docs: list[np.ndarray], q: torch.Tensor, k: int) -> list[set[int]]:
     """The true top-k document numbers of each query: float32 MaxSim (16,64) over all."""
     scores = torch.cat([maxsim(q, torch.from_numpy(c), (16, 64)) for c in docs], dim=1)
@@ -109,7 +105,7 @@ def run_index(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         if index.path is not None:
             index.save()
         build = time.perf_counter() - t0
-        disk = _disk(folder) if folder.exists() else None
+        disk = _env.disk_bytes(folder) if folder.exists() else None
         res = _search(index, q, args.fetch_k, args.k)
         recall = float(
             np.mean([len(f & t) / args.k for f, t in zip(res["found"], truth, strict=True)])
