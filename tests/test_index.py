@@ -189,7 +189,8 @@ def test_ivf_coarse(monkeypatch):
 def test_ivf_is_trained_again_when_the_collection_grows(monkeypatch, tmp_path):
     """IVF lists are fitted to the documents present when they are trained: an add that brings
     IVF_RETRAIN_GROWTH times as many trains them again on all live documents (and a loaded
-    index counts from what it holds); with every list probed, IVF returns the exact search."""
+    index counts from what it holds); with every list probed it returns what a flat coarse
+    stage returns."""
     import metaembed_rag.index.coarse as coarse
 
     monkeypatch.setattr(coarse, "IVF_MIN_TRAIN", 200)
