@@ -21,7 +21,8 @@ Parts (``--parts``, default all):
   query) and two-stage p50 / p95 per query, with top-10 overlap against exhaustive search.
 * ``peers`` (not in the default) - this project's index (every ``--kinds``) beside PyLate's
   Voyager approach on the same ``--peers-n`` synthetic chunks: build time, bytes per chunk,
-  recall@10 against exhaustive MaxSim, latency (``benchmarks/peers.py``; needs ``voyager``).
+  recall@10 against exhaustive MaxSim, latency (``benchmarks/peers.py``; needs ``voyager``),
+  and PyLate's PLAID (``fast-plaid``) with ``--plaid-python`` (``benchmarks/plaid_peer.py``).
 
 Usage::
 
@@ -366,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-stored-vectors", type=int, default=None,
                    help="latency part: index-time truncation (searched at the largest budget "
                         "it allows)")  # fmt: skip
+    p.add_argument("--plaid-python", type=Path, default=None,
+                   help="peers part: an interpreter with fast-plaid (benchmarks/plaid_peer.py)")  # fmt: skip
+    p.add_argument("--plaid-nbits", type=int, nargs="+", default=[2, 4],
+                   help="peers part: PLAID residual bits to build (one index each)")  # fmt: skip
     p.add_argument("--peers-n", type=int, default=5000,
                    help="peers part: documents (Voyager indexes every one of their vectors)")  # fmt: skip
     p.add_argument("--k-token", type=int, default=100,

@@ -8,8 +8,13 @@ to are the candidates, and those are reranked by exact MaxSim on float32 copies 
 documents' vectors (PyLate keeps them in a pickled dict). It is built here with ``voyager``
 directly (``pip install voyager``), following PyLate 1.6's code: importing ``pylate`` itself
 needs ``datasets`` and the rest of PyLate's pinned stack, which does not install beside this
-project's versions. PLAID (``fast-plaid``) is not measured: its wheels require exactly
-``torch==2.11.0`` (this project: 2.13), so it needs its own environment.
+project's versions.
+
+PyLate's PLAID index (``fast-plaid``) is measured with ``--plaid-python PYTHON``: its wheels pin
+``torch==2.11.0`` (this project: 2.13), so it runs in its own environment. The same vectors are
+written as ``.npy`` files and ``benchmarks/plaid_peer.py`` builds and searches them there, once
+per ``--plaid-nbits`` (fast-plaid's defaults otherwise: ``n_ivf_probe`` 8, ``n_full_scores``
+4096); without the option the PLAID rows are left out and the log says so.
 
 Measured for each side: build seconds, bytes per chunk on disk (Voyager: the saved graph plus
 the float32 vectors its rerank reads), recall@10 against exhaustive float32 MaxSim at (16,64),
@@ -19,9 +24,11 @@ and single-query latency p50/p95.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -120,7 +127,35 @@ def run_peers(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     out.append(_row(f"PyLate Voyager (k_token {args.k_token})", n, build_s, nbytes, ids, truth,
                     times))  # fmt: skip
     logger.info("peers %s", out[-1])
+    if args.plaid_python is None:
+        logger.warning("peers: PLAID left out (give --plaid-python, see benchmarks/plaid_peer.py)")
+    else:
+        out.extend(_plaid_rows(args, workdir, docs, queries, truth))
     return out
+
+
+def _plaid_rows(args: argparse.Namespace, workdir: Path, docs: torch.Tensor,
+                queries: torch.Tensor, truth: list[list[int]]) -> list[dict[str, Any]]:  # fmt: skip
+    """PyLate's PLAID (fast-plaid) on the same vectors, in its own interpreter."""
+    np.save(workdir / "plaid-docs.npy", docs.numpy())
+    np.save(workdir / "plaid-queries.npy", queries.numpy())
+    rows = []
+    for nbits in args.plaid_nbits:
+        folder, result = workdir / f"plaid-{nbits}", workdir / f"plaid-{nbits}.json"
+        cmd = [
+            str(args.plaid_python), str(Path(__file__).with_name("plaid_peer.py")),
+            "--docs", str(workdir / "plaid-docs.npy"),
+            "--queries", str(workdir / "plaid-queries.npy"),
+            "--index", str(folder), "--out", str(result), "--nbits", str(nbits),
+            "--threads", str(args.threads),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        got = json.loads(result.read_text())
+        rows.append(_row(f"PyLate PLAID (fast-plaid, nbits {nbits})", len(docs),
+                         got["build_s"], got["bytes"], got["ids"], truth, got["times"]))  # fmt: skip
+        logger.info("peers %s", rows[-1])
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
 
 
 def print_peers(rows: list[dict[str, Any]]) -> None:

@@ -106,3 +106,51 @@ def test_compression_peers_smoke(tmp_path, capsys):
     assert [r["side"] for r in rows] == ["metaembed-rag bfloat16", "PyLate Voyager (k_token 100)"]
     assert all(r["recall@10"] == 1.0 and r["bytes_per_chunk"] > 0 for r in rows)
     assert "| PyLate Voyager (k_token 100) |" in capsys.readouterr().out
+
+
+_FAKE_FAST_PLAID = '''
+import os
+
+import torch
+
+
+class FastPlaid:
+    """Stands in for fast-plaid's class: exact MaxSim, one file in the index folder."""
+
+    def __init__(self, index, device=None):
+        self.index = index
+        os.makedirs(index, exist_ok=True)  # as fast-plaid does
+
+    def create(self, documents_embeddings, nbits=4):
+        self.docs = torch.stack(list(documents_embeddings))
+        with open(f"{self.index}/codes.bin", "wb") as f:
+            f.write(b"x" * nbits * len(self.docs))
+
+    def search(self, queries_embeddings, top_k=10, n_ivf_probe=8, n_full_scores=4096,
+               show_progress=True):
+        s = torch.einsum("qid,njd->qnij", queries_embeddings, self.docs).amax(-1).sum(-1)
+        top = torch.topk(s, top_k, dim=1)
+        return [[(int(i), float(v)) for v, i in zip(tv, ti)] for tv, ti in zip(*top)]
+'''
+
+
+def test_compression_peers_plaid_runs_in_its_own_interpreter(tmp_path, monkeypatch):
+    """--plaid-python: the vectors go to benchmarks/plaid_peer.py in another interpreter (here
+    this one, with a stand-in ``fast_plaid`` on its path) and come back as one row per
+    --plaid-nbits, scored against the same exhaustive top 10."""
+    pytest.importorskip("voyager", reason="the peers part needs voyager (the dev extra has it)")
+    pkg = tmp_path / "fake" / "fast_plaid" / "search"
+    pkg.mkdir(parents=True)
+    (pkg.parent / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text(_FAKE_FAST_PLAID)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fake"))
+    mod = _load("compression")
+    out = tmp_path / "p.json"
+    mod.main(["--parts", "peers", "--kinds", "bfloat16", "--peers-n", "200", "--queries", "3",
+              "--threads", "1", "--workdir", str(tmp_path), "--json", str(out),
+              "--plaid-python", sys.executable, "--plaid-nbits", "2", "4"])  # fmt: skip
+    rows = {r["side"]: r for r in json.loads(out.read_text())["peers"]}
+    plaid = [rows[f"PyLate PLAID (fast-plaid, nbits {b})"] for b in (2, 4)]
+    assert [r["recall@10"] for r in plaid] == [1.0, 1.0]
+    assert [r["bytes_per_chunk"] for r in plaid] == [2.0, 4.0]  # the index folder's bytes / N
+    assert all(r["queries"] == 3 for r in plaid)
