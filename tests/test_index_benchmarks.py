@@ -154,3 +154,26 @@ def test_compression_peers_plaid_runs_in_its_own_interpreter(tmp_path, monkeypat
     assert [r["recall@10"] for r in plaid] == [1.0, 1.0]
     assert [r["bytes_per_chunk"] for r in plaid] == [2.0, 4.0]  # the index folder's bytes / N
     assert all(r["queries"] == 3 for r in plaid)
+
+
+def test_quantiser_study_transform_coder_spends_its_bits():
+    """The study's transform coder: deterministic, and more bits per vector reconstruct
+    anchored vectors (a chunk centre + a slot offset + a small residual) more closely; with
+    8 bits on every axis it is close to exact."""
+    import torch
+
+    mod = _load("quantiser_study")
+    gen = torch.Generator().manual_seed(0)
+    n, k, d = 400, 8, 32
+    centre = torch.randn(n, 1, d, generator=gen)
+    offset = 0.5 * torch.randn(1, k, d, generator=gen)
+    x = torch.nn.functional.normalize(
+        centre + offset + 0.2 * torch.randn(n, k, d, generator=gen), dim=-1
+    )
+    errors = []
+    for bits in (32, 64, 128, 8 * d):
+        dec = mod.transform_code(x, bits)
+        assert torch.equal(dec, mod.transform_code(x, bits))
+        errors.append(float((dec - x).pow(2).sum(-1).mean()))
+    assert errors == sorted(errors, reverse=True), errors
+    assert errors[-1] < 1e-3 < errors[0]

@@ -1,0 +1,222 @@
+"""Why no storage kind reaches 4 KiB per chunk at (16,64): quantisers against the bit budget.
+
+A study, not a storage kind: it measures, on the zero-shot suite and the default model's cached
+vectors (``metaembed-rag eval`` or ``benchmarks/compression.py --parts quality`` fills the
+cache), how macro nDCG@10 at every budget moves when the K=64 candidate vectors are coded in
+fewer bits, for coders an index could use:
+
+* ``residualB`` - the shipped PLAID-style kinds (``VectorCodec``), with their automatic
+  codebook (B bits per dimension plus a 2-byte centroid id per vector);
+* ``transformN`` - transform coding at N bits per vector, the best rate/distortion coder tried:
+  each chunk keeps its centre (the mean of its vectors, float16, 768 bytes per chunk), each
+  vector slot k its offset ``o_k`` (the mean over the corpus sample of ``x_k - centre``); what
+  is left is rotated onto the principal axes of the corpus sample and each axis gets 0-8 bits
+  by reverse water-filling on its variance times the vectors' own energy along it (quantile
+  buckets, bucket means as values). All statistics come from the corpus being coded (as an
+  index build would train on its first batch), never from queries or judgments;
+* ``pca128`` - a linear projection of both sides to 128 dimensions (the corpus sample's
+  principal axes, then unit length): what a projection costs before any quantisation.
+
+It also prints, per query vector j, the nDCG@10 of ranking by that vector alone
+(``max_k <q_j, x_k>``): with the anchored default model only j=0 ranks (the others are near
+zero), so the larger budgets add many small terms whose coding noise sums up (see
+``docs/storage.md``).
+
+Usage::
+
+    python benchmarks/quantiser_study.py --max-queries 300 --json study.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import _env  # before numpy / torch: thread settings, import paths
+
+_env.setup(2)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+logger = logging.getLogger("quantiser_study")
+HERE = Path(__file__).resolve().parent
+SAMPLE_CHUNKS = 20_000
+BUCKET_SAMPLE = 200_000
+
+
+def _f16(x: torch.Tensor) -> torch.Tensor:
+    return x.half().float()
+
+
+def _buckets(values: torch.Tensor, bits: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Quantile edges and bucket means of ``values`` for ``2**bits`` buckets."""
+    flat = values.reshape(-1)
+    flat = flat[torch.randperm(flat.numel(), generator=gen)[:BUCKET_SAMPLE]]
+    n = 2**bits
+    edges = torch.quantile(flat, torch.linspace(0, 1, n + 1)[1:-1])
+    which = torch.bucketize(flat, edges)
+    means = torch.stack([flat[which == i].mean() for i in range(n)])
+    return edges, means
+
+
+def transform_code(x: torch.Tensor, bits_per_vector: int, seed: int = 0) -> torch.Tensor:
+    """``x`` ``(N, K, D)`` coded at ``bits_per_vector`` (see the module docstring), decoded."""
+    gen = torch.Generator().manual_seed(seed)
+    d = x.shape[-1]
+    sample = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]]
+    second = sample.reshape(-1, d).T @ sample.reshape(-1, d) / (sample.shape[0] * sample.shape[1])
+    lam, axes = torch.linalg.eigh(second)
+    lam, axes = lam.flip(0).clamp_min(1e-12), axes.flip(1)
+    centred = sample - sample.mean(1, keepdim=True)
+    offset = centred.mean(0, keepdim=True)  # (1, K, D) per-slot offsets
+    coef = (centred - offset) @ axes
+    scale = coef.reshape(-1, d).std(0).clamp_min(1e-8)
+    importance = lam * scale**2
+
+    def alloc(threshold: float) -> torch.Tensor:
+        return (0.5 * torch.log2(importance / threshold)).clamp(0, 8).round()
+
+    lo, hi = 1e-14, float(importance.max()) * 4
+    for _ in range(80):  # the largest allocation within the bit budget
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if alloc(mid).sum() > bits_per_vector else (lo, mid)
+    bits = alloc(hi).int()
+    centre = _f16(x.mean(1, keepdim=True))
+    y = ((x - centre - offset) @ axes) / scale
+    coded = torch.zeros_like(y)
+    for b in sorted(set(bits.tolist()) - {0}):
+        cols = (bits == b).nonzero().squeeze(1)
+        edges, means = _buckets(coef[..., cols] / scale[cols], b, gen)
+        coded[..., cols] = means[torch.bucketize(y[..., cols], edges)]
+    logger.info("transform%d: bits per axis %s", bits_per_vector, torch.bincount(bits).tolist())
+    return centre + offset + (coded * scale) @ axes.T
+
+
+def residual_code(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x`` stored as the shipped ``residual<bits>`` kind and decoded."""
+    from metaembed_rag.index.storage import VectorCodec
+
+    arr = x.numpy()
+    codec = VectorCodec(f"residual{bits}", arr.shape[-1])
+    assert codec.codebook is not None
+    codec.codebook.train(arr.reshape(-1, arr.shape[-1]))
+    out = torch.empty(x.shape)
+    for s in range(0, len(arr), 512):
+        stored, side = codec.encode(arr[s : s + 512])
+        out[s : s + 512] = codec.decode(stored, side)
+    return out
+
+
+def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    flat = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]].reshape(-1, x.shape[-1])
+    return torch.linalg.eigh(flat.T @ flat)[1].flip(1)[:, :width]
+
+
+#: name -> (bytes per vector, bytes per chunk besides the vectors, coder). ``None`` coder: pca128.
+CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | None]] = {
+    "bfloat16": (768, 0, lambda x: x.to(torch.bfloat16).float()),
+    "residual4": (194, 0, lambda x: residual_code(x, 4)),
+    "residual2": (98, 0, lambda x: residual_code(x, 2)),
+    "transform1536": (192, 768, lambda x: transform_code(x, 1536)),
+    "transform768": (96, 768, lambda x: transform_code(x, 768)),
+    "transform384": (48, 768, lambda x: transform_code(x, 384)),
+    "pca128": (256, 0, None),  # bfloat16 at 128 dimensions
+}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from metaembed_rag.data import load_beir
+    from metaembed_rag.evaluation import encode_corpus, ranking_metrics, top_rankings
+    from metaembed_rag.hub import load_model
+    from metaembed_rag.scoring import maxsim
+    from metaembed_rag.suite import dataset_names, read_suite_file
+    from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
+
+    folders = read_suite_file(args.suite)
+    names = dataset_names(folders)
+    model = load_model(None, "cpu")
+    budgets = [b.as_tuple() for b in model.budgets]
+    cache = Path(args.cache_dir or default_cache_dir())
+    per_set: dict[str, dict] = {}
+    for name, folder in zip(names, folders, strict=True):
+        ds = load_beir(folder, "test")
+        qids = sorted(ds.qrels)[: args.max_queries]
+        doc_ids, docs, seconds = encode_corpus(model, ds, cache_dir=cache)
+        if seconds:
+            logger.warning(
+                "%s: document vectors were not cached (encoded in %.0f s)", name, seconds
+            )
+        key = f"{model.fingerprint()}|{folder.resolve()}|{','.join(qids)}"  # compression.py's
+        queries, _, _ = cached_vectors(
+            cache, "bench-queries", key,
+            lambda ds=ds, qids=qids: model.encode_queries([ds.queries[q] for q in qids]),
+        )  # fmt: skip
+        qrels = {q: ds.qrels[q] for q in qids}
+
+        def ndcg(scores: torch.Tensor, qids: list = qids, qrels: dict = qrels,
+                 doc_ids: list = doc_ids) -> float:  # fmt: skip
+            return ranking_metrics(top_rankings(scores, qids, doc_ids), qrels)["ndcg@10"]
+
+        row: dict = {"per_query_vector": [
+            ndcg(maxsim(queries[:, j : j + 1], docs)) for j in range(queries.shape[1])
+        ]}  # fmt: skip
+        for coder in args.coders:
+            fn = CODERS[coder][2]
+            if fn is None:
+                axes = pca_axes(docs, 128)
+                norm = torch.nn.functional.normalize
+                q, dec = norm(queries @ axes, dim=-1), norm(docs @ axes, dim=-1)
+            else:
+                q, dec = queries, fn(docs)
+            row[coder] = [ndcg(maxsim(q, dec, b)) for b in budgets]
+            logger.info("%s %s %s", name, coder, " ".join(f"{v:.4f}" for v in row[coder]))
+        per_set[name] = row
+    macro = {c: np.mean([per_set[n][c] for n in names], axis=0).tolist() for c in args.coders}
+    pqv = np.mean([per_set[n]["per_query_vector"] for n in names], axis=0).tolist()
+    return {"budgets": [f"{a},{b}" for a, b in budgets], "sets": names, "per_set": per_set,
+            "macro": macro, "macro_per_query_vector": pqv, "max_queries": args.max_queries}  # fmt: skip
+
+
+def report(res: dict) -> None:
+    pqv = res["macro_per_query_vector"]
+    print(f"\nmacro nDCG@10 of query vector j alone (max over 64 document vectors), {len(pqv)} j:")
+    rest = pqv[1:]
+    print(f"j=0: {pqv[0]:.4f}; j=1..{len(rest)}: mean {np.mean(rest):.4f}, max {np.max(rest):.4f}")
+    ref = res["macro"].get("bfloat16")
+    print(f"\nmacro nDCG@10 over {len(res['sets'])} sets (first {res['max_queries']} queries each)")
+    print("| coder | bytes/vector | bytes/chunk (64 vectors + centre) | "
+          + " | ".join(f"({b})" for b in res["budgets"]) + " |")  # fmt: skip
+    print("|---|---|---|" + "---|" * len(res["budgets"]))
+    for coder, vals in res["macro"].items():
+        per_vec, extra, _ = CODERS[coder]
+        cells = [f"{v:.4f}" + ("" if ref is None or coder == "bfloat16" else f" ({v - r:+.4f})")
+                 for v, r in zip(vals, ref or vals, strict=True)]  # fmt: skip
+        print(f"| {coder} | {per_vec:g} | {64 * per_vec + extra:.0f} | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", type=Path, default=HERE / "zero-shot-suite.txt")
+    p.add_argument("--max-queries", type=int, default=300)
+    p.add_argument("--coders", nargs="+", default=list(CODERS), choices=list(CODERS))
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if "bfloat16" not in args.coders:
+        args.coders.insert(0, "bfloat16")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    res = run(args)
+    report(res)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
