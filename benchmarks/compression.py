@@ -124,59 +124,25 @@ def print_bytes(rows: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------ quality
-def _decoded(kind: str, docs: torch.Tensor, step: int = 512) -> torch.Tensor:
-    """``docs`` stored as ``kind`` (encoded as an index encodes them) and decoded, float32."""
-    x = docs.numpy()
-    codec = VectorCodec(kind, x.shape[-1])
-    if codec.codebook is not None:  # trained on a sample of the corpus, as at index build
-        codec.codebook.train(x.reshape(-1, x.shape[-1]))
-    out = torch.empty(docs.shape, dtype=torch.float32)
-    for s in range(0, x.shape[0], step):
-        stored, side = codec.encode(x[s : s + step])
-        out[s : s + step] = codec.decode(stored, side)
-    return out
-
-
 def run_quality(args: argparse.Namespace) -> dict[str, Any]:
-    from metaembed_rag.data import load_beir
-    from metaembed_rag.evaluation import encode_corpus, ranking_metrics, top_rankings
-    from metaembed_rag.hub import load_model
-    from metaembed_rag.scoring import maxsim
-    from metaembed_rag.suite import dataset_names, read_suite_file
-    from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
+    from _suite import decoded, suite_sets
 
-    folders = read_suite_file(args.suite)
-    names = dataset_names(folders)
-    model = load_model(None, "cpu")
-    budgets = [str(b) for b in model.budgets]
-    budget_of = {str(b): b.as_tuple() for b in model.budgets}
-    cache = Path(args.cache_dir or default_cache_dir())
+    from metaembed_rag.scoring import maxsim
+
+    model_budgets, sets = suite_sets(args.suite, args.max_queries, args.cache_dir)
+    budgets = [str(b) for b in model_budgets]
+    budget_of = {str(b): b.as_tuple() for b in model_budgets}
     per_set: dict[str, dict[str, dict[str, float]]] = {}
-    for name, folder in zip(names, folders, strict=True):
-        ds = load_beir(folder, "test")
-        qids = sorted(ds.qrels)[: args.max_queries]
-        doc_ids, docs, seconds = encode_corpus(model, ds, cache_dir=cache)
-        if seconds:
-            logger.warning(
-                "%s: document vectors were not cached (encoded in %.0f s)", name, seconds
-            )
-        key = f"{model.fingerprint()}|{folder.resolve()}|{','.join(qids)}"
-        queries, _, _ = cached_vectors(
-            cache, "bench-queries", key,
-            lambda ds=ds, qids=qids: model.encode_queries([ds.queries[q] for q in qids]),
-        )  # fmt: skip
-        qrels = {q: ds.qrels[q] for q in qids}
-        per_set[name] = {}
+    for st in sets:
+        per_set[st.name] = {}
         for kind in args.kinds:
             t0 = time.perf_counter()
-            dec = docs if kind == "float32" else _decoded(kind, docs)
-            row = {}
-            for b in budgets:
-                scores = maxsim(queries, dec, budget_of[b])
-                row[b] = ranking_metrics(top_rankings(scores, qids, doc_ids), qrels)["ndcg@10"]
-            per_set[name][kind] = row
-            logger.info("%s %s %.0fs %s", name, kind, time.perf_counter() - t0, row)
+            dec = st.docs if kind == "float32" else decoded(kind, st.docs)
+            row = {b: st.ndcg(maxsim(st.queries, dec, budget_of[b])) for b in budgets}
+            per_set[st.name][kind] = row
+            logger.info("%s %s %.0fs %s", st.name, kind, time.perf_counter() - t0, row)
             del dec
+    names = list(per_set)
     macro = {
         kind: {b: float(np.mean([per_set[n][kind][b] for n in names])) for b in budgets}
         for kind in args.kinds

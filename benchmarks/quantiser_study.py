@@ -41,6 +41,7 @@ _env.setup(2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _suite import decoded, suite_sets  # noqa: E402
 
 logger = logging.getLogger("quantiser_study")
 HERE = Path(__file__).resolve().parent
@@ -96,21 +97,6 @@ def transform_code(x: torch.Tensor, bits_per_vector: int, seed: int = 0) -> torc
     return centre + offset + (coded * scale) @ axes.T
 
 
-def residual_code(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``x`` stored as the shipped ``residual<bits>`` kind and decoded."""
-    from metaembed_rag.index.storage import VectorCodec
-
-    arr = x.numpy()
-    codec = VectorCodec(f"residual{bits}", arr.shape[-1])
-    assert codec.codebook is not None
-    codec.codebook.train(arr.reshape(-1, arr.shape[-1]))
-    out = torch.empty(x.shape)
-    for s in range(0, len(arr), 512):
-        stored, side = codec.encode(arr[s : s + 512])
-        out[s : s + 512] = codec.decode(stored, side)
-    return out
-
-
 def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     flat = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]].reshape(-1, x.shape[-1])
@@ -120,8 +106,8 @@ def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
 #: name -> (bytes per vector, bytes per chunk besides the vectors, coder). ``None`` coder: pca128.
 CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | None]] = {
     "bfloat16": (768, 0, lambda x: x.to(torch.bfloat16).float()),
-    "residual4": (194, 0, lambda x: residual_code(x, 4)),
-    "residual2": (98, 0, lambda x: residual_code(x, 2)),
+    "residual4": (194, 0, lambda x: decoded("residual4", x)),
+    "residual2": (98, 0, lambda x: decoded("residual2", x)),
     "transform1536": (192, 768, lambda x: transform_code(x, 1536)),
     "transform768": (96, 768, lambda x: transform_code(x, 768)),
     "transform384": (48, 768, lambda x: transform_code(x, 384)),
@@ -130,40 +116,15 @@ CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | Non
 
 
 def run(args: argparse.Namespace) -> dict:
-    from metaembed_rag.data import load_beir
-    from metaembed_rag.evaluation import encode_corpus, ranking_metrics, top_rankings
-    from metaembed_rag.hub import load_model
     from metaembed_rag.scoring import maxsim
-    from metaembed_rag.suite import dataset_names, read_suite_file
-    from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
 
-    folders = read_suite_file(args.suite)
-    names = dataset_names(folders)
-    model = load_model(None, "cpu")
-    budgets = [b.as_tuple() for b in model.budgets]
-    cache = Path(args.cache_dir or default_cache_dir())
+    model_budgets, sets = suite_sets(args.suite, args.max_queries, args.cache_dir)
+    budgets = [b.as_tuple() for b in model_budgets]
     per_set: dict[str, dict] = {}
-    for name, folder in zip(names, folders, strict=True):
-        ds = load_beir(folder, "test")
-        qids = sorted(ds.qrels)[: args.max_queries]
-        doc_ids, docs, seconds = encode_corpus(model, ds, cache_dir=cache)
-        if seconds:
-            logger.warning(
-                "%s: document vectors were not cached (encoded in %.0f s)", name, seconds
-            )
-        key = f"{model.fingerprint()}|{folder.resolve()}|{','.join(qids)}"  # compression.py's
-        queries, _, _ = cached_vectors(
-            cache, "bench-queries", key,
-            lambda ds=ds, qids=qids: model.encode_queries([ds.queries[q] for q in qids]),
-        )  # fmt: skip
-        qrels = {q: ds.qrels[q] for q in qids}
-
-        def ndcg(scores: torch.Tensor, qids: list = qids, qrels: dict = qrels,
-                 doc_ids: list = doc_ids) -> float:  # fmt: skip
-            return ranking_metrics(top_rankings(scores, qids, doc_ids), qrels)["ndcg@10"]
-
+    for st in sets:
+        queries, docs = st.queries, st.docs
         row: dict = {"per_query_vector": [
-            ndcg(maxsim(queries[:, j : j + 1], docs)) for j in range(queries.shape[1])
+            st.ndcg(maxsim(queries[:, j : j + 1], docs)) for j in range(queries.shape[1])
         ]}  # fmt: skip
         for coder in args.coders:
             fn = CODERS[coder][2]
@@ -173,9 +134,10 @@ def run(args: argparse.Namespace) -> dict:
                 q, dec = norm(queries @ axes, dim=-1), norm(docs @ axes, dim=-1)
             else:
                 q, dec = queries, fn(docs)
-            row[coder] = [ndcg(maxsim(q, dec, b)) for b in budgets]
-            logger.info("%s %s %s", name, coder, " ".join(f"{v:.4f}" for v in row[coder]))
-        per_set[name] = row
+            row[coder] = [st.ndcg(maxsim(q, dec, b)) for b in budgets]
+            logger.info("%s %s %s", st.name, coder, " ".join(f"{v:.4f}" for v in row[coder]))
+        per_set[st.name] = row
+    names = list(per_set)
     macro = {c: np.mean([per_set[n][c] for n in names], axis=0).tolist() for c in args.coders}
     pqv = np.mean([per_set[n]["per_query_vector"] for n in names], axis=0).tolist()
     return {"budgets": [f"{a},{b}" for a, b in budgets], "sets": names, "per_set": per_set,
