@@ -3,7 +3,8 @@
 Runs in its own environment, because ``fast-plaid``'s wheels pin ``torch==2.11.0`` (this
 project needs 2.13): ``peers.py --plaid-python ENV/bin/python`` writes the documents and queries
 as ``.npy`` files, runs this script with that interpreter, and reads back its JSON. It imports
-nothing from this project. Setting up the environment (CPU is enough)::
+nothing from ``metaembed_rag``, only ``benchmarks/_env.py`` (the standard library alone).
+Setting up the environment (CPU is enough)::
 
     python -m venv plaid-env
     plaid-env/bin/pip install fast-plaid   # pulls torch==2.11.0
@@ -16,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+import _env
 
 
 def main() -> int:
@@ -38,7 +36,7 @@ def main() -> int:
     p.add_argument("--n-full-scores", type=int, default=4096)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    _env.setup(args.threads)  # before torch: the same thread settings as our side
 
     import numpy as np
     import torch
@@ -64,7 +62,7 @@ def main() -> int:
         ids.append(one(q))
         times.append(time.perf_counter() - t)
     result = {
-        "build_s": build_s, "bytes": _folder_bytes(args.index), "ids": ids, "times": times,
+        "build_s": build_s, "bytes": _env.disk_bytes(args.index), "ids": ids, "times": times,
         "nbits": args.nbits, "n_ivf_probe": args.n_ivf_probe, "n_full_scores": args.n_full_scores,
         "fast_plaid_torch": torch.__version__,
     }  # fmt: skip

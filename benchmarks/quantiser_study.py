@@ -64,14 +64,23 @@ def _buckets(values: torch.Tensor, bits: int, gen: torch.Generator) -> tuple[tor
     return edges, means
 
 
+def _principal_axes(
+    x: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A sample of ``x``'s chunks, and the eigenvalues (largest first) and axes ``(D, D)`` of
+    the second moment of their vectors."""
+    d = x.shape[-1]
+    sample = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]]
+    flat = sample.reshape(-1, d)
+    lam, axes = torch.linalg.eigh(flat.T @ flat / flat.shape[0])
+    return sample, lam.flip(0).clamp_min(1e-12), axes.flip(1)
+
+
 def transform_code(x: torch.Tensor, bits_per_vector: int, seed: int = 0) -> torch.Tensor:
     """``x`` ``(N, K, D)`` coded at ``bits_per_vector`` (see the module docstring), decoded."""
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[-1]
-    sample = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]]
-    second = sample.reshape(-1, d).T @ sample.reshape(-1, d) / (sample.shape[0] * sample.shape[1])
-    lam, axes = torch.linalg.eigh(second)
-    lam, axes = lam.flip(0).clamp_min(1e-12), axes.flip(1)
+    sample, lam, axes = _principal_axes(x, gen)
     centred = sample - sample.mean(1, keepdim=True)
     offset = centred.mean(0, keepdim=True)  # (1, K, D) per-slot offsets
     coef = (centred - offset) @ axes
@@ -98,9 +107,8 @@ def transform_code(x: torch.Tensor, bits_per_vector: int, seed: int = 0) -> torc
 
 
 def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    flat = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]].reshape(-1, x.shape[-1])
-    return torch.linalg.eigh(flat.T @ flat)[1].flip(1)[:, :width]
+    """The first ``width`` principal axes ``(D, width)`` of a sample of ``x``."""
+    return _principal_axes(x, torch.Generator().manual_seed(seed))[2][:, :width]
 
 
 #: name -> (bytes per vector, bytes per chunk besides the vectors, coder). ``None`` coder: pca128.
