@@ -14,6 +14,15 @@ fewer bits, for coders an index could use:
   by reverse water-filling on its variance times the vectors' own energy along it (quantile
   buckets, bucket means as values). All statistics come from the corpus being coded (as an
   index build would train on its first batch), never from queries or judgments;
+* ``transform384-unit`` - ``transform384`` with the decoded vectors rescaled to unit length (as
+  the residual kinds decode);
+* ``tiered384`` - transform coding with more bits for the first slots (the ones the small
+  budgets read): slots 0-7 at 1024 bits, 8-15 at 512, 16-63 at 256 (48 bytes per vector on
+  average, as ``transform384``), each slot group with its own axes and allocation;
+* ``tiered384-oQ`` - ``tiered384`` where a vector whose residual is longer than the Q-th
+  percentile of the sample's is coded shrunk to that length and stored with its float16 shrink
+  factor (2 more bytes per vector), so that the quantiser's range, fitted to typical
+  residuals, does not clip it;
 * ``pca128`` - a linear projection of both sides to 128 dimensions (the corpus sample's
   principal axes, then unit length): what a projection costs before any quantisation.
 
@@ -67,43 +76,70 @@ def _buckets(values: torch.Tensor, bits: int, gen: torch.Generator) -> tuple[tor
 def _principal_axes(
     x: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A sample of ``x``'s chunks, and the eigenvalues (largest first) and axes ``(D, D)`` of
-    the second moment of their vectors."""
+    """The row numbers of a sample of ``x``'s chunks, and the eigenvalues (largest first) and
+    axes ``(D, D)`` of the second moment of their vectors."""
     d = x.shape[-1]
-    sample = x[torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]]
-    flat = sample.reshape(-1, d)
+    idx = torch.randperm(x.shape[0], generator=gen)[:SAMPLE_CHUNKS]
+    flat = x[idx].reshape(-1, d)
     lam, axes = torch.linalg.eigh(flat.T @ flat / flat.shape[0])
-    return sample, lam.flip(0).clamp_min(1e-12), axes.flip(1)
+    return idx, lam.flip(0).clamp_min(1e-12), axes.flip(1)
 
 
-def transform_code(x: torch.Tensor, bits_per_vector: int, seed: int = 0) -> torch.Tensor:
-    """``x`` ``(N, K, D)`` coded at ``bits_per_vector`` (see the module docstring), decoded."""
+def transform_code(
+    x: torch.Tensor,
+    plan: list[tuple[int, int, int]],
+    seed: int = 0,
+    unit: bool = False,
+    outlier: float | None = None,
+) -> torch.Tensor:
+    """``x`` ``(N, K, D)`` coded by transform coding (see the module docstring), decoded.
+
+    ``plan`` lists slot groups ``(start, end, bits per vector)``: each group gets its own
+    principal axes (of its slots' vectors), scales and bit allocation; ``[(0, K, b)]`` is the
+    uniform coder ``transform<b>``. ``unit`` rescales the decoded vectors to unit length.
+    ``outlier`` (a quantile, e.g. 0.99): a vector whose residual is longer than that quantile
+    of the sample's residual lengths ``tau`` is coded shrunk by ``s = |residual| / tau`` and
+    decoded times ``s`` (``s`` float16, one per vector; 1 for every other vector).
+    """
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[-1]
-    sample, lam, axes = _principal_axes(x, gen)
-    centred = sample - sample.mean(1, keepdim=True)
-    offset = centred.mean(0, keepdim=True)  # (1, K, D) per-slot offsets
-    coef = (centred - offset) @ axes
-    scale = coef.reshape(-1, d).std(0).clamp_min(1e-8)
-    importance = lam * scale**2
-
-    def alloc(threshold: float) -> torch.Tensor:
-        return (0.5 * torch.log2(importance / threshold)).clamp(0, 8).round()
-
-    lo, hi = 1e-14, float(importance.max()) * 4
-    for _ in range(80):  # the largest allocation within the bit budget
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if alloc(mid).sum() > bits_per_vector else (lo, mid)
-    bits = alloc(hi).int()
     centre = _f16(x.mean(1, keepdim=True))
-    y = ((x - centre - offset) @ axes) / scale
-    coded = torch.zeros_like(y)
-    for b in sorted(set(bits.tolist()) - {0}):
-        cols = (bits == b).nonzero().squeeze(1)
-        edges, means = _buckets(coef[..., cols] / scale[cols], b, gen)
-        coded[..., cols] = means[torch.bucketize(y[..., cols], edges)]
-    logger.info("transform%d: bits per axis %s", bits_per_vector, torch.bincount(bits).tolist())
-    return centre + offset + (coded * scale) @ axes.T
+    out = torch.empty_like(x)
+    for start, end, bits_per_vector in plan:
+        part = x[:, start:end]
+        idx, lam, axes = _principal_axes(part, gen)
+        centred = x[idx, start:end] - x[idx].mean(1, keepdim=True)  # around the chunk's centre
+        offset = centred.mean(0, keepdim=True)  # (1, slots, D) per-slot offsets
+        coef = (centred - offset) @ axes
+        scale = coef.reshape(-1, d).std(0).clamp_min(1e-8)
+        importance = lam * scale**2
+
+        def alloc(threshold: float, importance: torch.Tensor = importance) -> torch.Tensor:
+            return (0.5 * torch.log2(importance / threshold)).clamp(0, 8).round()
+
+        lo, hi = 1e-14, float(importance.max()) * 4
+        for _ in range(80):  # the largest allocation within the bit budget
+            mid = (lo * hi) ** 0.5
+            lo, hi = (mid, hi) if alloc(mid).sum() > bits_per_vector else (lo, mid)
+        bits = alloc(hi).int()
+        resid = part - centre - offset
+        shrink = torch.ones(1)
+        if outlier is not None:
+            lengths = (centred - offset).norm(dim=-1).reshape(-1)
+            tau = torch.quantile(
+                lengths[torch.randperm(lengths.numel(), generator=gen)[:BUCKET_SAMPLE]], outlier
+            )
+            shrink = _f16((resid.norm(dim=-1, keepdim=True) / tau).clamp_min(1.0))
+        y = ((resid / shrink) @ axes) / scale
+        coded = torch.zeros_like(y)
+        for b in sorted(set(bits.tolist()) - {0}):
+            cols = (bits == b).nonzero().squeeze(1)
+            edges, means = _buckets(coef[..., cols] / scale[cols], b, gen)
+            coded[..., cols] = means[torch.bucketize(y[..., cols], edges)]
+        logger.info("slots %d-%d at %d bits: bits per axis %s", start, end - 1,
+                    bits_per_vector, torch.bincount(bits).tolist())  # fmt: skip
+        out[:, start:end] = centre + offset + shrink * ((coded * scale) @ axes.T)
+    return torch.nn.functional.normalize(out, dim=-1) if unit else out
 
 
 def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
@@ -111,14 +147,22 @@ def pca_axes(x: torch.Tensor, width: int, seed: int = 0) -> torch.Tensor:
     return _principal_axes(x, torch.Generator().manual_seed(seed))[2][:, :width]
 
 
+#: ``tiered384``: slots 0-7 at 128 bytes, 8-15 at 64, 16-63 at 32 (48 bytes a vector on average).
+TIERED384 = [(0, 8, 1024), (8, 16, 512), (16, 64, 256)]
 #: name -> (bytes per vector, bytes per chunk besides the vectors, coder). ``None`` coder: pca128.
 CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | None]] = {
     "bfloat16": (768, 0, lambda x: x.to(torch.bfloat16).float()),
     "residual4": (194, 0, lambda x: decoded("residual4", x)),
     "residual2": (98, 0, lambda x: decoded("residual2", x)),
-    "transform1536": (192, 768, lambda x: transform_code(x, 1536)),
-    "transform768": (96, 768, lambda x: transform_code(x, 768)),
-    "transform384": (48, 768, lambda x: transform_code(x, 384)),
+    "transform1536": (192, 768, lambda x: transform_code(x, [(0, x.shape[1], 1536)])),
+    "transform768": (96, 768, lambda x: transform_code(x, [(0, x.shape[1], 768)])),
+    "transform384": (48, 768, lambda x: transform_code(x, [(0, x.shape[1], 384)])),
+    "transform384-unit": (48, 768, lambda x: transform_code(x, [(0, x.shape[1], 384)], unit=True)),
+    "tiered384": (48, 768, lambda x: transform_code(x, TIERED384)),
+    # + a float16 shrink factor per vector (2 bytes) for the longest residuals
+    "tiered384-o99": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.99)),
+    "tiered384-o95": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.95)),
+    "tiered384-o90": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.90)),
     "pca128": (256, 0, None),  # bfloat16 at 128 dimensions
 }
 

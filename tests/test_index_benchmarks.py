@@ -172,8 +172,21 @@ def test_quantiser_study_transform_coder_spends_its_bits():
     )
     errors = []
     for bits in (32, 64, 128, 8 * d):
-        dec = mod.transform_code(x, bits)
-        assert torch.equal(dec, mod.transform_code(x, bits))
+        dec = mod.transform_code(x, [(0, k, bits)])
+        assert torch.equal(dec, mod.transform_code(x, [(0, k, bits)]))
         errors.append(float((dec - x).pow(2).sum(-1).mean()))
     assert errors == sorted(errors, reverse=True), errors
     assert errors[-1] < 1e-3 < errors[0]
+    # slot groups: each group's error follows its own rate; unit=True gives unit vectors
+    tiered = mod.transform_code(x, [(0, 2, 8 * d), (2, k, 32)], unit=True)
+    err = (tiered - x).pow(2).sum(-1).mean(0)
+    assert float(err[:2].max()) < 1e-2 < float(err[2:].min()), err
+    torch.testing.assert_close(tiered.norm(dim=-1), torch.ones(n, k))
+    # outlier shrinking: chunks with residuals far longer than the rest are no longer clipped
+    wide = x.clone()
+    wide[:8] = torch.nn.functional.normalize(
+        centre[:8] + offset + 3.0 * torch.randn(8, k, d, generator=gen), dim=-1
+    )
+    plain = (mod.transform_code(wide, [(0, k, 8 * d)]) - wide)[:8].pow(2).sum(-1).mean()
+    shrunk = mod.transform_code(wide, [(0, k, 8 * d)], outlier=0.9)
+    assert float((shrunk - wide)[:8].pow(2).sum(-1).mean()) < 0.5 * float(plain)

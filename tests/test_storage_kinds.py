@@ -13,7 +13,7 @@ import torch
 from metaembed_rag.index import MultiVectorIndex
 from metaembed_rag.index.persist import IndexCorruptedError
 from metaembed_rag.index.residual import ResidualCodebook, default_centroids
-from metaembed_rag.scoring import maxsim_pairwise
+from metaembed_rag.scoring import maxsim, maxsim_pairwise
 from metaembed_rag.scoring.residual import (
     decode_residual,
     maxsim_residual_ids,
@@ -197,6 +197,67 @@ def test_drift_warning_and_policy(caplog):
     np.testing.assert_array_equal(book.centroids, centroids)
 
 
+@pytest.mark.parametrize("kind", RESIDUAL)
+def test_unit_length_policy(kind, tmp_path):
+    """Trained on unit vectors, a residual index decodes to unit length, keeps that through a
+    save and load, refuses a later batch of other lengths (nothing added), and scores the
+    unit-length decodings."""
+    index = _index(kind)
+    index.add(_ids(N), _docs())
+    book = index.codec.codebook
+    assert book is not None and book.unit_norm
+    got = torch.stack([index.get(f"d{i}")["vectors"] for i in range(N)])
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(N, K), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="unit-length vectors.*normalise them"):
+        index.add(_ids(5, "long"), 2 * _docs(5, seed=3))
+    assert len(index) == N
+    index.add(_ids(5, "long"), _docs(5, seed=3))  # the same ids, normalised: taken
+    index.delete(_ids(5, "long"))
+    q = torch.from_numpy(_docs(3, seed=5)[:, :4])
+    ref = maxsim(q, got, (4, 8))
+    hits = index.search(q, k=N, mode="exhaustive", rerank_budget=(4, 8))
+    for i in range(3):
+        scores = {h.id: h.score for h in hits[i]}
+        np.testing.assert_allclose(
+            [scores[f"d{j}"] for j in range(N)], ref[i].numpy(), rtol=1e-5, atol=1e-5
+        )
+    index.save(tmp_path / "idx")
+    loaded = MultiVectorIndex.load(tmp_path / "idx")
+    assert loaded.codec.codebook is not None and loaded.codec.codebook.unit_norm
+    np.testing.assert_array_equal(loaded.get("d7")["vectors"].numpy(), got[7].numpy())
+    loaded.close()
+    index.close()
+
+
+def test_codebook_of_other_lengths_and_old_files(tmp_path):
+    """Vectors not of unit length: no rescaling (decoding as before), any later batch is
+    taken. A codebook file saved before the flag existed loads as not unit_norm."""
+    from safetensors.numpy import load_file, save_file
+
+    x = _docs(40) * np.float32(3.0)
+    book = ResidualCodebook(D, 2, 16)
+    book.train(x.reshape(-1, D))
+    assert not book.unit_norm
+    cid, packed = book.encode(_docs(5, seed=2))  # unit vectors are fine here
+    assert book.decode(cid, packed).shape == (5, K, D)
+    unit = ResidualCodebook(D, 2, 16)
+    unit.train(_docs(40).reshape(-1, D))
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(unit.to_bytes())
+    tensors = load_file(str(path))
+    assert tensors["unit_norm"].tolist() == [1]
+    del tensors["unit_norm"]
+    save_file(tensors, str(path))
+    old = ResidualCodebook(D, 2)
+    old.load(path)
+    assert not old.unit_norm
+    cid, packed = unit.encode(_docs(5, seed=2))
+    np.testing.assert_array_equal(
+        old.decode(cid, packed),
+        decode_residual(cid, packed, unit.centroids, unit.byte_table(), normalize=False),
+    )
+
+
 def test_residual_needs_packable_dim():
     with pytest.raises(ValueError, match="multiple of 8"):
         MultiVectorIndex(30, num_vectors=K, budgets=BUDGETS, storage="residual1")
@@ -213,8 +274,8 @@ def test_default_centroids_rule():
 
 
 # ------------------------------------------------------------------------------------ kernel
-def _coded(nbits: int, seed: int = 0):
-    x = _docs(80, seed=seed)
+def _coded(nbits: int, seed: int = 0, length: float = 1.0):
+    x = _docs(80, seed=seed) * np.float32(length)
     book = ResidualCodebook(D, nbits, 16)
     book.train(x.reshape(-1, D))
     cid, packed = book.encode(x)
@@ -222,10 +283,12 @@ def _coded(nbits: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
-def test_decode_matches_codebook_bit_for_bit(nbits):
-    _, book, cid, packed = _coded(nbits)
+@pytest.mark.parametrize("length", [1.0, 2.0])
+def test_decode_matches_codebook_bit_for_bit(nbits, length):
+    _, book, cid, packed = _coded(nbits, length=length)
+    assert book.unit_norm == (length == 1.0)
     np.testing.assert_array_equal(
-        decode_residual(cid, packed, book.centroids, book.byte_table()),
+        decode_residual(cid, packed, book.centroids, book.byte_table(), book.unit_norm),
         book.decode(cid, packed),
     )
 
@@ -234,14 +297,16 @@ def test_decode_matches_codebook_bit_for_bit(nbits):
 @pytest.mark.parametrize("nbits", [1, 2, 4])
 @pytest.mark.parametrize("budget", [(1, 1), (3, 5), (4, 8)])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_kernel_against_reference(nbits, budget, threads):
-    x, book, cid, packed = _coded(nbits)
+@pytest.mark.parametrize("length", [1.0, 0.5])
+def test_kernel_against_reference(nbits, budget, threads, length):
+    x, book, cid, packed = _coded(nbits, length=length)
     rng = np.random.default_rng(1)
     q = torch.nn.functional.normalize(torch.randn(4, 6, D), dim=-1)
     ids = rng.integers(0, 80, (4, 33))
     args = (q, cid, packed, book.centroids, book.byte_table(), ids, *budget)
-    kernel = maxsim_residual_ids(*args, backend="kernel", threads=threads)
-    torch_path = maxsim_residual_ids(*args, backend="torch")
+    kw = {"normalize": book.unit_norm}
+    kernel = maxsim_residual_ids(*args, backend="kernel", threads=threads, **kw)
+    torch_path = maxsim_residual_ids(*args, backend="torch", **kw)
     decoded = torch.from_numpy(book.decode(cid, packed))[torch.from_numpy(ids)]
     reference = maxsim_pairwise(q, decoded, budget, backend="torch")
     # against its own reference (decode + float32 MaxSim): float32 rounding only

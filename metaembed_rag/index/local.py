@@ -217,6 +217,7 @@ class LocalBackend(StorageBackend):
             queries, self.rows.side[1].array, self.rows.vectors.array, codebook.centroids,
             codebook.byte_table(), rows, budget.r_q, budget.r_c,
             backend="kernel" if residual_kernel_available() else "torch",
+            normalize=codebook.unit_norm,
         )  # fmt: skip
         return out.numpy()
 

@@ -7,7 +7,11 @@
  *
  *     v[d] = centroids[cid][d] + table[d / g][byte][d % g]       (g = 8 / nbits)
  *
- * (one float32 addition, bit-identical to ResidualCodebook.decode), then scored:
+ * (one float32 addition, bit-identical to ResidualCodebook.decode), then scored. When
+ * `normalize` is set (a codebook trained on unit vectors), each dot product with a decoded vector
+ * is multiplied by 1 / |v| (float32 sum of squares): the score of v rescaled to unit length,
+ * within float32 rounding of decoding, rescaling and then scoring; without it the factor is
+ * exactly 1. The score:
  * s(q, c) = sum_{i < r_q} max_{j < r_c} <q_i, v_j>, float32 with fused multiply-add, no
  * fast-math. Nothing larger than one candidate is ever decoded.
  *
@@ -17,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,6 +39,7 @@ typedef struct {
     int64_t ncent;
     const float *table;         /* (P, 256, g) */
     int g;                      /* dimensions per byte */
+    int normalize;              /* rescale decoded vectors to unit length */
     int64_t begin, end;         /* work items [begin, end) of this thread */
     int avx2;
     int bad_id;                 /* set when a centroid id or row is out of range */
@@ -74,13 +80,21 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
         return s;                                                                                 \
     }                                                                                             \
                                                                                                   \
+    /* 1 / |v|, or 1 for a zero vector */                                                        \
+    static float inv_len##SFX(const float *v, int64_t D)                                          \
+    {                                                                                             \
+        const float len = sqrtf(dot##SFX(v, v, D));                                               \
+        return len > 0.0f ? 1.0f / len : 1.0f;                                                    \
+    }                                                                                             \
+                                                                                                  \
     static inline float hsum##SFX(v8 acc)                                                         \
     {                                                                                             \
         return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])); \
     }                                                                                             \
                                                                                                   \
-    /* best[i] = max(best[i], <q_i, b_j>) for 4 decoded vectors b (same sums as dot()) */         \
-    static void block4##SFX(const float *q, int64_t r_q, const float *b, int64_t D, float *best)  \
+    /* best[i] = max(best[i], <q_i, b_j> * inv[j]) for 4 decoded vectors b (same sums as dot()) */ \
+    static void block4##SFX(const float *q, int64_t r_q, const float *b, int64_t D,               \
+                            const float *inv, float *best)                                        \
     {                                                                                             \
         const float *b0 = b, *b1 = b + D, *b2 = b + 2 * D, *b3 = b + 3 * D;                       \
         const int64_t D8 = D - D % 8;                                                             \
@@ -99,6 +113,7 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
                 s0 += qi[d] * b0[d]; s1 += qi[d] * b1[d];                                         \
                 s2 += qi[d] * b2[d]; s3 += qi[d] * b3[d];                                         \
             }                                                                                     \
+            s0 *= inv[0]; s1 *= inv[1]; s2 *= inv[2]; s3 *= inv[3];                               \
             float m = best[i];                                                                    \
             if (s0 > m) m = s0;                                                                   \
             if (s1 > m) m = s1;                                                                   \
@@ -111,7 +126,7 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
     static void run##SFX(job_t *jb, float *buf)                                                   \
     {                                                                                             \
         const int64_t D = jb->D, r_c = jb->r_c, r_q = jb->r_q;                                    \
-        float best[256];                                                                          \
+        float best[256], inv[4] = {1.0f, 1.0f, 1.0f, 1.0f};                                       \
         for (int64_t p = jb->begin; p < jb->end; p++) {                                           \
             const int64_t qi = p / jb->m;                                                         \
             const int64_t row = jb->ids[p];                                                       \
@@ -126,13 +141,14 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
                     if (c >= jb->ncent) { jb->bad_id = 1; return; }                               \
                     decode_one##SFX(jb, pk + (j0 + j) * jb->P, jb->centroids + (size_t)c * D,     \
                                     buf + j * D);                                                 \
+                    if (jb->normalize) inv[j] = inv_len##SFX(buf + j * D, D);                     \
                 }                                                                                 \
                 if (nj == 4) {                                                                    \
-                    block4##SFX(q, r_q, buf, D, best);                                            \
+                    block4##SFX(q, r_q, buf, D, inv, best);                                       \
                 } else {                                                                          \
                     for (int64_t i = 0; i < r_q; i++)                                             \
                         for (int64_t j = 0; j < nj; j++) {                                        \
-                            const float s = dot##SFX(q + i * D, buf + j * D, D);                  \
+                            const float s = dot##SFX(q + i * D, buf + j * D, D) * inv[j];         \
                             if (s > best[i]) best[i] = s;                                         \
                         }                                                                         \
                 }                                                                                 \
@@ -172,10 +188,10 @@ static PyObject *score(PyObject *self, PyObject *args)
     (void)self;
     unsigned long long out, q, ids, cid, packed, cent, table;
     long long nq, m, r_q, D, r_c, ks, P, ncent, nrows;
-    int g, threads, force_generic;
-    if (!PyArg_ParseTuple(args, "KLLKLLLKLKKLLKLKiii", &out, &nq, &m, &q, &r_q, &D, &r_c, &ids,
+    int g, threads, force_generic, normalize;
+    if (!PyArg_ParseTuple(args, "KLLKLLLKLKKLLKLKiiii", &out, &nq, &m, &q, &r_q, &D, &r_c, &ids,
                           &nrows, &cid, &packed, &ks, &P, &cent, &ncent, &table, &g, &threads,
-                          &force_generic))
+                          &force_generic, &normalize))
         return NULL;
     if (r_q > 256) {
         PyErr_SetString(PyExc_ValueError, "the residual kernel takes at most 256 query vectors");
@@ -215,6 +231,7 @@ static PyObject *score(PyObject *self, PyObject *args)
         jb->ncent = ncent;
         jb->table = (const float *)(uintptr_t)table;
         jb->g = g;
+        jb->normalize = normalize;
         jb->begin = items * t / threads;
         jb->end = items * (t + 1) / threads;
         jb->avx2 = avx2;

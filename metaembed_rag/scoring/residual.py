@@ -9,7 +9,12 @@ dimensions a byte; the table is :meth:`metaembed_rag.index.residual.ResidualCode
   decodes one candidate at a time into a per-thread buffer; ``backend="torch"`` decodes blocks
   of :data:`TORCH_BLOCK` candidates and calls :func:`~metaembed_rag.scoring.maxsim_pairwise`.
   Neither ever holds float32 copies of the whole candidate set.
-* :func:`decode_residual` is the decoding both are checked against (bit-identical values).
+* :func:`decode_residual` is the decoding both are checked against (bit-identical values
+  without ``normalize``; with it, the kernel's float32 rescaling differs from numpy's in the
+  last bits).
+* ``normalize=True`` rescales every decoded vector to unit length before scoring
+  (:func:`unit_length`), as a codebook trained on unit vectors decodes
+  (:attr:`metaembed_rag.index.residual.ResidualCodebook.unit_norm`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from . import maxsim_pairwise
 
 __all__ = [
     "decode_residual",
+    "unit_length",
     "maxsim_residual_ids",
     "residual_kernel_available",
     "TORCH_BLOCK",
@@ -52,8 +58,23 @@ def residual_kernel_available() -> bool:
     return _ext is not None
 
 
+def unit_length(x: np.ndarray) -> np.ndarray:
+    """float32 ``(..., D)`` vectors rescaled to unit length (zero vectors stay zero).
+
+    >>> unit_length(np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    x = np.asarray(x, dtype=np.float32)
+    length = np.sqrt((x * x).sum(axis=-1, keepdims=True, dtype=np.float32))
+    return (x / np.where(length > 0, length, np.float32(1))).astype(np.float32)
+
+
 def decode_residual(
-    cid: np.ndarray, packed: np.ndarray, centroids: np.ndarray, table: np.ndarray
+    cid: np.ndarray,
+    packed: np.ndarray,
+    centroids: np.ndarray,
+    table: np.ndarray,
+    normalize: bool = False,
 ) -> np.ndarray:
     """float32 ``(..., D)`` vectors of centroid ids ``(...,)`` and packed codes ``(..., P)``.
 
@@ -62,6 +83,7 @@ def decode_residual(
         packed: packed residual bytes (uint8), ``P = D // g``.
         centroids: ``(C, D)`` float32.
         table: ``(P, 256, g)`` float32 decoding table.
+        normalize: rescale every decoded vector to unit length (:func:`unit_length`).
 
     >>> cent = np.zeros((1, 8), np.float32); tab = np.ones((2, 256, 4), np.float32)
     >>> decode_residual(np.zeros(1, np.uint16), np.zeros((1, 2), np.uint8), cent, tab).sum()
@@ -70,7 +92,8 @@ def decode_residual(
     p_idx = np.arange(table.shape[0])
     resid = table[p_idx, np.asarray(packed, dtype=np.int64)]  # (..., P, g)
     resid = resid.reshape(*resid.shape[:-2], -1)
-    return centroids[np.asarray(cid, dtype=np.int64)] + resid
+    out = centroids[np.asarray(cid, dtype=np.int64)] + resid
+    return unit_length(out) if normalize else out
 
 
 def maxsim_residual_ids(
@@ -84,6 +107,7 @@ def maxsim_residual_ids(
     r_c: int,
     backend: Literal["auto", "kernel", "torch"] = "auto",
     threads: int | None = None,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """``s[i, k] = sum_{a < r_q} max_{b < r_c} <queries[i, a], decode(ids[i, k])[b]>``.
 
@@ -98,6 +122,8 @@ def maxsim_residual_ids(
         r_c: candidate vectors used (``<= Ks``).
         backend: ``"kernel"`` (compiled; an error if missing), ``"torch"`` or ``"auto"``.
         threads: kernel threads (default: torch's intra-op threads, 1 for small work).
+        normalize: score the decoded vectors rescaled to unit length (a codebook trained on
+            unit vectors: ``ResidualCodebook.unit_norm``).
 
     Returns:
         ``(nq, m)`` float32 scores.
@@ -138,7 +164,7 @@ def maxsim_residual_ids(
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     if not use_kernel:
-        return _torch_scores(q, cid, packed, centroids, table, ids_t, r_q, r_c)
+        return _torch_scores(q, cid, packed, centroids, table, ids_t, r_q, r_c, normalize)
     assert _ext is not None
     qc = q[:, :r_q].to(torch.float32).contiguous()
     cid_c = _c_order(cid, np.uint16)
@@ -152,7 +178,7 @@ def maxsim_residual_ids(
     _ext.score(
         out.data_ptr(), nq, m, qc.data_ptr(), r_q, dim, r_c, ids_t.ctypes.data, n,
         cid_c.ctypes.data, packed_c.ctypes.data, ks, p_bytes, cent.ctypes.data,
-        int(cent.shape[0]), tab.ctypes.data, g, int(threads), 0,
+        int(cent.shape[0]), tab.ctypes.data, g, int(threads), 0, int(normalize),
     )  # fmt: skip
     return out
 
@@ -173,6 +199,7 @@ def _torch_scores(
     ids: np.ndarray,
     r_q: int,
     r_c: int,
+    normalize: bool,
 ) -> torch.Tensor:
     """The torch backend: decode :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
     nq, m = ids.shape
@@ -182,7 +209,7 @@ def _torch_scores(
     for i in range(nq):
         for s in range(0, m, step):
             rows = ids[i, s : s + step]
-            docs = decode_residual(cid[rows, :r_c], packed[rows, :r_c], centroids, table)
+            docs = decode_residual(cid[rows, :r_c], packed[rows, :r_c], centroids, table, normalize)
             out[i, s : s + rows.size] = maxsim_pairwise(
                 q32[i : i + 1], torch.from_numpy(docs)[None], (r_q, r_c), backend="torch"
             )[0]
