@@ -60,8 +60,10 @@ class MultiVectorIndex:
         dtype: the storage kind, ``"bfloat16"`` (default), ``"float16"``, ``"float32"``,
             ``"int8"`` (per-vector scale), or a compressed residual kind ``"residual1"``,
             ``"residual2"``, ``"residual4"`` (a k-means centroid id + 1/2/4 bits per
-            dimension, codebook trained on the first batch added and kept afterwards:
-            :mod:`metaembed_rag.index.residual`; ``docs/storage.md`` compares them).
+            dimension, codebook trained on the first batch added and kept afterwards;
+            decoded to unit length when that batch's vectors have unit length, and then
+            later batches must too: :mod:`metaembed_rag.index.residual`;
+            ``docs/storage.md`` compares them).
         storage: the same as ``dtype`` (give one of the two).
         stored_vectors: index-time truncation: keep only the first ``stored_vectors`` of the
             ``num_vectors`` per document (``None``: all); searches with a larger ``r_c`` are
