@@ -186,6 +186,93 @@ def test_ivf_coarse(monkeypatch):
     assert all(len(r) == 5 and {"1", "2"}.isdisjoint(h.id for h in r) for r in hits)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_coarse_stage_scores_the_stored_float16_rows_exactly(monkeypatch, kind):
+    """Coarse rows are stored in float16; FAISS (flat float32, HNSW / IVF float16 codes) holds
+    them without further loss, so its coarse scores equal float64 dot products of the query's
+    coarse vector with the stored rows."""
+    import metaembed_rag.index.coarse as coarse
+
+    monkeypatch.setattr(coarse, "IVF_MIN_TRAIN", 200)
+    rng = np.random.default_rng(17)
+    index = make_index(coarse_index=kind, nprobe=10_000, coarse_vector="mean")
+    index.add([str(i) for i in range(300)], unit(rng, 300, K, D))
+    index.delete([str(i) for i in range(0, 300, 3)])
+    backend = index.backend
+    assert backend.rows.coarse.dtype == np.float16 and index.coarse_kind == kind
+    q = queries(rng, 2)
+    qc = backend._query_coarse(q)
+    live = np.flatnonzero(backend.table.alive)
+    scores, slots = backend.coarse.search(qc, 20, None if kind != "hnsw" else backend.table.alive)
+    ref = qc.astype(np.float64) @ backend.rows.coarse_rows(live).astype(np.float64).T
+    for i in range(len(q)):
+        want = np.sort(ref[i])[::-1][:20]
+        np.testing.assert_allclose(np.sort(scores[i])[::-1], want, rtol=0, atol=1e-5)
+        stored = backend.rows.coarse_rows(slots[i]).astype(np.float64) @ qc[i]
+        np.testing.assert_allclose(scores[i], stored, rtol=0, atol=1e-5)
+        assert np.isin(slots[i], live).all()
+
+
+def test_format1_ivf_wrapper_is_never_trusted_after_a_deletion(monkeypatch, tmp_path):
+    """Format-1 indexes wrapped IVF in ``IndexIDMap2``, which maps wrong ids after a removal.
+    Loaded, such an index marks later deletions stale instead of removing them; saved with
+    deleted rows and loaded again, it is rebuilt as a plain IVF index. Either way the coarse
+    stage returns live rows and the index searches as a flat one does."""
+    import faiss
+
+    import metaembed_rag.index.coarse as coarse
+
+    monkeypatch.setattr(coarse, "IVF_MIN_TRAIN", 200)
+    rng = np.random.default_rng(19)
+    docs = unit(rng, 400, K, D)
+    ids = [str(i) for i in range(400)]
+    index = make_index(coarse_index="ivf", nprobe=10_000, coarse_vector="mean")
+    index.add(ids, docs)
+    backend = index.backend
+    rows = backend.rows.coarse_rows(slice(None))
+    quantizer = faiss.IndexFlatIP(D)
+    ivf = faiss.IndexIVFFlat(quantizer, D, 4, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(rows)
+    ivf.nprobe = 4
+    old = faiss.IndexIDMap2(ivf)
+    old.add_with_ids(rows, np.arange(400, dtype=np.int64))
+    backend.coarse.index = old  # as a format-1 file reads back
+    assert backend.coarse.ids_shift_on_remove and not backend.coarse.supports_remove
+    gone = [str(i) for i in range(0, 400, 3)]
+    index.delete(gone)
+    assert backend.coarse.stale == len(gone)
+    flat = make_index(coarse_index="flat", coarse_vector="mean")
+    flat.add(ids, docs)
+    flat.delete(gone)
+    q = queries(rng, 3)
+    assert as_pairs(index.search(q, fetch_k=40)) == as_pairs(flat.search(q, fetch_k=40))
+    index.save(tmp_path / "old")
+    loaded = MultiVectorIndex.load(tmp_path / "old")
+    assert not loaded.backend.coarse.ids_shift_on_remove and loaded.coarse_kind == "ivf"
+    assert loaded.backend.coarse.stale == 0
+    assert as_pairs(loaded.search(q, fetch_k=40)) == as_pairs(flat.search(q, fetch_k=40))
+
+
+def test_flat_torch_scan_equals_faiss_search(monkeypatch):
+    """A few queries scan the flat index's own float32 vectors with torch (faster on two cores);
+    after deletions (FAISS compacts its storage) they find the candidates FAISS finds."""
+    from metaembed_rag.index import local
+
+    rng = np.random.default_rng(18)
+    index = make_index(coarse_index="flat")
+    index.add([str(i) for i in range(200)], unit(rng, 200, K, D))
+    index.delete([str(i) for i in range(0, 200, 7)])
+    backend = index.backend
+    q = queries(rng, 3)
+    alive = backend.table.alive
+    torch_cand, _ = backend.candidates(q, 25, alive, filtered=False)
+    monkeypatch.setattr(local, "_TORCH_FLAT_MAX_QUERIES", 0)
+    faiss_cand, valid = backend.candidates(q, 25, alive, filtered=False)
+    assert valid.all() and alive[torch_cand].all()
+    for t, f in zip(torch_cand, faiss_cand, strict=True):
+        assert set(t.tolist()) == set(f.tolist())
+
+
 def test_ivf_is_trained_again_when_the_collection_grows(monkeypatch, tmp_path):
     """IVF lists are fitted to the documents present when they are trained: an add that brings
     IVF_RETRAIN_GROWTH times as many trains them again on all live documents (and a loaded
@@ -286,7 +373,7 @@ def test_storage_precision_and_bytes(dtype):
     assert np.abs(got - docs).max() <= tol
     per = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}[dtype]
     extra = K * 4 if dtype == "int8" else 0
-    assert index.bytes_per_document == K * D * per + extra + D * 4
+    assert index.bytes_per_document == K * D * per + extra + D * 2  # float16 coarse row
 
 
 def test_disk_backed_index_grows(tmp_path):

@@ -15,6 +15,7 @@ from metaembed_rag.index import (
     doctable,
     rowset,
 )
+from metaembed_rag.index import coarse as coarse_mod
 from metaembed_rag.index import saving as mv
 
 
@@ -61,9 +62,14 @@ def test_round_trip_identical(tmp_path, dtype, mmap):
     assert len(again) == 149 and "new" in again
 
 
-def test_in_place_save_and_reload(tmp_path):
+@pytest.mark.parametrize("coarse_index", ["flat", "hnsw", "ivf"])
+def test_in_place_save_and_reload(tmp_path, monkeypatch, coarse_index):
+    """A flat coarse stage is rebuilt from the float16 coarse rows on load (no FAISS file);
+    HNSW and IVF save theirs. Either way the reloaded index searches the same."""
+    monkeypatch.setattr(coarse_mod, "IVF_MIN_TRAIN", 100)
     rng = np.random.default_rng(21)
-    index = _filled(rng, path=tmp_path / "live")
+    index = _filled(rng, path=tmp_path / "live", coarse_index=coarse_index)
+    assert index.coarse_kind == coarse_index
     index.save()
     index.add(["x1", "x2"], unit(rng, 2, K, 16))
     index.delete(["d0"])
@@ -74,7 +80,13 @@ def test_in_place_save_and_reload(tmp_path):
     files = sorted(
         p.name.split("-")[0] for p in (tmp_path / "live").iterdir() if not p.name.startswith(".")
     )
-    assert files == ["coarse", "docs", "faiss", "lexical", "manifest.json", "vectors"]
+    faiss = [] if coarse_index == "flat" else ["faiss"]
+    assert files == ["coarse", "docs", *faiss, "lexical", "manifest.json", "vectors"]
+    coarse = np.fromfile(next((tmp_path / "live").glob("coarse-*")), dtype=np.float16)
+    np.testing.assert_array_equal(
+        coarse.reshape(-1, 16)[loaded.backend.rows_of(["d9"])[0]],
+        loaded.backend.rows.coarse_rows(loaded.backend.rows_of(["d9"]))[0],
+    )
 
 
 @pytest.mark.parametrize("in_place", [False, True])
@@ -82,7 +94,12 @@ def test_in_place_save_and_reload(tmp_path):
 def test_crash_mid_save_keeps_old_index(tmp_path, monkeypatch, in_place, fail_at):
     rng = np.random.default_rng(22)
     folder = tmp_path / "idx"
-    index = _filled(rng, path=folder if in_place else None)
+    # a flat coarse stage is never saved: fail writing an HNSW one
+    index = _filled(
+        rng,
+        path=folder if in_place else None,
+        coarse_index="hnsw" if fail_at == "faiss" else "auto",
+    )
     index.save(folder)
     q = queries(rng, 3)
     before = _results(MultiVectorIndex.load(folder), q)
@@ -142,10 +159,23 @@ def test_mismatches_refused(tmp_path):
     assert len(MultiVectorIndex.load(tmp_path / "idx", fingerprint="fp-A", dtype="bfloat16")) == 150
 
 
+def test_other_format_versions_refused(tmp_path):
+    """Format 2 reads format 1 (tests/test_legacy_fixtures.py); a newer one is refused with the
+    versions this code reads."""
+    rng = np.random.default_rng(27)
+    _filled(rng, n=5).save(tmp_path / "idx")
+    path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["format_version"] == 2
+    path.write_text(json.dumps({**manifest, "format_version": 3}))
+    with pytest.raises(IndexMismatchError, match=r"format version 3.*reads versions 1, 2"):
+        MultiVectorIndex.load(tmp_path / "idx")
+
+
 @pytest.mark.parametrize("target", ["vectors", "coarse", "docs", "faiss"])
 def test_corruption_detected(tmp_path, target):
     rng = np.random.default_rng(24)
-    _filled(rng).save(tmp_path / "idx")
+    _filled(rng, coarse_index="hnsw").save(tmp_path / "idx")  # HNSW: a FAISS file is saved
     path = next((tmp_path / "idx").glob(f"{target}-*"))
     data = bytearray(path.read_bytes())
     pos = len(data) // 2
@@ -179,7 +209,7 @@ def test_only_plain_file_formats(tmp_path):
     names = sorted(
         p.name.split("-")[0] for p in (tmp_path / "idx").iterdir() if not p.name.startswith(".")
     )
-    assert names == ["coarse", "docs", "faiss", "lexical", "manifest.json", "scales", "vectors"]
+    assert names == ["coarse", "docs", "lexical", "manifest.json", "scales", "vectors"]
     from safetensors import safe_open
 
     for p in (tmp_path / "idx").glob("lexical-*.safetensors"):  # the BM25 sidecar

@@ -100,3 +100,36 @@ def test_legacy_llamaindex_store_loads_and_searches_the_same(tmp_path: Path, mod
             [{"id": i, "score": float(s)} for i, s in zip(res.ids, res.similarities, strict=True)]
         )
     _same(got, EXPECTED["llamaindex"])
+
+
+def test_legacy_index_keeps_float32_coarse_rows_until_compacted(tmp_path: Path) -> None:
+    """A format-1 index (float32 coarse rows, a saved flat FAISS index) opened in place, grown
+    and saved: its coarse file stays float32 (rows are appended to it), the manifest becomes
+    format 2 without a FAISS file, and the old rows search the same. Compaction rewrites the
+    coarse rows in float16."""
+    import numpy as np
+
+    from metaembed_rag.index import MultiVectorIndex
+
+    folder = _copy("index", tmp_path)
+    index = MultiVectorIndex.load(folder, mmap=True)
+    new = np.random.default_rng(0).standard_normal((1, 8, 16)).astype(np.float32)
+    index.add(["n1"], new / np.linalg.norm(new, axis=-1, keepdims=True))
+    index.save()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and "faiss" not in manifest["files"]
+    assert manifest["files"]["coarse"]["np_dtype"] == "<f4"
+    again = MultiVectorIndex.load(folder)
+    queries = torch.tensor(EXPECTED["index"]["queries"])
+    got = [
+        [{"id": h.id, "score": h.score} for h in row if h.id != "n1"]
+        for row in again.search(queries, 4, rerank_budget=(4, 8))
+    ]
+    _same([row[:3] for row in got], EXPECTED["index"]["hits"])
+    again.close()
+    index.delete(["d0", "d1"])
+    index.compact()
+    index.save()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"]["coarse"]["np_dtype"] == "<f2"
+    assert len(MultiVectorIndex.load(folder)) == 3

@@ -130,6 +130,15 @@ TAMPERED = {
     "missing docs checksum": (lambda m: m["files"]["docs"].pop("sha256"), "files.docs.sha256"),
     "bytes edited": (lambda m: m["files"]["coarse"].update(bytes=4), "files.coarse.bytes"),
     "extra file kind": (lambda m: m["files"].update(scales=m["files"]["coarse"]), "files.scales"),
+    "coarse dtype edited": (
+        lambda m: m["files"]["coarse"].update(np_dtype="<f8"),
+        "files.coarse.np_dtype",
+    ),
+    # only a flat coarse stage may go without its FAISS file (rebuilt from the rows on load)
+    "hnsw without its FAISS file": (
+        lambda m: m["coarse_index"].update(kind="hnsw", setting="hnsw"),
+        "files.faiss",
+    ),
 }
 
 
@@ -195,7 +204,7 @@ def test_save_keeps_files_an_opening_reader_may_need(tmp_path, monkeypatch):
 
     monkeypatch.setattr(readers, "REMOVE_WAIT", 0.2)
     folder = _saved(tmp_path)
-    first = {p.name for p in folder.iterdir() if p.suffix == ".faiss"}
+    first = {p.name for p in folder.iterdir() if p.suffix == ".jsonl"}
     rng = np.random.default_rng(3)
     with readers.reading(folder) as held:
         assert held
@@ -203,14 +212,14 @@ def test_save_keeps_files_an_opening_reader_may_need(tmp_path, monkeypatch):
         w.add(["x1"], unit(rng, 1, K, D))
         w.save()
         w.close()
-        now = {p.name for p in folder.iterdir() if p.suffix == ".faiss"}
-        assert first < now  # the retired FAISS file is still there, the new one beside it
+        now = {p.name for p in folder.iterdir() if p.suffix == ".jsonl"}
+        assert first < now  # the retired docs file is still there, the new one beside it
         assert len(MultiVectorIndex.load(folder)) == 7  # new readers see the commit
     w = MultiVectorIndex.load(folder)
     w.add(["x2"], unit(rng, 1, K, D))
     w.save()
     w.close()
-    assert len({p.name for p in folder.iterdir() if p.suffix == ".faiss"}) == 1
+    assert len({p.name for p in folder.iterdir() if p.suffix == ".jsonl"}) == 1
     assert first.isdisjoint(p.name for p in folder.iterdir())
 
 

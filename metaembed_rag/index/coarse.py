@@ -1,14 +1,23 @@
-"""The coarse (first-stage) index: one float32 vector per document in FAISS, by inner product.
+"""The coarse (first-stage) index: one vector per document in FAISS, by inner product.
 
 Kinds:
 
-* ``"flat"`` - exact ``IndexFlatIP``;
-* ``"hnsw"`` - ``IndexHNSWFlat`` (inner product), graph ANN, no training;
-* ``"ivf"``  - ``IndexIVFFlat`` (inner product) trained on the vectors present.
+* ``"flat"`` - exact ``IndexFlatIP`` (float32 in memory; never saved: a load rebuilds it from
+  the float16 coarse rows, a copy, so its bytes are not stored twice);
+* ``"hnsw"`` - ``IndexHNSWSQ`` with float16 codes (inner product), graph ANN, no training;
+* ``"ivf"``  - ``IndexIVFScalarQuantizer`` with float16 codes of the vectors themselves (not of
+  their residuals; inner product), trained on the vectors present.
 
-Every kind is wrapped in ``IndexIDMap2`` whose ids are the index's row numbers ("slots"), so a
-rebuild or a removal never renumbers rows. ``flat`` and ``ivf`` support removal; HNSW does not,
-so deleted rows stay in its graph and searches pass a selector that excludes them.
+The coarse rows are float16 (:data:`~metaembed_rag.index.rowset.COARSE_DTYPE`), so the
+float16 codes of HNSW and IVF hold them exactly and every kind scores the stored rows.
+
+Every kind is searched by the index's row numbers ("slots"), so a rebuild or a removal never
+renumbers rows: IVF stores them in its lists itself; flat and HNSW are wrapped in
+``IndexIDMap2``. (An ``IndexIDMap2`` around IVF, which indexes of format version 1 have, maps
+wrong ids after a removal: it assumes removal shifts the later rows, as flat does, but IVF keeps
+their ids. Such an index is rebuilt when loaded with deleted rows.) ``flat`` and ``ivf`` support
+removal; HNSW does not, so deleted rows stay in its graph and searches pass a selector that
+excludes them.
 
 Setting ``"auto"`` (the default) uses ``flat`` below :data:`AUTO_FLAT_MAX` live documents and
 switches to ``hnsw`` once, when an ``add`` crosses it (a one-time rebuild from the stored coarse
@@ -107,10 +116,11 @@ class CoarseIndex:
         """A new FAISS index of ``kind``; IVF is trained on ``train``, a sample of the
         ``total`` vectors it will hold (its list count follows ``total``)."""
         faiss = self.faiss
+        fp16, ip = faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         if kind == "flat":
             base = faiss.IndexFlatIP(self.dim)
         elif kind == "hnsw":
-            base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base = faiss.IndexHNSWSQ(self.dim, fp16, self.hnsw_m, ip)
             base.hnsw.efConstruction = self.ef_construction
             base.hnsw.efSearch = self.ef_search
         elif kind == "ivf":
@@ -119,11 +129,13 @@ class CoarseIndex:
             nlist = self.ivf_nlist or int(min(65536, max(16, 4 * math.sqrt(n))))
             nlist = min(nlist, max(1, len(train) // 39))
             quantizer = faiss.IndexFlatIP(self.dim)
-            base = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            # by_residual=False: float16 codes of the vectors themselves, exact for float16 rows
+            base = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, fp16, ip, False)
             base.train(np.ascontiguousarray(train, dtype=np.float32))
             base.nprobe = self.nprobe
             base.own_fields = True
             quantizer.this.disown()
+            return base  # IVF keeps the slots as its own ids (no IndexIDMap2: module docstring)
         else:  # pragma: no cover - validated earlier
             raise ValueError(kind)
         index = faiss.IndexIDMap2(base)
@@ -136,8 +148,28 @@ class CoarseIndex:
         return int(self.index.ntotal)
 
     @property
+    def saved(self) -> bool:
+        """Whether a save writes this index (HNSW, IVF); a flat one is rebuilt on load."""
+        return self.kind != "flat"
+
+    def flat_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """A flat index's own float32 vectors ``(n, D)`` (a view, no copy) and their int64
+        slots ``(n,)``, in FAISS's order: for scanning them without FAISS.
+
+        Raises:
+            ValueError: the index is not flat.
+        """
+        if self.kind != "flat":
+            raise ValueError(f"flat_rows needs a flat coarse index, this one is {self.kind}.")
+        base = self.faiss.downcast_index(self.index.index)
+        n = int(base.ntotal)
+        vectors = self.faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)
+        return vectors, self.faiss.vector_to_array(self.index.id_map)
+
+    @property
     def supports_remove(self) -> bool:
-        return self.kind != "hnsw"
+        """Whether removed rows leave FAISS; otherwise they are stale (excluded by a selector)."""
+        return self.kind != "hnsw" and not self.ids_shift_on_remove
 
     def add(self, vectors: np.ndarray, slots: np.ndarray) -> None:
         """Add ``(n, D)`` float32 vectors under int64 ``slots``."""
@@ -266,11 +298,18 @@ class CoarseIndex:
         """Write with ``faiss.write_index`` (never pickle)."""
         self.faiss.write_index(self.index, path)
 
+    @property
+    def ids_shift_on_remove(self) -> bool:
+        """Whether removing rows would map wrong ids: an ``IndexIDMap2`` around IVF, as saved
+        by format version 1 (module docstring)."""
+        wrapped = self.index.index if isinstance(self.index, self.faiss.IndexIDMap2) else None
+        return wrapped is not None and isinstance(
+            self.faiss.downcast_index(wrapped), self.faiss.IndexIVF
+        )
+
     def read(self, path: str, kind: str, stale: int) -> None:
         """Replace the FAISS index by the one in ``path``."""
-        self.index = self.faiss.read_index(path)
-        if not isinstance(self.index, self.faiss.IndexIDMap2):
-            self.index = self.faiss.downcast_index(self.index)
+        self.index = self.faiss.read_index(path)  # already of its own class, and owning it
         self.kind = kind
         self.stale = stale
         self.trained_on = self.ntotal if kind == "ivf" else 0  # or fewer: retrains no earlier

@@ -4,14 +4,13 @@ Parts, each saving itself: a :class:`~metaembed_rag.index.doctable.DocumentTable
 metadata: ``docs-<tag>.jsonl``), a :class:`~metaembed_rag.index.rowset.RowSet` (memory-mapped
 vector, scale and coarse rows: ``<kind>-<tag>.bin``) and a
 :class:`~metaembed_rag.index.coarse.CoarseIndex` (FAISS over the coarse rows:
-``faiss-<tag>.faiss``). :mod:`~metaembed_rag.index.saving` writes the manifest that names them
+``faiss-<tag>.faiss``, for HNSW and IVF; a flat one is rebuilt from the rows on load). :mod:`~metaembed_rag.index.saving` writes the manifest that names them
 (last: the commit point) and checks them on load.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 
 from ..budget import Budget
-from ..scoring import kernel_available, maxsim, maxsim_ids, maxsim_pairwise
+from ..scoring import kernel_available, maxsim, maxsim_ids
+from ..scoring.int8 import maxsim_int8_ids
 from ..scoring.residual import maxsim_residual_ids, residual_kernel_available
 from .backend import SCAN_CHUNK, Record, StorageBackend, StorageInfo
 from .coarse import CoarseIndex
@@ -119,7 +119,7 @@ class LocalBackend(StorageBackend):
     def _rebuild(self, kind: str) -> None:
         """Rebuild FAISS of ``kind`` from the live coarse rows."""
         live = np.flatnonzero(self.table.alive).astype(np.int64)
-        self.coarse.rebuild(kind, self.rows.coarse.array[live], live)
+        self.coarse.rebuild(kind, self.rows.coarse_rows(live), live)
 
     def reserve(self, num_docs: int) -> None:
         self.rows.reserve(num_docs)
@@ -183,22 +183,21 @@ class LocalBackend(StorageBackend):
             return cand, np.ones(cand.shape, dtype=bool)
         qc = self._query_coarse(queries)
         if filtered and allowed_rows.size <= self.exact_subset_max:
-            sims = qc @ self.rows.coarse.array[allowed_rows].T  # (nq, n_allowed)
+            sims = qc @ self.rows.coarse_rows(allowed_rows).T  # (nq, n_allowed)
             cand = np.empty((nq, pool), dtype=np.int64)
             for i in range(nq):
                 cand[i] = allowed_rows[stable_topk(sims[i], allowed_rows, pool)]
             return cand, np.ones(cand.shape, dtype=bool)
         if self.coarse.kind == "flat" and nq <= _TORCH_FLAT_MAX_QUERIES and not self.coarse.use_gpu:
             # FAISS's flat search uses one thread per query; for a few queries a two-thread
-            # torch mat-vec over the coarse vectors is about 2x faster (memory-bound) and exact.
-            with warnings.catch_warnings():  # read-only memmap: never written through
-                warnings.simplefilter("ignore", UserWarning)
-                coarse = torch.from_numpy(self.rows.coarse.array)
-            sims = (torch.from_numpy(qc) @ coarse.T).numpy()  # (nq, rows)
-            rows = np.arange(sims.shape[1], dtype=np.int64)
+            # torch mat-vec over FAISS's own float32 vectors is about 2x faster (memory-bound)
+            # and exact.
+            vectors, slots = self.coarse.flat_rows()
+            sims = (torch.from_numpy(qc) @ torch.from_numpy(vectors).T).numpy()  # (nq, n)
+            ok = allowed[slots]
             cand = np.empty((nq, pool), dtype=np.int64)
             for i in range(nq):
-                cand[i] = stable_topk(np.where(allowed, sims[i], -np.inf), rows, pool)
+                cand[i] = slots[stable_topk(np.where(ok, sims[i], -np.inf), slots, pool)]
             return cand, np.ones(cand.shape, dtype=bool)
         need_selector = filtered or self.coarse.stale > 0
         _, cand = self.coarse.search(qc, pool, allowed if need_selector else None)
@@ -230,11 +229,13 @@ class LocalBackend(StorageBackend):
         if self.rows.codec.codebook is not None:
             return self._residual_scores(queries, rows, budget)
         view = self.rows.codec.torch_view(self.rows.vectors.array)
-        if view is None:  # int8: dequantise the candidate rows, then score
-            docs = self.fetch(rows.reshape(-1), budget.r_c).view(*rows.shape, budget.r_c, self.dim)
-            return maxsim_pairwise(
-                queries, docs, budget.as_tuple(), backend=scoring_backend()
-            ).numpy()
+        if view is None:  # int8: dequantised candidate by candidate inside the kernel
+            assert self.rows.side is not None
+            return maxsim_int8_ids(
+                queries, self.rows.vectors.array, self.rows.side[1].array, rows,
+                budget.r_q, budget.r_c,
+                backend="kernel" if residual_kernel_available() else "torch",
+            ).numpy()  # fmt: skip
         out = maxsim_ids(
             queries, view, torch.from_numpy(rows), budget.as_tuple(), backend=scoring_backend()
         )
@@ -243,8 +244,9 @@ class LocalBackend(StorageBackend):
     def scan(
         self, queries: torch.Tensor, budget: Budget, allowed: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Contiguous row ranges scored in place (no copy) when the dtype allows; rows not
-        ``allowed`` score ``-inf``."""
+        """Contiguous row ranges scored in place (no copy) when the dtype allows, and coded rows
+        (int8, residual) through :meth:`score`, as a rerank scores them (the same scores however
+        a row was reached); rows not ``allowed`` score ``-inf``."""
         self.rows.check_r_c(budget.r_c)
         view = self.rows.codec.torch_view(self.rows.vectors.array)
         n = self.rows.count
@@ -253,16 +255,12 @@ class LocalBackend(StorageBackend):
             ok = allowed[start:end]
             if not ok.any():
                 continue
-            if self.rows.codec.codebook is not None:
+            if view is None:
                 ids = np.broadcast_to(np.arange(start, end), (queries.shape[0], end - start))
-                scores = self._residual_scores(queries, ids, budget)
-                yield np.arange(start, end, dtype=np.int64), np.where(ok[None, :], scores, -np.inf)
-                continue
-            if view is not None:
-                docs = view[start:end]
+                scores = self.score(queries, ids, budget)
             else:
-                docs = self.fetch(np.arange(start, end), budget.r_c)
-            scores = maxsim(queries, docs, budget.as_tuple(), backend=scoring_backend()).numpy()
+                docs = view[start:end]
+                scores = maxsim(queries, docs, budget.as_tuple(), backend=scoring_backend()).numpy()
             yield np.arange(start, end, dtype=np.int64), np.where(ok[None, :], scores, -np.inf)
 
     # ------------------------------------------------------------------ persistence
@@ -273,7 +271,8 @@ class LocalBackend(StorageBackend):
         tag = new_tag()
         files = {**header.get("files", {}), **self.rows.save(target, tag)}
         files["docs"] = self.table.write(target / f"docs-{tag}.jsonl")
-        files["faiss"] = write_faiss(self.coarse, target / f"faiss-{tag}.faiss")
+        if self.coarse.saved:
+            files["faiss"] = write_faiss(self.coarse, target / f"faiss-{tag}.faiss")
         counts = {
             "rows": self.rows.count,
             "documents": len(self),
@@ -311,7 +310,18 @@ class LocalBackend(StorageBackend):
         rows = RowSet.load(folder, files, empty.rows, mmap)
         table = DocumentTable.read(folder / files["docs"]["name"], rows.count)
         coarse = manifest["coarse_index"]
-        empty.coarse.read(
+        backend = cls(rows, empty.coarse, table, empty.exact_subset_max)
+        if "faiss" not in files:  # the manifest check allows this only for a flat index
+            backend._rebuild("flat")
+            return backend
+        backend.coarse.read(
             str(folder / files["faiss"]["name"]), coarse["kind"], coarse.get("stale", 0)
         )
-        return cls(rows, empty.coarse, table, empty.exact_subset_max)
+        if backend.coarse.ids_shift_on_remove and not table.alive.all():
+            logger.warning(
+                "%s: rebuilding its IVF coarse index, whose ids were shifted by deletions "
+                "(format version 1); save the index to keep the rebuilt one",
+                folder,
+            )
+            backend._rebuild("ivf")
+        return backend

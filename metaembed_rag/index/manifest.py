@@ -17,8 +17,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .persist import MANIFEST, IndexCorruptedError, read_manifest
-from .storage import STORAGE_DTYPES, STORAGE_KINDS, VectorCodec
+from .rowset import COARSE_DTYPE
+from .storage import STORAGE_KINDS, VectorCodec
 
 __all__ = [
     "OPTION_FIELDS",
@@ -50,6 +53,8 @@ OPTION_FIELDS = {
     "lexical": bool,
 }
 _COARSE_INTS = ("hnsw_m", "ef_construction", "ef_search", "nprobe")
+#: The coarse rows' dtype in indexes of format version 1.
+_LEGACY_COARSE = np.dtype(np.float32)
 
 
 def file_name_pattern(kind: str) -> re.Pattern[str]:
@@ -132,19 +137,24 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
         raise c.fail("files", "must be an object")
     codec = VectorCodec(dtype, dim)
     side = codec.side  # ("scales", float32) for int8, ("codes", uint16) for the residual kinds
-    required = {"vectors", "coarse", "docs", "faiss"}
+    required = {"vectors", "coarse", "docs"}
+    if manifest["coarse_index"]["kind"] != "flat":  # a flat FAISS index is rebuilt from the rows
+        required.add("faiss")
     required |= {side[0]} if side is not None else set()
     required |= {"codebook"} if codec.codebook is not None else set()
     for kind in sorted(required):
         c.get(files, kind, "files.")
-    extra = set(files) - required - _OPTIONAL
+    extra = set(files) - required - _OPTIONAL - {"faiss"}
     if extra:
         raise c.fail(f"files.{sorted(extra)[0]}", f"is not a file of a {dtype} index")
     width = codec.vector_width(dim)
-    shapes = {
+    shapes: dict[str, tuple[list[int], np.dtype, int]] = {
         "vectors": ([stored, width], codec.np_dtype, codec.np_dtype.itemsize * stored * width),
-        "coarse": ([dim], STORAGE_DTYPES["float32"], 4 * dim),
+        "coarse": ([dim], COARSE_DTYPE, COARSE_DTYPE.itemsize * dim),
     }
+    legacy = files.get("coarse", {}).get("np_dtype") == _LEGACY_COARSE.str
+    if legacy:  # written before format version 2: float32 coarse rows
+        shapes["coarse"] = ([dim], _LEGACY_COARSE, _LEGACY_COARSE.itemsize * dim)
     if side is not None:
         shapes[side[0]] = ([stored], side[1], side[1].itemsize * stored)
     for kind in [k for k in _EXT if k in files]:  # vectors first: its error explains the rest

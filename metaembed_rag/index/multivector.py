@@ -6,9 +6,11 @@ Layout (one directory per saved index)::
                                sha256 checksums of every file (written last: the commit point)
     vectors-<tag>.bin          (N, K, D) raw rows in the stored dtype (bf16 as uint16 bits)
     scales-<tag>.bin           (N, K) float32 per-vector scales (int8 storage only)
-    coarse-<tag>.bin           (N, D) float32 coarse vectors (one per document)
+    coarse-<tag>.bin           (N, D) float16 coarse vectors (one per document; float32 in
+                               indexes saved before format version 2)
     docs-<tag>.jsonl           one line per row: {"id", "text", "metadata"} or null (deleted)
-    faiss-<tag>.faiss          the coarse FAISS index (faiss.write_index)
+    faiss-<tag>.faiss          the coarse FAISS index (faiss.write_index; HNSW and IVF only:
+                               a flat one is rebuilt from the coarse rows on load)
     lexical-<tag>.safetensors  the BM25 sidecar for hybrid search (:mod:`.lexical`)
 
 Rows ("slots") are append-only: ``upsert`` writes a new row and tombstones the old one, ``delete``

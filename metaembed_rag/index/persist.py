@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "READ_VERSIONS",
     "MANIFEST",
     "HASH_BLOCK_BYTES",
     "IndexCorruptedError",
@@ -33,7 +34,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "metaembed-rag-index"
-FORMAT_VERSION = 1
+#: Version 2 (float16 coarse rows, no FAISS file for a flat coarse stage) reads version 1
+#: indexes unchanged; version 1 code refuses version 2 with an error that says so.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 #: Row-store files are hashed in blocks of about this many bytes (whole rows).
 HASH_BLOCK_BYTES = 64 * 1024 * 1024
@@ -159,10 +163,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT_NAME:
         raise IndexCorruptedError(f"{path} is not a metaembed-rag index manifest.")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise IndexMismatchError(
-            f"{path} has index format version {version}; this metaembed-rag reads version "
-            f"{FORMAT_VERSION}. Rebuild the index with this version."
+            f"{path} has index format version {version}; this metaembed-rag reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}. Rebuild the index with this version, or "
+            "open it with the metaembed-rag that wrote it."
         )
     return manifest
 

@@ -3,7 +3,8 @@
 Kinds: ``vectors`` ``(N, K', W)`` in the stored dtype (``K'``: the stored vectors, ``K`` or
 fewer with index-time truncation; ``W``: ``D``, or the packed residual bytes), a side store
 ``(N, K')`` (``scales`` float32 for int8, ``codes`` uint16 centroid ids for the residual kinds)
-and ``coarse`` ``(N, D)`` float32 (one coarse vector per document, made from all K vectors).
+and ``coarse`` ``(N, D)`` float16 (one coarse vector per document, made from all K vectors;
+float32 in indexes saved before format version 2, which keep it until they are compacted).
 The residual kinds also save their codebook (``codebook-<tag>.safetensors``). Files are
 ``<kind>-<tag>.bin``; a new tag is used when the rows are rewritten (compaction, save to
 another folder), so files named by a saved manifest are never changed in place except by
@@ -22,9 +23,12 @@ import torch
 from .persist import IndexCorruptedError, atomic_writer, block_hashes, sha256_file
 from .storage import RowStore, VectorCodec
 
-__all__ = ["CoarseVector", "RowSet", "new_tag"]
+__all__ = ["COARSE_DTYPE", "CoarseVector", "RowSet", "new_tag"]
 
 CoarseVector = Literal["first", "mean"]
+#: The coarse rows' dtype on disk: float16 halves the coarse stage's bytes (768 at D=384);
+#: only the candidate set depends on these rows, never a final score.
+COARSE_DTYPE = np.dtype(np.float16)
 #: Rows copied per step when rewriting a store (bounded memory).
 COPY_ROWS_BYTES = 64 * 1024 * 1024
 
@@ -48,6 +52,8 @@ class RowSet:
         writable: open existing files for writing.
         stored_vectors: vectors kept per document (index-time truncation: the first
             ``stored_vectors`` of the K; ``None``: all K).
+        coarse_dtype: the coarse rows' dtype (float32 only for files written before
+            format version 2).
     """
 
     def __init__(
@@ -61,6 +67,7 @@ class RowSet:
         count: int = 0,
         writable: bool = True,
         stored_vectors: int | None = None,
+        coarse_dtype: np.dtype = COARSE_DTYPE,
     ) -> None:
         self.num_vectors, self.dim, self.codec = num_vectors, dim, codec
         self.stored_vectors = num_vectors if stored_vectors is None else int(stored_vectors)
@@ -80,7 +87,7 @@ class RowSet:
         if codec.side is not None:
             kind, dtype = codec.side
             self.side = (kind, self._store(kind, (k,), dtype, tag, count, writable))
-        self.coarse = self._store("coarse", (dim,), np.dtype(np.float32), tag, count, writable)
+        self.coarse = self._store("coarse", (dim,), np.dtype(coarse_dtype), tag, count, writable)
         #: sha256 blocks already computed per file name (append-only files hash only new blocks).
         self.hash_cache: dict[str, list[dict[str, Any]]] = {}
 
@@ -122,10 +129,16 @@ class RowSet:
         norm = np.linalg.norm(mean, axis=1, keepdims=True)
         return (mean / np.maximum(norm, 1e-12)).astype(np.float32)
 
+    def coarse_rows(self, rows: np.ndarray | slice) -> np.ndarray:
+        """float32 ``(n, D)`` coarse vectors of ``rows``, as stored (float16-rounded)."""
+        return np.asarray(self.coarse.array[rows], dtype=np.float32)
+
     def append(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Append float32 documents ``(n, K, D)``; returns ``(rows, coarse vectors)``."""
+        """Append float32 documents ``(n, K, D)``; returns ``(rows, coarse vectors)``, the
+        coarse vectors as stored (rounded to the coarse dtype, back in float32), so FAISS holds
+        what a reload rebuilds it from."""
         stored, side = self.codec.encode(arr[:, : self.stored_vectors])
-        coarse = self.coarse_of(arr)
+        coarse = self.coarse_of(arr).astype(self.coarse.dtype).astype(np.float32)
         start = self.vectors.append(stored)
         if self.side is not None:
             assert side is not None
@@ -250,14 +263,14 @@ class RowSet:
                     f"{folder}: {kind} file missing or has the wrong row count."
                 )
             path = folder / info["name"]
+            # coarse rows: float16, or float32 in files of format version 1 (checked on load)
+            dtype = np.dtype(info["np_dtype"]) if kind == "coarse" else store.dtype
             if mmap:
-                new = RowStore(store.row_shape, store.dtype, path, rows, writable=False)
+                new = RowStore(store.row_shape, dtype, path, rows, writable=False)
                 out.hash_cache[info["name"]] = info["sha256_blocks"]
             else:
-                new = RowStore(store.row_shape, store.dtype, None, 0)
-                data = np.fromfile(
-                    path, dtype=store.dtype, count=rows * int(np.prod(store.row_shape))
-                )
+                new = RowStore(store.row_shape, dtype, None, 0)
+                data = np.fromfile(path, dtype=dtype, count=rows * int(np.prod(store.row_shape)))
                 new.append(data.reshape(rows, *store.row_shape))
             if kind in ("vectors", "coarse"):
                 setattr(out, kind, new)

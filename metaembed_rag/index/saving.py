@@ -36,8 +36,6 @@ _OWN_FILE = re.compile(
     r"^(vectors|scales|codes|coarse|docs|faiss|codebook|lexical)-[0-9a-f]{12}"
     r"\.(bin|jsonl|faiss|safetensors)(\.tmp)?$"
 )
-#: Files every manifest must name.
-REQUIRED = ("vectors", "coarse", "docs", "faiss")
 
 
 def manifest_files(folder: Path) -> set[str]:
@@ -84,10 +82,7 @@ def check_files(folder: Path, manifest: dict[str, Any], verify: bool) -> dict[st
     Raises:
         IndexCorruptedError: a file missing, truncated, modified or corrupt.
     """
-    files = manifest.get("files", {})
-    for kind in REQUIRED:
-        if kind not in files:
-            raise IndexCorruptedError(f"{folder}/manifest.json lists no {kind} file.")
+    files = manifest.get("files", {})  # which files must be named: manifest.check_manifest
     for kind, info in files.items():
         fpath = folder / info["name"]
         if not fpath.exists():
