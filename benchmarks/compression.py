@@ -6,14 +6,18 @@ Parts (``--parts``, default all):
   two indexes of ``--bytes-n`` and ``2 * --bytes-n`` synthetic chunks (empty texts) are saved,
   and the size difference gives the bytes each chunk adds (vectors, side rows, coarse row,
   FAISS entry, document line); the rest (codebook, manifest) is a fixed cost, reported apart
-  and amortised at 100k chunks.
+  and amortised at 100k chunks. Coarse stages in ``--bytes-coarse`` (default flat: no FAISS
+  file; ``ivf`` is trained on each index's chunks, so its per-chunk figure also holds the
+  difference of the two indexes' centroids, 4 * D bytes per extra list).
 * ``quality`` - macro nDCG@10 over the zero-shot suite (``--suite``) at every budget of the
   default model, for every storage kind against bfloat16. Document vectors come from the eval
   cache (``metaembed-rag eval`` fills it; nothing is re-encoded): each kind encodes the cached
   float32 vectors exactly as an index does (the residual codebook is trained on a sample of
   the corpus, as at index build), decodes them, and ranks the whole corpus by exact MaxSim
   (the same decoded values the residual kernel scores; ``tests/test_storage_kinds.py``).
-  Queries: the first ``--max-queries`` (sorted ids) of each set.
+  Queries: the first ``--max-queries`` (sorted ids) of each set. ``--quality-stored-vectors R``
+  stores only each chunk's first R vectors (index-time truncation) and reports the budgets
+  that fit.
 * ``kernel`` - the exact stage alone (200 random candidates of ``--kernel-n`` rows in RAM,
   (16,64), D=384): median ms per query and candidates/s per storage kind.
 * ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
@@ -34,6 +38,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -75,48 +80,50 @@ def _folder_bytes(folder: Path) -> dict[str, int]:
 def run_bytes(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     d, k, n1 = 384, 64, args.bytes_n
     rows = []
-    for kind in args.kinds:
-        for stored in [None, *args.stored_vectors]:
-            sizes = []
-            for n in (n1, 2 * n1):
-                folder = workdir / f"bytes-{kind}-{stored}-{n}"
-                index = MultiVectorIndex(
-                    d, num_vectors=k, storage=kind, stored_vectors=stored, path=folder,
-                    coarse_index="flat",
-                )  # fmt: skip
-                for s, docs in enumerate(clustered_documents(n, k, d, chunk=2048)):
-                    index.add([f"doc-{s * 2048 + i:07d}" for i in range(len(docs))], docs)
-                index.save()
-                sizes.append(_folder_bytes(folder))
-                index.close()
-                shutil.rmtree(folder, ignore_errors=True)
-            per_chunk = {
-                key: (sizes[1].get(key, 0) - sizes[0].get(key, 0)) / n1 for key in sizes[1]
-            }
-            fixed = {key: sizes[0].get(key, 0) - per_chunk[key] * n1 for key in sizes[0]}
-            total = sum(per_chunk.values())
-            fixed_total = sum(fixed.values())
-            rows.append({
-                "storage": kind, "stored_vectors": stored or k,
-                "bytes_per_chunk": total,
-                "vector_bytes_per_chunk": per_chunk.get("vectors", 0)
-                + per_chunk.get("codes", 0) + per_chunk.get("scales", 0),
-                "coarse_bytes_per_chunk": per_chunk.get("coarse", 0) + per_chunk.get("faiss", 0),
-                "docs_bytes_per_chunk": per_chunk.get("docs", 0),
-                "fixed_bytes": fixed_total,
-                "bytes_per_chunk_at_100k": total + fixed_total / 100_000,
-            })  # fmt: skip
-            logger.info("bytes %s", rows[-1])
+    for kind, stored, coarse in itertools.product(
+        args.kinds, [None, *args.stored_vectors], args.bytes_coarse
+    ):
+        sizes = []
+        for n in (n1, 2 * n1):
+            folder = workdir / f"bytes-{kind}-{stored}-{coarse}-{n}"
+            index = MultiVectorIndex(
+                d, num_vectors=k, storage=kind, stored_vectors=stored, path=folder,
+                coarse_index="flat",
+            )  # fmt: skip
+            for s, docs in enumerate(clustered_documents(n, k, d, chunk=2048)):
+                index.add([f"doc-{s * 2048 + i:07d}" for i in range(len(docs))], docs)
+            if coarse != "flat":
+                index.rebuild_coarse(coarse)
+            index.save()
+            sizes.append(_folder_bytes(folder))
+            index.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        per_chunk = {key: (sizes[1].get(key, 0) - sizes[0].get(key, 0)) / n1 for key in sizes[1]}
+        fixed = {key: sizes[0].get(key, 0) - per_chunk[key] * n1 for key in sizes[0]}
+        total = sum(per_chunk.values())
+        fixed_total = sum(fixed.values())
+        rows.append({
+            "storage": kind, "stored_vectors": stored or k, "coarse": coarse,
+            "bytes_per_chunk": total,
+            "vector_bytes_per_chunk": per_chunk.get("vectors", 0)
+            + per_chunk.get("codes", 0) + per_chunk.get("scales", 0),
+            "coarse_bytes_per_chunk": per_chunk.get("coarse", 0) + per_chunk.get("faiss", 0),
+            "docs_bytes_per_chunk": per_chunk.get("docs", 0),
+            "fixed_bytes": fixed_total,
+            "bytes_per_chunk_at_100k": total + fixed_total / 100_000,
+        })  # fmt: skip
+        logger.info("bytes %s", rows[-1])
     return rows
 
 
 def print_bytes(rows: list[dict[str, Any]]) -> None:
-    print("\n| storage | stored vectors | bytes/chunk | vectors | coarse (row + FAISS) | doc line "
-          "| fixed (codebook, manifest) | bytes/chunk at 100k |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| storage | stored vectors | coarse stage | bytes/chunk | vectors | coarse (row + FAISS) "
+          "| doc line | fixed (codebook, manifest) | bytes/chunk at 100k |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['storage']} | {r['stored_vectors']} | {r['bytes_per_chunk']:.0f} | "
+            f"| {r['storage']} | {r['stored_vectors']} | {r.get('coarse', 'flat')} | "
+            f"{r['bytes_per_chunk']:.0f} | "
             f"{r['vector_bytes_per_chunk']:.0f} | {r['coarse_bytes_per_chunk']:.0f} | "
             f"{r['docs_bytes_per_chunk']:.0f} | {r['fixed_bytes']:.0f} | "
             f"{r['bytes_per_chunk_at_100k']:.0f} |"
@@ -130,14 +137,18 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     from metaembed_rag.scoring import maxsim
 
     model_budgets, sets = suite_sets(args.suite, args.max_queries, args.cache_dir)
+    keep = args.quality_stored_vectors  # index-time truncation: the first `keep` vectors
+    if keep is not None:
+        model_budgets = [b for b in model_budgets if b.r_c <= keep]
     budgets = [str(b) for b in model_budgets]
     budget_of = {str(b): b.as_tuple() for b in model_budgets}
     per_set: dict[str, dict[str, dict[str, float]]] = {}
     for st in sets:
         per_set[st.name] = {}
+        docs = st.docs if keep is None else st.docs[:, :keep].contiguous()
         for kind in args.kinds:
             t0 = time.perf_counter()
-            dec = st.docs if kind == "float32" else decoded(kind, st.docs)
+            dec = docs if kind == "float32" else decoded(kind, docs)
             row = {b: st.ndcg(maxsim(st.queries, dec, budget_of[b])) for b in budgets}
             per_set[st.name][kind] = row
             logger.info("%s %s %.0fs %s", st.name, kind, time.perf_counter() - t0, row)
@@ -148,13 +159,16 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
         for kind in args.kinds
     }
     return {"budgets": budgets, "per_set": per_set, "macro": macro,
-            "max_queries": args.max_queries, "sets": names}  # fmt: skip
+            "max_queries": args.max_queries, "sets": names,
+            "stored_vectors": keep}  # fmt: skip
 
 
 def print_quality(res: dict[str, Any]) -> None:
     budgets = res["budgets"]
     ref = res["macro"].get("bfloat16")
-    print(f"\nmacro nDCG@10 over {len(res['sets'])} sets (first {res['max_queries']} queries each)")
+    kept = res.get("stored_vectors")
+    print(f"\nmacro nDCG@10 over {len(res['sets'])} sets (first {res['max_queries']} queries each"
+          + (f"; the first {kept} vectors of each chunk stored)" if kept else ")"))  # fmt: skip
     print("| storage | " + " | ".join(f"({b})" for b in budgets) + " |")
     print("|---|" + "---|" * len(budgets))
     for kind, row in res["macro"].items():
@@ -314,9 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stored-vectors", type=int, nargs="*", default=[16],
                    help="bytes part: also measure index-time truncation to these r_c")  # fmt: skip
     p.add_argument("--bytes-n", type=int, default=2000)
+    p.add_argument(
+        "--bytes-coarse",
+        nargs="+",
+        choices=["flat", "hnsw", "ivf"],
+        default=["flat"],
+        help="bytes part: coarse stages to measure (flat saves no FAISS file)",
+    )
     p.add_argument("--suite", type=Path, default=HERE / "zero-shot-suite.txt")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--max-queries", type=int, default=500)
+    p.add_argument(
+        "--quality-stored-vectors",
+        type=int,
+        default=None,
+        help="quality part: store only the first R vectors of each chunk (index-time "
+        "truncation; the codebooks train on them) and report the budgets r_c <= R",
+    )
     p.add_argument("--n", type=int, nargs="+", default=[100_000])
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--kernel-n", type=int, default=20_000, help="kernel part: rows in RAM")

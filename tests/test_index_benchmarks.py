@@ -51,7 +51,8 @@ def test_compression_bytes_latency_kernel_smoke(tmp_path, capsys):
     mod = _load("compression")
     out = tmp_path / "c.json"
     mod.main(["--parts", "bytes", "kernel", "latency", "--kinds", "bfloat16", "residual2",
-              "--bytes-n", "300", "--stored-vectors", "16", "--kernel-n", "400", "--n", "2000",
+              "--bytes-n", "300", "--stored-vectors", "16", "--bytes-coarse", "flat", "ivf",
+              "--kernel-n", "400", "--n", "2000",
               "--queries", "3", "--exhaustive-queries", "2", "--coarse", "hnsw", "--threads", "1",
               "--workdir", str(tmp_path), "--json", str(out)])  # fmt: skip
     res = json.loads(out.read_text())
@@ -59,6 +60,9 @@ def test_compression_bytes_latency_kernel_smoke(tmp_path, capsys):
         ("bfloat16", 64),
         ("residual2", 16),
     }
+    coarse = {(r["storage"], r["coarse"]): r["coarse_bytes_per_chunk"] for r in res["bytes"]}
+    assert coarse[("bfloat16", "flat")] == 2 * 384  # the float16 row; no FAISS file
+    assert 2 * 768 <= coarse[("bfloat16", "ivf")] < 2 * 768 + 200  # + FAISS's float16 codes
     assert [r["storage"] for r in res["kernel"]] == ["bfloat16", "residual2"]
     assert [(r["storage"], r["coarse"]) for r in res["latency"]] == [
         ("bfloat16", "hnsw"),

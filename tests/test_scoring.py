@@ -591,7 +591,11 @@ def test_cuda_torch_path_matches_cpu_kernel():
         maxsim(q.cuda(), d.cuda(), (8, 16), backend="kernel")
 
 
-def test_docstring_examples():
-    result = doctest.testmod(scoring, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", ["", ".residual", ".int8"])
+def test_docstring_examples(module):
+    import importlib
+
+    mod = importlib.import_module("metaembed_rag.scoring" + module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0

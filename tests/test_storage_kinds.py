@@ -320,6 +320,38 @@ def test_kernel_against_reference(nbits, budget, threads, length):
 
 
 @needs_kernel
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dim", [32, 40])
+@pytest.mark.parametrize("length", [1.0, 0.5])
+def test_kernel_paths_against_reference(monkeypatch, isa, dim, length):
+    """Each build of the kernel's loops (portable, AVX2 2x4, AVX-512 4x4 query x decoded vector
+    blocks) against decode + float32 MaxSim: budgets that fill the blocks and leave remainders
+    (r_q 6 and 5, r_c 7), and D=40, whose last 8 dimensions are outside AVX-512's 16 lanes."""
+    from metaembed_rag.scoring import residual
+
+    code = {"generic": 0, "avx2": 1, "avx512": 2}[isa]
+    if residual._ext is None or code > residual._ext.best_isa():
+        pytest.skip(f"{isa} is not supported by this CPU")
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", isa)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((60, 8, dim)).astype(np.float32)
+    x *= np.float32(length) / np.linalg.norm(x, axis=-1, keepdims=True)
+    q = torch.nn.functional.normalize(torch.randn(3, 6, dim), dim=-1)
+    ids = rng.integers(0, 60, (3, 17))
+    for nbits in (1, 2, 4):
+        book = ResidualCodebook(dim, nbits, 8)
+        book.train(x.reshape(-1, dim))
+        cid, packed = book.encode(x)
+        decoded = torch.from_numpy(decode_residual(cid, packed, book.centroids,
+                                                   book.byte_table(), book.unit_norm))  # fmt: skip
+        for budget in [(6, 7), (5, 8), (1, 1)]:
+            got = maxsim_residual_ids(q, cid, packed, book.centroids, book.byte_table(), ids,
+                                      *budget, backend="kernel", normalize=book.unit_norm)  # fmt: skip
+            want = maxsim_pairwise(q, decoded[torch.from_numpy(ids)], budget, backend="torch")
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_kernel_on_memmaps_and_bad_input(tmp_path):
     x, book, cid, packed = _coded(2)
     path = tmp_path / "p.bin"
@@ -338,3 +370,47 @@ def test_kernel_on_memmaps_and_bad_input(tmp_path):
         maxsim_residual_ids(q, bad, packed, book.centroids, book.byte_table(), ids, 4, 8)
     with pytest.raises(ValueError, match="budget"):
         maxsim_residual_ids(q, cid, packed, book.centroids, book.byte_table(), ids, 5, 8)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dim", [32, 40])
+def test_int8_kernel_against_reference(monkeypatch, isa, dim):
+    """int8 rows scored by the coded-row kernel (each instruction set's loops) and by the torch
+    backend against dequantisation (VectorCodec.decode) + float32 MaxSim."""
+    from metaembed_rag.index.storage import VectorCodec
+    from metaembed_rag.scoring import residual
+    from metaembed_rag.scoring.int8 import maxsim_int8_ids
+
+    code = {"generic": 0, "avx2": 1, "avx512": 2}[isa]
+    if residual._ext is None or code > residual._ext.best_isa():
+        pytest.skip(f"{isa} is not supported by this CPU")
+    monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", isa)
+    rng = np.random.default_rng(8)
+    codec = VectorCodec("int8", dim)
+    x = rng.standard_normal((50, 8, dim)).astype(np.float32)
+    rows, scales = codec.encode(x / np.linalg.norm(x, axis=-1, keepdims=True))
+    assert scales is not None
+    decoded = codec.decode(rows, scales)
+    q = torch.nn.functional.normalize(torch.randn(3, 6, dim), dim=-1)
+    ids = rng.integers(0, 50, (3, 11))
+    for budget in [(6, 7), (4, 8), (1, 1)]:
+        want = maxsim_pairwise(q, decoded[torch.from_numpy(ids)], budget, backend="torch")
+        for backend in ("kernel", "torch"):
+            got = maxsim_int8_ids(q, rows, scales, ids, *budget, backend=backend)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_int8_kernel_bad_input():
+    from metaembed_rag.scoring.int8 import maxsim_int8_ids
+
+    rows = np.zeros((4, 8, D), np.int8)
+    scales = np.ones((4, 8), np.float32)
+    q = torch.nn.functional.normalize(torch.randn(1, 4, D), dim=-1)
+    with pytest.raises(IndexError, match="out of range"):
+        maxsim_int8_ids(q, rows, scales, np.array([[0, 4]]), 2, 2)
+    with pytest.raises(ValueError, match="budget"):
+        maxsim_int8_ids(q, rows, scales, np.array([[0]]), 5, 2)
+    with pytest.raises(ValueError, match="scales"):
+        maxsim_int8_ids(q, rows, scales[:, :4], np.array([[0]]), 2, 2)

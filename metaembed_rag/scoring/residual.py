@@ -6,7 +6,9 @@ dimensions a byte; the table is :meth:`metaembed_rag.index.residual.ResidualCode
 
 * :func:`maxsim_residual_ids` scores each query against its own candidate rows, like
   :func:`metaembed_rag.scoring.maxsim_ids`. ``backend="kernel"`` (the compiled ``_residual.c``)
-  decodes one candidate at a time into a per-thread buffer; ``backend="torch"`` decodes blocks
+  decodes one candidate at a time into a per-thread buffer (AVX-512, AVX2 or portable loops,
+  chosen as the float kernel's: ``METAEMBED_RAG_MAXSIM_ISA`` = ``generic`` / ``avx2`` /
+  ``avx512`` asks for one); ``backend="torch"`` decodes blocks
   of :data:`TORCH_BLOCK` candidates and calls :func:`~metaembed_rag.scoring.maxsim_pairwise`.
   Neither ever holds float32 copies of the whole candidate set.
 * :func:`decode_residual` is the decoding both are checked against (bit-identical values
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from . import maxsim_pairwise
+from ._kernel import _isa_code
 
 __all__ = [
     "decode_residual",
@@ -136,7 +139,7 @@ def maxsim_residual_ids(
     q = torch.as_tensor(queries)
     if q.dim() != 3:
         raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
-    nq, kq, dim = (int(s) for s in q.shape)
+    dim = int(q.shape[2])
     n, ks = (int(s) for s in cid.shape)
     p_bytes = int(packed.shape[-1])
     g = int(table.shape[2])
@@ -146,21 +149,8 @@ def maxsim_residual_ids(
             f"{tuple(centroids.shape)} and table {tuple(table.shape)} do not fit queries of "
             f"width {dim}"
         )
-    if not 1 <= r_q <= kq or not 1 <= r_c <= ks:
-        raise ValueError(
-            f"budget ({r_q},{r_c}) out of range: queries have {kq} vectors, stored rows {ks}"
-        )
-    ids_t = np.ascontiguousarray(ids, dtype=np.int64)
-    if ids_t.ndim != 2 or ids_t.shape[0] != nq:
-        raise ValueError(f"ids must be (nq={nq}, m), got shape {ids_t.shape}")
-    m = int(ids_t.shape[1])
-    if backend == "kernel" and _ext is None:
-        raise RuntimeError(
-            f"backend='kernel' requested but the compiled residual kernel is not available "
-            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
-        )
-    # the kernel keeps one running maximum per query vector on the stack: r_q <= 256
-    use_kernel = backend == "kernel" or (backend == "auto" and _ext is not None and r_q <= 256)
+    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend)
+    nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     if not use_kernel:
@@ -172,15 +162,56 @@ def maxsim_residual_ids(
     cent = np.ascontiguousarray(centroids, dtype=np.float32)
     tab = np.ascontiguousarray(table, dtype=np.float32)
     out = torch.empty((nq, m), dtype=torch.float32)
-    work = float(nq) * m * r_q * r_c * dim
-    if threads is None:
-        threads = 1 if work < 2e6 else max(1, torch.get_num_threads())
     _ext.score(
         out.data_ptr(), nq, m, qc.data_ptr(), r_q, dim, r_c, ids_t.ctypes.data, n,
         cid_c.ctypes.data, packed_c.ctypes.data, ks, p_bytes, cent.ctypes.data,
-        int(cent.shape[0]), tab.ctypes.data, g, int(threads), 0, int(normalize),
+        int(cent.shape[0]), tab.ctypes.data, g, _kernel_threads(threads, out, r_q, r_c, dim),
+        _residual_isa(), int(normalize),
     )  # fmt: skip
     return out
+
+
+def _check_call(
+    q: torch.Tensor, ks: int, ids: np.ndarray, r_q: int, r_c: int, backend: str
+) -> tuple[np.ndarray, bool]:
+    """The checks shared by the coded-row scorers (residual, int8): the budget against the
+    queries' and stored rows' vector counts, the ids' shape, the backend. Returns the int64
+    ``(nq, m)`` ids and whether the kernel runs.
+
+    Raises:
+        ValueError: the budget or the ids do not fit.
+        RuntimeError: ``backend="kernel"`` without the compiled kernel.
+    """
+    nq, kq = int(q.shape[0]), int(q.shape[1])
+    if not 1 <= r_q <= kq or not 1 <= r_c <= ks:
+        raise ValueError(
+            f"budget ({r_q},{r_c}) out of range: queries have {kq} vectors, stored rows {ks}"
+        )
+    ids_t = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids_t.ndim != 2 or ids_t.shape[0] != nq:
+        raise ValueError(f"ids must be (nq={nq}, m), got shape {ids_t.shape}")
+    if backend == "kernel" and _ext is None:
+        raise RuntimeError(
+            f"backend='kernel' requested but the compiled coded-row kernel is not available "
+            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
+        )
+    # the kernel keeps one running maximum per query vector on the stack: r_q <= 256
+    return ids_t, backend == "kernel" or (backend == "auto" and _ext is not None and r_q <= 256)
+
+
+def _kernel_threads(threads: int | None, out: torch.Tensor, r_q: int, r_c: int, dim: int) -> int:
+    """``threads``, or by default torch's intra-op threads (1 for work too small to split)."""
+    if threads is not None:
+        return int(threads)
+    work = float(out.numel()) * r_q * r_c * dim
+    return 1 if work < 2e6 else max(1, torch.get_num_threads())
+
+
+def _residual_isa() -> int:
+    """The loops ``METAEMBED_RAG_MAXSIM_ISA`` asks for (its base instruction set: 0 generic,
+    1 AVX2, 2 AVX-512; the float kernel's flags do not apply here), or -1: the fastest."""
+    code = _isa_code()
+    return -1 if code < 0 else code & 15
 
 
 def _c_order(a: np.ndarray, dtype: type) -> np.ndarray:
