@@ -4,8 +4,9 @@ Parts, each saving itself: a :class:`~metaembed_rag.index.doctable.DocumentTable
 metadata: ``docs-<tag>.jsonl``), a :class:`~metaembed_rag.index.rowset.RowSet` (memory-mapped
 vector, scale and coarse rows: ``<kind>-<tag>.bin``) and a
 :class:`~metaembed_rag.index.coarse.CoarseIndex` (FAISS over the coarse rows:
-``faiss-<tag>.faiss``, for HNSW and IVF; a flat one is rebuilt from the rows on load). :mod:`~metaembed_rag.index.saving` writes the manifest that names them
-(last: the commit point) and checks them on load.
+``faiss-<tag>.faiss``, for HNSW and IVF; a flat one is rebuilt from the rows on load).
+:mod:`~metaembed_rag.index.saving` writes the manifest that names them (last: the commit point)
+and checks them on load.
 """
 
 from __future__ import annotations
