@@ -241,10 +241,11 @@ DEFINE_SCORE(_avx2, v8, v8u, 8, 2, hsum8, NO_FAST_DECODE, NO_FAST_BLOCK)
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx512f,bmi2,avx2,fma")
-/* 1 and 2 bits a dimension, 16 dimensions a step: the codes' bit planes become lane masks
- * (2 bits: pext of the even and odd bits of 4 bytes) that select each lane's bucket value from
- * the planes; then the centroid is added, v = c + w, the same float32 addition as the byte
- * table's. Returns 0 (use the byte table) for 4 bits or D not a multiple of 16. */
+/* 16 dimensions a step: the codes' bit planes become lane masks (2 bits: pext of the even and
+ * odd bits of 4 bytes; 4 bits: of every fourth bit of 8 bytes) that select each lane's bucket
+ * value from the planes (4 bits: among 16, in four levels of blends); then the centroid is
+ * added, v = c + w, the same float32 addition as the byte table's. Returns 0 (use the byte
+ * table) when D is not a multiple of 16. */
 static int fast_decode_avx512(const job_t *jb, const uint8_t *pk, const float *cent, float *out,
                               float *len2)
 {
@@ -277,6 +278,24 @@ static int fast_decode_avx512(const job_t *jb, const uint8_t *pk, const float *c
                                                     _mm512_loadu_ps(w + 3 * D + d));
             const __m512 v = _mm512_mask_blend_ps(hi, v01, v23);
             const __m512 x = _mm512_add_ps(_mm512_loadu_ps(cent + d), v);
+            _mm512_storeu_ps(out + d, x);
+            sq = _mm512_fmadd_ps(x, x, sq);
+        }
+        *len2 = _mm512_reduce_add_ps(sq);
+        return 1;
+    }
+    if (jb->g == 2) { /* 4 bits: a 16-way select, one bit plane a level (15 blends) */
+        for (int64_t d = 0; d < D; d += 16) {
+            uint64_t bits;
+            memcpy(&bits, pk + d / 2, 8);
+            __m512 v[16];
+            for (int c = 0; c < 16; c++) v[c] = _mm512_loadu_ps(w + c * D + d);
+            for (int level = 0, n = 16; level < 4; level++, n /= 2) {
+                const __mmask16 k =
+                    (__mmask16)_pext_u64(bits, 0x1111111111111111ull << level);
+                for (int c = 0; c < n / 2; c++) v[c] = _mm512_mask_blend_ps(k, v[2 * c], v[2 * c + 1]);
+            }
+            const __m512 x = _mm512_add_ps(_mm512_loadu_ps(cent + d), v[0]);
             _mm512_storeu_ps(out + d, x);
             sq = _mm512_fmadd_ps(x, x, sq);
         }
@@ -405,11 +424,11 @@ static PyObject *run_jobs(const job_t *tmpl, long long nrows, int threads, int i
     }
     const int64_t D = tmpl->D;
     const int g = tmpl->g;
-    /* the AVX-512 decoding of 1 and 2 bits reads bucket values by code: planes[b][d] is the
+    /* the AVX-512 decoding reads bucket values by code: planes[b][d] is the
      * table's value for dimension d in a byte whose every field holds code b */
     float *planes = NULL;
-    if (tmpl->i8 == NULL && isa == 2 && (g == 8 || g == 4) && D % 16 == 0) {
-        const int levels = g == 8 ? 2 : 4, rep = g == 8 ? 0xFF : 0x55;
+    if (tmpl->i8 == NULL && isa == 2 && (g == 8 || g == 4 || g == 2) && D % 16 == 0) {
+        const int levels = 1 << (8 / g), rep = g == 8 ? 0xFF : g == 4 ? 0x55 : 0x11;
         planes = (float *)malloc(sizeof(float) * (size_t)(levels * D));
         if (!planes) return PyErr_NoMemory();
         for (int b = 0; b < levels; b++)
