@@ -285,12 +285,19 @@ def _coded(nbits: int, seed: int = 0, length: float = 1.0):
 @pytest.mark.parametrize("nbits", [1, 2, 4])
 @pytest.mark.parametrize("length", [1.0, 2.0])
 def test_decode_matches_codebook_bit_for_bit(nbits, length):
+    """The byte-table decoding (codebook, torch path, kernel) against the bucket values read
+    per dimension from the unpacked codes: ``centroids[cid] + weights[d, code]``."""
+    from metaembed_rag.scoring.residual import unit_length
+
     _, book, cid, packed = _coded(nbits, length=length)
     assert book.unit_norm == (length == 1.0)
-    np.testing.assert_array_equal(
-        decode_residual(cid, packed, book.centroids, book.byte_table(), book.unit_norm),
-        book.decode(cid, packed),
-    )
+    codes = book.unpack(packed).astype(np.int64)
+    reference = book.centroids[cid.astype(np.int64)] + book.weights[np.arange(D), codes]
+    if book.unit_norm:
+        reference = unit_length(reference)
+    decoded = decode_residual(cid, packed, book.centroids, book.byte_table(), book.unit_norm)
+    np.testing.assert_array_equal(decoded, reference)
+    np.testing.assert_array_equal(book.decode(cid, packed), reference)
 
 
 @needs_kernel

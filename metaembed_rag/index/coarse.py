@@ -153,8 +153,8 @@ class CoarseIndex:
         return self.kind != "flat"
 
     def flat_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """A flat index's own float32 vectors ``(n, D)`` (a view, no copy) and their int64
-        slots ``(n,)``, in FAISS's order: for scanning them without FAISS.
+        """A flat index's own float32 vectors ``(n, D)`` and their int64 slots ``(n,)`` (views,
+        no copies), in FAISS's order: for scanning them without FAISS.
 
         Raises:
             ValueError: the index is not flat.
@@ -164,7 +164,7 @@ class CoarseIndex:
         base = self.faiss.downcast_index(self.index.index)
         n = int(base.ntotal)
         vectors = self.faiss.rev_swig_ptr(base.get_xb(), n * self.dim).reshape(n, self.dim)
-        return vectors, self.faiss.vector_to_array(self.index.id_map)
+        return vectors, self.faiss.rev_swig_ptr(self.index.id_map.data(), n)
 
     @property
     def supports_remove(self) -> bool:

@@ -48,6 +48,11 @@ def scoring_backend() -> Literal["kernel", "torch"]:
     return "kernel" if kernel_available() else "torch"
 
 
+def _coded_backend() -> Literal["kernel", "torch"]:
+    """The backend for coded rows (int8, residual): the coded-row kernel when it was built."""
+    return "kernel" if residual_kernel_available() else "torch"
+
+
 class LocalBackend(StorageBackend):
     """Rows in RAM or memory-mapped files under ``path``, FAISS coarse recall.
 
@@ -216,8 +221,7 @@ class LocalBackend(StorageBackend):
         out = maxsim_residual_ids(
             queries, self.rows.side[1].array, self.rows.vectors.array, codebook.centroids,
             codebook.byte_table(), rows, budget.r_q, budget.r_c,
-            backend="kernel" if residual_kernel_available() else "torch",
-            normalize=codebook.unit_norm,
+            backend=_coded_backend(), normalize=codebook.unit_norm,
         )  # fmt: skip
         return out.numpy()
 
@@ -234,8 +238,7 @@ class LocalBackend(StorageBackend):
             assert self.rows.side is not None
             return maxsim_int8_ids(
                 queries, self.rows.vectors.array, self.rows.side[1].array, rows,
-                budget.r_q, budget.r_c,
-                backend="kernel" if residual_kernel_available() else "torch",
+                budget.r_q, budget.r_c, backend=_coded_backend(),
             ).numpy()  # fmt: skip
         out = maxsim_ids(
             queries, view, torch.from_numpy(rows), budget.as_tuple(), backend=scoring_backend()

@@ -148,13 +148,13 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     if extra:
         raise c.fail(f"files.{sorted(extra)[0]}", f"is not a file of a {dtype} index")
     width = codec.vector_width(dim)
+    # float16 coarse rows, or float32 ones written before format version 2
+    legacy = files.get("coarse", {}).get("np_dtype") == _LEGACY_COARSE.str
+    coarse_dtype = _LEGACY_COARSE if legacy else COARSE_DTYPE
     shapes: dict[str, tuple[list[int], np.dtype, int]] = {
         "vectors": ([stored, width], codec.np_dtype, codec.np_dtype.itemsize * stored * width),
-        "coarse": ([dim], COARSE_DTYPE, COARSE_DTYPE.itemsize * dim),
+        "coarse": ([dim], coarse_dtype, coarse_dtype.itemsize * dim),
     }
-    legacy = files.get("coarse", {}).get("np_dtype") == _LEGACY_COARSE.str
-    if legacy:  # written before format version 2: float32 coarse rows
-        shapes["coarse"] = ([dim], _LEGACY_COARSE, _LEGACY_COARSE.itemsize * dim)
     if side is not None:
         shapes[side[0]] = ([stored], side[1], side[1].itemsize * stored)
     for kind in [k for k in _EXT if k in files]:  # vectors first: its error explains the rest

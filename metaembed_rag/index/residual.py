@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save
 
-from ..scoring.residual import unit_length
+from ..scoring.residual import decode_residual
 from .persist import IndexCorruptedError
 
 __all__ = [
@@ -232,11 +232,8 @@ class ResidualCodebook:
         ``centroids[cid] + weights[d, code]`` (one float32 addition per value), rescaled to
         unit length when the codebook is ``unit_norm``."""
         self._need_trained()
-        assert self.centroids is not None and self.weights is not None
-        codes = self.unpack(np.asarray(packed)).astype(np.int64)
-        resid = self.weights[np.arange(self.dim), codes]
-        out = self.centroids[np.asarray(cid, dtype=np.int64)] + resid
-        return unit_length(out) if self.unit_norm else out
+        assert self.centroids is not None
+        return decode_residual(cid, packed, self.centroids, self.byte_table(), self.unit_norm)
 
     def mse(self, x: np.ndarray) -> float:
         """Mean squared reconstruction error per vector of float32 ``(n, D)`` vectors."""

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..scoring.int8 import dequantize_int8
 from .residual import ResidualCodebook
 
 __all__ = ["RowStore", "VectorCodec", "STORAGE_DTYPES", "STORAGE_KINDS"]
@@ -251,8 +252,7 @@ class VectorCodec:
             return torch.from_numpy(self.codebook.decode(side, stored))
         if self.name == "int8":
             assert side is not None
-            out = torch.from_numpy(np.asarray(stored, dtype=np.float32))
-            return out * torch.from_numpy(np.asarray(side, dtype=np.float32))[..., None]
+            return dequantize_int8(stored, side)
         t = self.torch_view(np.ascontiguousarray(stored))
         assert t is not None
         return t.to(torch.float32)

@@ -6,8 +6,10 @@ kernel (``_residual.c``, which decodes one candidate at a time into a per-thread
 residual rows); ``backend="torch"`` dequantises blocks of :data:`TORCH_BLOCK` candidates and
 calls :func:`~metaembed_rag.scoring.maxsim_pairwise`. Neither holds float32 copies of the whole
 candidate set. Dequantised values are bit-identical to
-:meth:`metaembed_rag.index.storage.VectorCodec.decode` (``float32(q) * scale``); scores agree
-with float32 MaxSim over them within float32 rounding.
+candidate set. :func:`dequantize_int8` is the one dequantisation (``float32(q) * scale``), also
+used by :meth:`metaembed_rag.index.storage.VectorCodec.decode`; the kernel's values are
+bit-identical to it, and its scores agree with float32 MaxSim over them within float32
+rounding.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ import torch
 from . import maxsim_pairwise
 from .residual import _c_order, _check_call, _ext, _kernel_threads, _residual_isa
 
-__all__ = ["maxsim_int8_ids", "TORCH_BLOCK"]
+__all__ = ["dequantize_int8", "maxsim_int8_ids", "TORCH_BLOCK"]
 
 #: Candidates dequantised per step by the torch backend.
 TORCH_BLOCK = 256
+
+
+def dequantize_int8(rows: np.ndarray, scales: np.ndarray) -> torch.Tensor:
+    """float32 ``(..., D)`` values of int8 rows ``(..., D)`` with scales ``(...,)``:
+    ``float32(q) * scale``, the values the kernel scores.
+
+    >>> dequantize_int8(np.array([[127, -64]], np.int8), np.array([0.5], np.float32)).tolist()
+    [[63.5, -32.0]]
+    """
+    out = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+    return out * torch.from_numpy(np.asarray(scales, dtype=np.float32))[..., None]
 
 
 def maxsim_int8_ids(
@@ -100,10 +113,7 @@ def _torch_scores(
     for i in range(nq):
         for s in range(0, m, TORCH_BLOCK):
             sel = ids[i, s : s + TORCH_BLOCK]
-            docs = torch.from_numpy(np.asarray(rows[sel, :r_c], dtype=np.float32))
-            docs = (
-                docs * torch.from_numpy(np.asarray(scales[sel, :r_c], dtype=np.float32))[..., None]
-            )
+            docs = dequantize_int8(rows[sel, :r_c], scales[sel, :r_c])
             out[i, s : s + sel.size] = maxsim_pairwise(
                 q32[i : i + 1], docs[None], (r_q, r_c), backend="torch"
             )[0]
