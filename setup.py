@@ -1,7 +1,8 @@
 """Build script for the optional compiled MaxSim kernels (float rows and residual-coded rows).
 
 Everything else about the package lives in pyproject.toml. The C extensions
-``metaembed_rag.scoring._maxsim`` and ``metaembed_rag.scoring._residual`` are optional: on a machine without a C compiler the build
+``metaembed_rag.scoring._maxsim``, ``metaembed_rag.scoring._residual`` and
+``metaembed_rag.scoring._tiered`` are optional: on a machine without a C compiler the build
 step is skipped, the package still installs, and scoring uses the pure-torch path (a warning
 is logged on first use). The kernel picks its instruction set at run time (AVX-512, AVX2 or
 portable C), so the build never uses ``-march=native``.
@@ -36,6 +37,13 @@ setup(
         Extension(
             "metaembed_rag.scoring._residual",
             sources=["metaembed_rag/scoring/_residual.c"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+            optional=True,
+        ),
+        Extension(
+            "metaembed_rag.scoring._tiered",
+            sources=["metaembed_rag/scoring/_tiered.c"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             optional=True,

@@ -71,11 +71,65 @@ def decoded(kind: str, docs: torch.Tensor, step: int = 512) -> torch.Tensor:
     from metaembed_rag.index.storage import VectorCodec
 
     x = docs.numpy()
-    codec = VectorCodec(kind, x.shape[-1])
+    codec = VectorCodec(kind, x.shape[-1], num_vectors=x.shape[1])
     if codec.codebook is not None:  # trained on a sample of the corpus, as at index build
         codec.codebook.train(x.reshape(-1, x.shape[-1]))
+    if codec.tiered is not None:
+        codec.tiered.train(x)
     out = torch.empty(docs.shape, dtype=torch.float32)
     for s in range(0, x.shape[0], step):
         stored, side = codec.encode(x[s : s + step])
-        out[s : s + step] = codec.decode(stored, side)
+        centres = codec.centres(x[s : s + step]) if codec.tiered is not None else None
+        out[s : s + step] = codec.decode(stored, side, centres)
     return out
+
+
+def dev_sets(
+    recipe_path: Path, distractors: int, max_queries: int, cache_dir: Path | None
+) -> tuple[list[Any], Iterator[SuiteSet]]:
+    """The default model's budgets and, per source, the *hard* dev split of a training recipe
+    (``metaembed_rag.training.dev``): the source's held-out dev queries among its dev
+    positives plus ``distractors`` of its training positives. For choosing between coders
+    without reading the zero-shot suite (vectors cached like the suite's)."""
+    from metaembed_rag.hub import load_model
+    from metaembed_rag.training.dev import distractors_of, read_recipe, recipe_pairs_split
+    from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
+
+    recipe = read_recipe(recipe_path)
+    root = Path(recipe_path).resolve().parents[1]
+    train, dev = recipe_pairs_split(recipe, root)
+    seed = int(recipe.get("training", {}).get("seed", 0))
+    extra = distractors_of(train, distractors, seed)
+    model = load_model(None, "cpu")
+    cache = Path(cache_dir or default_cache_dir())
+
+    def sets() -> Iterator[SuiteSet]:
+        by_source: dict[str, list[Any]] = {}
+        for ex in dev:
+            if isinstance(ex.query, str) and isinstance(ex.positive, str):
+                by_source.setdefault(ex.source, []).append(ex)
+        for name, exs in sorted(by_source.items()):
+            queries: dict[str, str] = {}
+            docs: dict[str, str] = {}
+            qrels: dict[str, dict[str, int]] = {}
+            for ex in exs:
+                queries.setdefault(ex.query_id, ex.query)
+                docs.setdefault(ex.positive_id, ex.positive)
+                qrels.setdefault(ex.query_id, {})[ex.positive_id] = 1
+            for doc_id, text in extra.get(name, ()):
+                docs.setdefault(doc_id, text)
+            qids, doc_ids = sorted(queries)[:max_queries], sorted(docs)
+            base = f"{model.fingerprint()}|dev:{recipe_path.name}:{name}:{distractors}"
+            d, _, _ = cached_vectors(
+                cache, "dev-docs", f"{base}|{','.join(doc_ids)}",
+                lambda doc_ids=doc_ids, docs=docs: model.encode_documents(
+                    [docs[i] for i in doc_ids]),
+            )  # fmt: skip
+            q, _, _ = cached_vectors(
+                cache, "dev-queries", f"{base}|{','.join(qids)}",
+                lambda qids=qids, queries=queries: model.encode_queries(
+                    [queries[i] for i in qids]),
+            )  # fmt: skip
+            yield SuiteSet(f"dev:{name}", qids, {i: qrels[i] for i in qids}, doc_ids, d, q)
+
+    return list(model.budgets), sets()

@@ -64,7 +64,7 @@ from metaembed_rag.index.storage import VectorCodec  # noqa: E402
 
 logger = logging.getLogger("compression")
 
-KINDS = ["bfloat16", "int8", "residual4", "residual2", "residual1"]
+KINDS = ["bfloat16", "int8", "residual4", "residual2", "residual1", "tiered"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -275,7 +275,7 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
     cand = rng.integers(0, n, (args.queries, m))
     out = []
     for kind in args.kinds:
-        codec = VectorCodec(kind, d)
+        codec = VectorCodec(kind, d, num_vectors=k)
         rows = RowSet(k, d, codec, "mean", None)
         if codec.codebook is not None:
             sample = next(iter(clustered_documents(512, k, d)))

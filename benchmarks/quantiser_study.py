@@ -50,7 +50,7 @@ _env.setup(2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _suite import decoded, suite_sets  # noqa: E402
+from _suite import decoded, dev_sets, suite_sets  # noqa: E402
 
 logger = logging.getLogger("quantiser_study")
 HERE = Path(__file__).resolve().parent
@@ -91,6 +91,8 @@ def transform_code(
     seed: int = 0,
     unit: bool = False,
     outlier: float | None = None,
+    gain: bool = False,
+    unit_shape: bool = False,
 ) -> torch.Tensor:
     """``x`` ``(N, K, D)`` coded by transform coding (see the module docstring), decoded.
 
@@ -100,6 +102,10 @@ def transform_code(
     ``outlier`` (a quantile, e.g. 0.99): a vector whose residual is longer than that quantile
     of the sample's residual lengths ``tau`` is coded shrunk by ``s = |residual| / tau`` and
     decoded times ``s`` (``s`` float16, one per vector; 1 for every other vector).
+    ``gain``: gain-shape coding, no threshold: every residual is coded at unit length (scales,
+    buckets and allocation fitted on the sample's unit residuals) and decoded times its own
+    float16 length; ``unit_shape`` also rescales the decoded shape to unit length first, so a
+    decoded residual is exactly as long as the stored length.
     """
     gen = torch.Generator().manual_seed(seed)
     d = x.shape[-1]
@@ -110,7 +116,10 @@ def transform_code(
         idx, lam, axes = _principal_axes(part, gen)
         centred = x[idx, start:end] - x[idx].mean(1, keepdim=True)  # around the chunk's centre
         offset = centred.mean(0, keepdim=True)  # (1, slots, D) per-slot offsets
-        coef = (centred - offset) @ axes
+        sample = centred - offset
+        if gain:
+            sample = torch.nn.functional.normalize(sample, dim=-1)
+        coef = sample @ axes
         scale = coef.reshape(-1, d).std(0).clamp_min(1e-8)
         importance = lam * scale**2
 
@@ -130,6 +139,8 @@ def transform_code(
                 lengths[torch.randperm(lengths.numel(), generator=gen)[:BUCKET_SAMPLE]], outlier
             )
             shrink = _f16((resid.norm(dim=-1, keepdim=True) / tau).clamp_min(1.0))
+        if gain:
+            shrink = _f16(resid.norm(dim=-1, keepdim=True)).clamp_min(1e-4)
         y = ((resid / shrink) @ axes) / scale
         coded = torch.zeros_like(y)
         for b in sorted(set(bits.tolist()) - {0}):
@@ -138,7 +149,10 @@ def transform_code(
             coded[..., cols] = means[torch.bucketize(y[..., cols], edges)]
         logger.info("slots %d-%d at %d bits: bits per axis %s", start, end - 1,
                     bits_per_vector, torch.bincount(bits).tolist())  # fmt: skip
-        out[:, start:end] = centre + offset + shrink * ((coded * scale) @ axes.T)
+        shape = (coded * scale) @ axes.T
+        if unit_shape:
+            shape = torch.nn.functional.normalize(shape, dim=-1)
+        out[:, start:end] = centre + offset + shrink * shape
     return torch.nn.functional.normalize(out, dim=-1) if unit else out
 
 
@@ -163,6 +177,15 @@ CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | Non
     "tiered384-o99": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.99)),
     "tiered384-o95": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.95)),
     "tiered384-o90": (50, 768, lambda x: transform_code(x, TIERED384, outlier=0.90)),
+    # gain-shape: every residual coded at unit length, its float16 length stored (2 bytes)
+    "tiered384-g": (50, 768, lambda x: transform_code(x, TIERED384, gain=True)),
+    "tiered384-gu": (50, 768, lambda x: transform_code(x, TIERED384, gain=True, unit_shape=True)),
+    "transform384-g": (50, 768, lambda x: transform_code(x, [(0, x.shape[1], 384)], gain=True)),
+    "transform384-gu": (
+        50,
+        768,
+        lambda x: transform_code(x, [(0, x.shape[1], 384)], gain=True, unit_shape=True),
+    ),
     "pca128": (256, 0, None),  # bfloat16 at 128 dimensions
 }
 
@@ -170,7 +193,12 @@ CODERS: dict[str, tuple[float, int, Callable[[torch.Tensor], torch.Tensor] | Non
 def run(args: argparse.Namespace) -> dict:
     from metaembed_rag.scoring import maxsim
 
-    model_budgets, sets = suite_sets(args.suite, args.max_queries, args.cache_dir)
+    if args.dev_recipe is not None:
+        model_budgets, sets = dev_sets(
+            args.dev_recipe, args.distractors, args.max_queries, args.cache_dir
+        )
+    else:
+        model_budgets, sets = suite_sets(args.suite, args.max_queries, args.cache_dir)
     budgets = [b.as_tuple() for b in model_budgets]
     per_set: dict[str, dict] = {}
     for st in sets:
@@ -219,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-queries", type=int, default=300)
     p.add_argument("--coders", nargs="+", default=list(CODERS), choices=list(CODERS))
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument(
+        "--dev-recipe", type=Path, default=None,
+        help="choose coders on this training recipe's hard dev split (held-out training "
+        "pairs, one set per source) instead of the suite, e.g. scripts/default-model.toml",
+    )  # fmt: skip
+    p.add_argument("--distractors", type=int, default=2000,
+                   help="with --dev-recipe: training positives added per source")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if "bfloat16" not in args.coders:

@@ -1,4 +1,4 @@
-"""Every storage kind (float, int8, PLAID-style residual, index-time truncation): round trip,
+"""Every storage kind (float, int8, PLAID-style residual, tiered, index-time truncation): round trip,
 add / delete / compact, save / load, corruption detected, and the residual kernel against its
 reference (decode + float32 MaxSim)."""
 
@@ -22,12 +22,13 @@ from metaembed_rag.scoring.residual import (
 
 D, K, N = 32, 8, 120
 BUDGETS = [(1, 1), (2, 4), (4, 8)]
-KINDS = ["float32", "float16", "bfloat16", "int8", "residual1", "residual2", "residual4"]
+KINDS = ["float32", "float16", "bfloat16", "int8", "residual1", "residual2", "residual4", "tiered"]
 RESIDUAL = ["residual1", "residual2", "residual4"]
+CODED = [*RESIDUAL, "tiered"]  # kinds that save a codebook
 #: Largest mean |decoded - original| per value each kind may show on the clustered test data.
 TOLERANCE = {
     "float32": 0.0, "float16": 1e-3, "bfloat16": 4e-3, "int8": 4e-3,
-    "residual1": 0.12, "residual2": 0.07, "residual4": 0.02,
+    "residual1": 0.12, "residual2": 0.07, "residual4": 0.02, "tiered": 0.03,
 }  # fmt: skip
 
 needs_kernel = pytest.mark.skipif(
@@ -134,7 +135,7 @@ def test_corruption_detected(kind, tmp_path):
         MultiVectorIndex.load(folder)
 
 
-@pytest.mark.parametrize("kind", RESIDUAL)
+@pytest.mark.parametrize("kind", CODED)
 def test_corrupt_or_missing_codebook_detected(kind, tmp_path):
     index = _index(kind)
     index.add(_ids(N), _docs())
@@ -150,7 +151,7 @@ def test_corrupt_or_missing_codebook_detected(kind, tmp_path):
         MultiVectorIndex.load(folder)
 
 
-@pytest.mark.parametrize("kind", ["bfloat16", "residual2"])
+@pytest.mark.parametrize("kind", ["bfloat16", "residual2", "tiered"])
 def test_index_time_truncation(kind, tmp_path):
     x = _docs()
     index = _index(kind, stored_vectors=4, path=tmp_path / "ix")

@@ -235,7 +235,8 @@ def add_parser(sub: Any) -> None:
         "--storage",
         default=None,
         help="how a new index stores chunk vectors: bfloat16 (default), float16, float32, int8, "
-        "residual4, residual2, residual1 (compressed; see docs/storage.md); chosen once, when "
+        "residual4, residual2, residual1, tiered (compressed; see docs/storage.md); chosen once, "
+        "when "
         "the index is created",
     )
     ix.add_argument(

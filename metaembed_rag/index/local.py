@@ -23,6 +23,7 @@ from ..budget import Budget
 from ..scoring import kernel_available, maxsim, maxsim_ids
 from ..scoring.int8 import maxsim_int8_ids
 from ..scoring.residual import maxsim_residual_ids, residual_kernel_available
+from ..scoring.tiered import maxsim_tiered_ids, tiered_kernel_available
 from .backend import SCAN_CHUNK, Record, StorageBackend, StorageInfo
 from .coarse import CoarseIndex
 from .doctable import DocumentTable
@@ -225,14 +226,27 @@ class LocalBackend(StorageBackend):
         )  # fmt: skip
         return out.numpy()
 
+    def _tiered_scores(self, queries: torch.Tensor, rows: np.ndarray, budget: Budget) -> np.ndarray:
+        """MaxSim on tiered rows, decoded vector by vector inside the kernel:
+        :func:`~metaembed_rag.scoring.tiered.maxsim_tiered_ids`."""
+        book = self.rows.codec.tiered
+        assert book is not None and self.rows.side is not None
+        return maxsim_tiered_ids(
+            queries, self.rows.vectors.array, self.rows.side[1].array, self.rows.coarse.array,
+            book.tables(), rows, budget.r_q, budget.r_c,
+            backend="kernel" if tiered_kernel_available() else "torch",
+        ).numpy()  # fmt: skip
+
     def score(self, queries: torch.Tensor, rows: np.ndarray, budget: Budget) -> np.ndarray:
-        """Exact MaxSim on the stored rows in place (no copy) when the dtype allows; residual
-        rows are decoded candidate by candidate inside the kernel."""
+        """Exact MaxSim on the stored rows in place (no copy) when the dtype allows; coded
+        rows (int8, residual, tiered) are decoded candidate by candidate inside a kernel."""
         if rows.shape[1] == 0:
             return np.zeros(rows.shape, dtype=np.float32)
         self.rows.check_r_c(budget.r_c)
         if self.rows.codec.codebook is not None:
             return self._residual_scores(queries, rows, budget)
+        if self.rows.codec.tiered is not None:
+            return self._tiered_scores(queries, rows, budget)
         view = self.rows.codec.torch_view(self.rows.vectors.array)
         if view is None:  # int8: dequantised candidate by candidate inside the kernel
             assert self.rows.side is not None

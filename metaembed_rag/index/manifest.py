@@ -135,24 +135,24 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     files = c.get(manifest, "files")
     if not isinstance(files, dict):
         raise c.fail("files", "must be an object")
-    codec = VectorCodec(dtype, dim)
-    side = codec.side  # ("scales", float32) for int8, ("codes", uint16) for the residual kinds
+    codec = VectorCodec(dtype, dim, num_vectors=stored)
+    side = codec.side  # int8 and tiered: "scales"; the residual kinds: "codes"
     required = {"vectors", "coarse", "docs"}
     if manifest["coarse_index"]["kind"] != "flat":  # a flat FAISS index is rebuilt from the rows
         required.add("faiss")
     required |= {side[0]} if side is not None else set()
-    required |= {"codebook"} if codec.codebook is not None else set()
+    required |= {"codebook"} if codec.book is not None else set()
     for kind in sorted(required):
         c.get(files, kind, "files.")
     extra = set(files) - required - _OPTIONAL - {"faiss"}
     if extra:
         raise c.fail(f"files.{sorted(extra)[0]}", f"is not a file of a {dtype} index")
-    width = codec.vector_width(dim)
+    vshape = list(codec.row_shape(stored, dim))
     # float16 coarse rows, or float32 ones written before format version 2
     legacy = files.get("coarse", {}).get("np_dtype") == _LEGACY_COARSE.str
     coarse_dtype = _LEGACY_COARSE if legacy else COARSE_DTYPE
     shapes: dict[str, tuple[list[int], np.dtype, int]] = {
-        "vectors": ([stored, width], codec.np_dtype, codec.np_dtype.itemsize * stored * width),
+        "vectors": (vshape, codec.np_dtype, codec.np_dtype.itemsize * int(np.prod(vshape))),
         "coarse": ([dim], coarse_dtype, coarse_dtype.itemsize * dim),
     }
     if side is not None:

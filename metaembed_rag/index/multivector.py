@@ -4,8 +4,11 @@ Layout (one directory per saved index)::
 
     manifest.json              format version, model fingerprint, dims, budgets, dtype, counts,
                                sha256 checksums of every file (written last: the commit point)
-    vectors-<tag>.bin          (N, K, D) raw rows in the stored dtype (bf16 as uint16 bits)
-    scales-<tag>.bin           (N, K) float32 per-vector scales (int8 storage only)
+    vectors-<tag>.bin          (N, K, D) raw rows in the stored dtype (bf16 as uint16 bits;
+                               packed codes for the residual and tiered kinds)
+    scales-<tag>.bin           (N, K) per-vector scales (int8: float32; tiered: float16 gains)
+    codes-<tag>.bin            (N, K) uint16 centroid ids (residual kinds)
+    codebook-<tag>.safetensors the residual or tiered codebook
     coarse-<tag>.bin           (N, D) float16 coarse vectors (one per document; float32 in
                                indexes saved before format version 2)
     docs-<tag>.jsonl           one line per row: {"id", "text", "metadata"} or null (deleted)
@@ -64,8 +67,10 @@ class MultiVectorIndex:
             ``"residual2"``, ``"residual4"`` (a k-means centroid id + 1/2/4 bits per
             dimension, codebook trained on the first batch added and kept afterwards;
             decoded to unit length when that batch's vectors have unit length, and then
-            later batches must too: :mod:`metaembed_rag.index.residual`;
-            ``docs/storage.md`` compares them).
+            later batches must too: :mod:`metaembed_rag.index.residual`), or ``"tiered"``
+            (tiered gain-shape transform coding, 3,971 bytes per document at 64 x 384, the
+            coarse vector made from its stored centre: :mod:`metaembed_rag.index.tiered`);
+            ``docs/storage.md`` compares them.
         storage: the same as ``dtype`` (give one of the two).
         stored_vectors: index-time truncation: keep only the first ``stored_vectors`` of the
             ``num_vectors`` per document (``None``: all); searches with a larger ``r_c`` are
@@ -150,7 +155,6 @@ class MultiVectorIndex:
         dtype = dtype or storage
         if dtype is None:
             dtype = "float16" if use_gpu and torch.cuda.is_available() else "bfloat16"
-        self.codec = VectorCodec(dtype, int(dim), num_centroids)
         self.dim = int(dim)
         self.num_vectors = int(num_vectors)
         if stored_vectors is not None and not 1 <= stored_vectors <= self.num_vectors:
@@ -159,6 +163,7 @@ class MultiVectorIndex:
             )
         #: Vectors kept per document (index-time truncation; ``num_vectors`` when none).
         self.stored_vectors = self.num_vectors if stored_vectors is None else int(stored_vectors)
+        self.codec = VectorCodec(dtype, self.dim, num_centroids, self.stored_vectors)
         if budgets is None:
             budgets = [b for b in DEFAULT_BUDGETS if b.r_c <= self.num_vectors]
         self.budgets: list[Budget] = sorted({Budget.parse(b) for b in budgets})

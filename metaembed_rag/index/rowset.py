@@ -1,11 +1,13 @@
 """``RowSet``: the vector rows of an index, one :class:`RowStore` per kind, saving themselves.
 
 Kinds: ``vectors`` ``(N, K', W)`` in the stored dtype (``K'``: the stored vectors, ``K`` or
-fewer with index-time truncation; ``W``: ``D``, or the packed residual bytes), a side store
-``(N, K')`` (``scales`` float32 for int8, ``codes`` uint16 centroid ids for the residual kinds)
-and ``coarse`` ``(N, D)`` float16 (one coarse vector per document, made from all K vectors;
-float32 in indexes saved before format version 2, which keep it until they are compacted).
-The residual kinds also save their codebook (``codebook-<tag>.safetensors``). Files are
+fewer with index-time truncation; ``W``: ``D``, or the packed residual bytes; ``(N, W)`` packed
+codes for the tiered kind), a side store ``(N, K')`` (``scales`` float32 for int8 and float16
+gains for tiered, ``codes`` uint16 centroid ids for the residual kinds) and ``coarse``
+``(N, D)`` float16 (one coarse vector per document, made from all K vectors; float32 in indexes
+saved before format version 2, which keep it until they are compacted; for the tiered kind,
+each document's centre, from which its coarse vector is made). The residual and tiered kinds
+also save their codebook (``codebook-<tag>.safetensors``). Files are
 ``<kind>-<tag>.bin``; a new tag is used when the rows are rewritten (compaction, save to
 another folder), so files named by a saved manifest are never changed in place except by
 appending.
@@ -80,7 +82,7 @@ class RowSet:
         tag = tag or new_tag()
         k = self.stored_vectors
         self.vectors = self._store(
-            "vectors", (k, codec.vector_width(dim)), codec.np_dtype, tag, count, writable
+            "vectors", codec.row_shape(k, dim), codec.np_dtype, tag, count, writable
         )
         #: ``(kind, store)`` of the per-vector side rows (int8 scales, residual ids) or None.
         self.side: tuple[str, RowStore] | None = None
@@ -122,7 +124,11 @@ class RowSet:
 
     # ------------------------------------------------------------------ rows
     def coarse_of(self, arr: np.ndarray) -> np.ndarray:
-        """Coarse vectors ``(n, D)`` float32 of float32 documents ``(n, K, D)``."""
+        """What the coarse store keeps for float32 documents ``(n, K, D)``: their coarse
+        vectors ``(n, D)`` float32, or for the tiered kind the centres of their stored vectors
+        (which :meth:`coarse_rows` turns into coarse vectors)."""
+        if self.codec.tiered is not None:
+            return self.codec.centres(arr[:, : self.stored_vectors])
         if self.coarse_vector == "first":
             return np.ascontiguousarray(arr[:, 0])
         mean = arr.mean(axis=1)
@@ -130,8 +136,18 @@ class RowSet:
         return (mean / np.maximum(norm, 1e-12)).astype(np.float32)
 
     def coarse_rows(self, rows: np.ndarray | slice) -> np.ndarray:
-        """float32 ``(n, D)`` coarse vectors of ``rows``, as stored (float16-rounded)."""
-        return np.asarray(self.coarse.array[rows], dtype=np.float32)
+        """float32 ``(n, D)`` coarse vectors of ``rows``, as stored (float16-rounded). The
+        tiered kind stores no coarse vector of its own: ``"mean"`` is its centre renormalised,
+        ``"first"`` its first vector decoded."""
+        stored = np.asarray(self.coarse.array[rows], dtype=np.float32)
+        if self.codec.tiered is None:
+            return stored
+        if self.coarse_vector == "first":
+            assert self.side is not None
+            gains = self.side[1].array[rows, :1]
+            return self.codec.decode(self.vectors.array[rows], gains, stored)[:, 0].numpy()
+        norm = np.linalg.norm(stored, axis=1, keepdims=True)
+        return (stored / np.maximum(norm, 1e-12)).astype(np.float32)
 
     def append(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append float32 documents ``(n, K, D)``; returns ``(rows, coarse vectors)``, the
@@ -144,6 +160,8 @@ class RowSet:
             assert side is not None
             self.side[1].append(side)
         self.coarse.append(coarse)
+        if self.codec.tiered is not None:  # the coarse vectors FAISS holds, made from the rows
+            coarse = self.coarse_rows(slice(start, start + arr.shape[0]))
         return np.arange(start, start + arr.shape[0], dtype=np.int64), coarse
 
     def decode(self, rows: np.ndarray, r_c: int | None = None) -> torch.Tensor:
@@ -154,6 +172,11 @@ class RowSet:
         """
         r_c = self.stored_vectors if r_c is None else r_c
         self.check_r_c(r_c)
+        if self.codec.tiered is not None:  # whole rows: codes of every tier, then the gains
+            assert self.side is not None
+            return self.codec.decode(
+                self.vectors.array[rows], self.side[1].array[rows, :r_c], self.coarse.array[rows]
+            )
         stored = self.vectors.array[rows, :r_c]  # copies only the first r_c vectors
         side = None if self.side is None else self.side[1].array[rows, :r_c]
         return self.codec.decode(stored, side)
@@ -219,10 +242,11 @@ class RowSet:
                 "row_shape": list(store.row_shape), "np_dtype": store.dtype.str,
                 "sha256_blocks": blocks,
             }  # fmt: skip
-        if self.codec.codebook is not None and self.codec.codebook.trained:
+        book = self.codec.book
+        if book is not None and book.trained:
             name = f"codebook-{tag}.safetensors"
             with atomic_writer(target / name) as f:
-                f.write(self.codec.codebook.to_bytes())
+                f.write(book.to_bytes())
             files["codebook"] = {
                 "name": name, "bytes": (target / name).stat().st_size,
                 "sha256": sha256_file(target / name),
@@ -248,7 +272,7 @@ class RowSet:
             empty.num_vectors, empty.dim, empty.codec, empty.coarse_vector, None,
             stored_vectors=empty.stored_vectors,
         )  # fmt: skip
-        codebook = empty.codec.codebook
+        codebook = empty.codec.book
         if codebook is not None and rows > 0:
             if "codebook" not in files:
                 raise IndexCorruptedError(

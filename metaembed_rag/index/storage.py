@@ -14,7 +14,10 @@ shape and dtype live in the index manifest.
   the ``(N, K)`` float32 scales live in a second row store;
 * ``residual1`` / ``residual2`` / ``residual4``: a k-means centroid id (``(N, K)`` uint16, the
   second row store) plus a 1/2/4-bit residual per dimension, packed into ``(N, K, D*bits/8)``
-  bytes (:mod:`~metaembed_rag.index.residual`; the codebook is saved beside the rows).
+  bytes (:mod:`~metaembed_rag.index.residual`; the codebook is saved beside the rows);
+* ``tiered``: tiered gain-shape transform coding (:mod:`~metaembed_rag.index.tiered`): one
+  row of packed codes per document ``(n, W)``, a float16 gain per vector (the second row
+  store) and the document's float16 centre, which the index keeps in its coarse store.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 
 from ..scoring.int8 import dequantize_int8
 from .residual import ResidualCodebook
+from .tiered import TieredCodebook, tiered_centres
 
 __all__ = ["RowStore", "VectorCodec", "STORAGE_DTYPES", "STORAGE_KINDS"]
 
@@ -45,9 +49,13 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 }
 
 #: Every storage kind: the dtypes above and the residual (PLAID-style) kinds.
-STORAGE_KINDS: tuple[str, ...] = (*STORAGE_DTYPES, "residual1", "residual2", "residual4")
+STORAGE_KINDS: tuple[str, ...] = (
+    *STORAGE_DTYPES, "residual1", "residual2", "residual4", "tiered",
+)  # fmt: skip
 
 _MIN_GROW_ROWS = 1024
+#: tiered: documents of a later batch decoded for the drift check (its first ones).
+DRIFT_SAMPLE = 256
 
 
 class RowStore:
@@ -181,18 +189,33 @@ class VectorCodec:
     """Conversion between float32 vectors and a storage kind (see the module docstring).
 
     Args:
-        name: a key of :data:`STORAGE_DTYPES` or a residual kind (``residual1``,
-            ``residual2``, ``residual4``: :mod:`~metaembed_rag.index.residual`).
-        dim: vector width D (needed by the residual kinds).
+        name: a key of :data:`STORAGE_DTYPES`, a residual kind (``residual1``,
+            ``residual2``, ``residual4``: :mod:`~metaembed_rag.index.residual`) or ``tiered``
+            (:mod:`~metaembed_rag.index.tiered`).
+        dim: vector width D (needed by the residual and tiered kinds).
         num_centroids: residual kinds: k-means centroids (``None``: chosen from the sample).
+        num_vectors: tiered: the vectors stored per document (needed by it).
     """
 
-    def __init__(self, name: str, dim: int | None = None, num_centroids: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        dim: int | None = None,
+        num_centroids: int | None = None,
+        num_vectors: int | None = None,
+    ) -> None:
         if name not in STORAGE_KINDS:
             raise ValueError(f"Unknown storage {name!r}; choose one of {list(STORAGE_KINDS)}.")
         self.name = name
         self.codebook: ResidualCodebook | None = None
-        if name.startswith("residual"):
+        #: The tiered kind's codebook (``None`` for every other kind).
+        self.tiered: TieredCodebook | None = None
+        if name == "tiered":
+            if dim is None or num_vectors is None:
+                raise ValueError("storage 'tiered' needs the vector width and vectors per row.")
+            self.tiered = TieredCodebook(dim, num_vectors)
+            self.np_dtype = np.dtype(np.uint8)
+        elif name.startswith("residual"):
             if dim is None:
                 raise ValueError(f"storage {name!r} needs the vector width (dim).")
             self.codebook = ResidualCodebook(dim, int(name[len("residual") :]), num_centroids)
@@ -205,17 +228,38 @@ class VectorCodec:
             self.side = ("scales", np.dtype(np.float32))
         elif self.codebook is not None:
             self.side = ("codes", np.dtype(np.uint16))
+        elif self.tiered is not None:
+            self.side = ("scales", np.dtype(np.float16))  # the gains
         self.has_scales = name == "int8"
 
-    def vector_width(self, dim: int) -> int:
-        """Stored values per vector (D, or packed residual bytes)."""
-        return dim if self.codebook is None else self.codebook.code_bytes
+    @property
+    def book(self) -> ResidualCodebook | TieredCodebook | None:
+        """The trained state saved beside the rows (residual or tiered codebook), if any."""
+        return self.codebook if self.codebook is not None else self.tiered
+
+    def row_shape(self, k: int, dim: int) -> tuple[int, ...]:
+        """Shape of one document's stored vectors: ``(k, D)``, ``(k, packed residual
+        bytes)``, or ``(row bytes,)`` for tiered (its slots differ in size)."""
+        if self.tiered is not None:
+            return (self.tiered.row_bytes(),)
+        return (k, dim if self.codebook is None else self.codebook.code_bytes)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """float32 ``(n, K, D)`` -> stored ``(n, K, width)`` and the side rows ``(n, K)``
         (int8 scales, residual centroid ids) or ``None``. A residual codebook not trained yet
         is trained on ``x`` first (the keep-on-add policy: :mod:`.residual`)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.tiered is not None:
+            if not self.tiered.trained:
+                self.tiered.train(x)
+                codes, gains, _ = self.tiered.encode(x)
+            else:
+                codes, gains, centres = self.tiered.encode(x)
+                part = slice(0, DRIFT_SAMPLE)  # the check is a mean: a sample is enough
+                self.tiered.check_drift(
+                    x[part], self.tiered.decode(codes[part], gains[part], centres[part])
+                )
+            return codes, gains
         if self.codebook is not None:
             if not self.codebook.trained:
                 self.codebook.train(x.reshape(-1, x.shape[-1]))
@@ -236,17 +280,30 @@ class VectorCodec:
         q = np.clip(np.rint(x / scale[..., None]), -127, 127).astype(np.int8)
         return q, scale
 
+    def centres(self, x: np.ndarray) -> np.ndarray:
+        """tiered: float32 ``(n, D)`` centres (float16-rounded means) of documents ``(n, K', D)``,
+        kept in the index's coarse store."""
+        assert self.tiered is not None
+        return tiered_centres(x)
+
     def torch_view(self, arr: np.ndarray) -> torch.Tensor | None:
-        """A torch tensor sharing memory with stored rows (``None`` for int8 and residual)."""
-        if self.name == "int8" or self.codebook is not None:
+        """A torch tensor sharing memory with stored rows (``None`` for coded kinds)."""
+        if self.name == "int8" or self.codebook is not None or self.tiered is not None:
             return None
         with warnings.catch_warnings():  # read-only memmaps: we never write through the view
             warnings.simplefilter("ignore", UserWarning)
             t = torch.from_numpy(arr)
         return t.view(torch.bfloat16) if self.name == "bfloat16" else t
 
-    def decode(self, stored: np.ndarray, side: np.ndarray | None) -> torch.Tensor:
-        """Stored rows ``(..., K, width)`` (+ side rows ``(..., K)``) -> float32 torch tensor."""
+    def decode(
+        self, stored: np.ndarray, side: np.ndarray | None, centres: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """Stored rows ``(..., K, width)`` (+ side rows ``(..., K)``) -> float32 torch tensor;
+        tiered: whole rows ``(n, W)``, the gains of the first ``r`` vectors ``(n, r)`` and
+        the centres ``(n, D)`` -> ``(n, r, D)``."""
+        if self.tiered is not None:
+            assert side is not None and centres is not None
+            return torch.from_numpy(self.tiered.decode(stored, side, centres))
         if self.codebook is not None:
             assert side is not None
             return torch.from_numpy(self.codebook.decode(side, stored))

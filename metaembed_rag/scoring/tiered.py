@@ -1,0 +1,231 @@
+"""Budgeted MaxSim against candidates stored by tiered gain-shape transform coding
+(:mod:`metaembed_rag.index.tiered`).
+
+A stored vector is ``c + o_k + g_k * sum_a vals[a][code_a] * scale[a] * axes[:, a]`` (the
+document's centre ``c``, slot ``k``'s offset, the vector's gain, its tier's coded axes). Its dot
+product with a query vector ``q`` is therefore
+``<q, c> + <q, o_k> + g_k * sum_a qrot[a] * vals[a][code_a]`` with ``qrot = (q @ axes) * scale``
+computed once per query, so scoring never rotates a candidate back:
+
+* :func:`maxsim_tiered_ids` scores each query against its own candidate rows.
+  ``backend="kernel"`` (the compiled ``_tiered.c``) decodes one candidate vector's coded values
+  at a time into a per-thread buffer; ``backend="torch"`` decodes :data:`TORCH_BLOCK`
+  candidates with :meth:`~metaembed_rag.index.tiered.TieredTables.decode` and calls
+  :func:`~metaembed_rag.scoring.maxsim_pairwise`. Neither holds float32 copies of the whole
+  candidate set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from . import maxsim_pairwise
+from ._kernel import _isa_code
+
+__all__ = ["TieredTables", "maxsim_tiered_ids", "tiered_kernel_available", "TORCH_BLOCK"]
+
+logger = logging.getLogger(__name__)
+
+#: Candidates decoded per step by the torch backend.
+TORCH_BLOCK = 64
+
+try:  # the compiled kernel is optional
+    from . import _tiered as _ext  # type: ignore[attr-defined]
+
+    _EXT_ERROR: BaseException | None = None
+except ImportError as _err:  # pragma: no cover - depends on the build
+    _ext = None
+    _EXT_ERROR = _err
+
+
+def tiered_kernel_available() -> bool:
+    """Whether the compiled tiered MaxSim kernel was built and loads here.
+
+    >>> isinstance(tiered_kernel_available(), bool)
+    True
+    """
+    return _ext is not None
+
+
+@dataclass(frozen=True)
+class TieredTables:
+    """What scoring needs of a trained tiered codebook, in the kernel's layout.
+
+    ``G`` tiers, ``K'`` stored slots, ``A`` coded axes at most per tier (padded to a multiple of
+    16): ``slot_offset`` ``(K'+1,)`` int64 byte offset of each slot's codes in a row;
+    ``slot_group`` ``(K',)`` int32 tier of each slot; ``offsets`` ``(K', D)`` float32 slot
+    offsets ``o_k``; ``axes`` ``(G, D, A)`` float32 the coded axes times their scales (zero
+    columns past ``nact``); ``nact`` ``(G,)`` int32; ``pos`` / ``mask`` / ``voff`` ``(G, A)``
+    int32 bit offset in a slot, ``2**bits - 1`` and where its values start in ``vals`` of each
+    coded axis; ``vals`` ``(G, V)`` float32 the value of every code, axis after axis.
+    """
+
+    slot_offset: np.ndarray
+    slot_group: np.ndarray
+    offsets: np.ndarray
+    axes: np.ndarray
+    nact: np.ndarray
+    pos: np.ndarray
+    mask: np.ndarray
+    voff: np.ndarray
+    vals: np.ndarray
+
+    def decode(
+        self, codes: np.ndarray, gains: np.ndarray, centres: np.ndarray, r: int
+    ) -> np.ndarray:
+        """float32 ``(n, r, D)`` vectors of rows ``codes`` ``(n, >= slot_offset[r])`` uint8,
+        ``gains`` ``(n, >= r)`` and ``centres`` ``(n, D)`` (any float dtype): the values the
+        kernel scores, decoded with numpy (the reference for the kernel's tests)."""
+        n = codes.shape[0]
+        cen = np.asarray(centres, dtype=np.float32)
+        g32 = np.asarray(gains, dtype=np.float32)
+        out = np.empty((n, r, cen.shape[1]), np.float32)
+        for k in range(r):
+            g = int(self.slot_group[k])
+            a = int(self.nact[g])
+            p = self.pos[g, :a]
+            sp = np.asarray(codes[:, self.slot_offset[k] :], dtype=np.uint8)
+            lo = sp[:, p >> 3].astype(np.uint32)
+            hi = sp[:, (p >> 3) + 1].astype(np.uint32)
+            code = (((hi << 8) | lo) >> (p & 7)) & self.mask[g, :a].astype(np.uint32)
+            values = self.vals[g, self.voff[g, :a] + code.astype(np.int64)]  # (n, a)
+            out[:, k] = cen + self.offsets[k] + g32[:, k : k + 1] * (values @ self.axes[g, :, :a].T)
+        return out
+
+
+def maxsim_tiered_ids(
+    queries: torch.Tensor,
+    codes: np.ndarray,
+    gains: np.ndarray,
+    centres: np.ndarray,
+    tables: TieredTables,
+    ids: np.ndarray,
+    r_q: int,
+    r_c: int,
+    backend: Literal["auto", "kernel", "torch"] = "auto",
+    threads: int | None = None,
+) -> torch.Tensor:
+    """``s[i, k] = sum_{a < r_q} max_{b < r_c} <queries[i, a], decode(ids[i, k])[b]>``.
+
+    Args:
+        queries: ``(nq, Kq, D)`` float queries.
+        codes: ``(N, W)`` uint8 stored rows (memory-mapped is fine).
+        gains: ``(N, K')`` float16 gains of the stored vectors.
+        centres: ``(N, D)`` float16 centres of the stored documents.
+        tables: the codebook's :class:`TieredTables`.
+        ids: ``(nq, m)`` int64 candidate rows per query.
+        r_q: query vectors used (``<= Kq``).
+        r_c: candidate vectors used (``<= K'``).
+        backend: ``"kernel"`` (compiled; an error if missing), ``"torch"`` or ``"auto"``.
+        threads: kernel threads (default: torch's intra-op threads, 1 for small work).
+
+    Returns:
+        ``(nq, m)`` float32 scores.
+
+    Raises:
+        ValueError: shapes or budgets that do not fit.
+        RuntimeError: ``backend="kernel"`` without the compiled kernel.
+        IndexError: a candidate row out of range.
+    """
+    from .residual import _check_call, _kernel_threads
+
+    q = torch.as_tensor(queries)
+    if q.dim() != 3:
+        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    dim, ks = int(q.shape[2]), int(gains.shape[1])
+    n = int(codes.shape[0])
+    if (
+        centres.shape != (n, dim)
+        or gains.shape[0] != n
+        or tables.offsets.shape != (ks, dim)
+        or codes.shape[1] < int(tables.slot_offset[-1]) + 1
+    ):
+        raise ValueError(
+            f"stored rows {tuple(codes.shape)}, gains {tuple(gains.shape)}, centres "
+            f"{tuple(centres.shape)} and offsets {tuple(tables.offsets.shape)} do not fit "
+            f"queries of width {dim}"
+        )
+    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend)
+    if backend == "kernel" and _ext is None:
+        raise RuntimeError(
+            f"backend='kernel' requested but the compiled tiered kernel is not available "
+            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
+        )
+    use_kernel = use_kernel and _ext is not None
+    nq, m = ids_t.shape
+    if nq == 0 or m == 0:
+        return torch.zeros((nq, m), dtype=torch.float32)
+    if ids_t.min() < 0 or ids_t.max() >= n:
+        bad = int(ids_t[(ids_t < 0) | (ids_t >= n)][0])
+        raise IndexError(f"candidate row {bad} out of range [0, {n})")
+    q32 = q[:, :r_q].to(torch.float32)
+    if not use_kernel:
+        return _torch_scores(q32, codes, gains, centres, tables, ids_t, r_c)
+    assert _ext is not None
+    ng, _, amax = tables.axes.shape
+    rq = -(-r_q // 16) * 16  # query vectors padded to whole 16-lane blocks (zero vectors)
+    qp = torch.zeros((nq, rq, dim), dtype=torch.float32)
+    qp[:, :r_q] = q32
+    # small products through torch (numpy's BLAS threads would keep spinning on the cores
+    # the kernel's threads need)
+    axes = torch.from_numpy(tables.axes)
+    qrot = (
+        torch.matmul(qp[:, None], axes[None])  # (nq, G, RQ, A)
+        .reshape(nq, ng, rq // 16, 16, amax)
+        .transpose(3, 4)
+        .contiguous()
+        .numpy()
+    )  # (nq, G, RQ / 16, A, 16): one query vector a lane
+    qo = torch.matmul(torch.from_numpy(tables.offsets), qp.transpose(1, 2)).contiguous().numpy()
+    cen = torch.from_numpy(np.asarray(centres[ids_t], dtype=np.float32))  # (nq, m, D)
+    qc = torch.matmul(cen, qp.transpose(1, 2)).contiguous().numpy()  # (nq, m, RQ)
+    g32 = np.ascontiguousarray(gains[ids_t, :r_c], dtype=np.float32)  # (nq, m, r_c)
+    codes_c = codes if codes.dtype == np.uint8 and codes.flags.c_contiguous else (
+        np.ascontiguousarray(codes, dtype=np.uint8))  # fmt: skip
+    t = tables
+    out = torch.empty((nq, m), dtype=torch.float32)
+    _ext.score(
+        out.data_ptr(), qrot.ctypes.data, qo.ctypes.data, qc.ctypes.data, g32.ctypes.data,
+        ids_t.ctypes.data, codes_c.ctypes.data, nq, m, r_q, rq, r_c, amax, ng,
+        int(codes_c.shape[1]), ks, n, t.slot_offset.ctypes.data, t.slot_group.ctypes.data,
+        t.nact.ctypes.data, t.pos.ctypes.data, t.mask.ctypes.data, t.voff.ctypes.data,
+        t.vals.ctypes.data, int(t.vals.shape[1]), _kernel_threads(threads, out, r_q, r_c, dim), _tiered_isa(),
+    )  # fmt: skip
+    return out
+
+
+def _tiered_isa() -> int:
+    """``METAEMBED_RAG_MAXSIM_ISA``'s base instruction set for this kernel: 0 (generic) or 2
+    (AVX-512); ``avx2`` runs the generic build here; -1: the fastest."""
+    code = _isa_code()
+    if code < 0:
+        return -1
+    return 2 if code & 15 == 2 else 0
+
+
+def _torch_scores(
+    q32: torch.Tensor,
+    codes: np.ndarray,
+    gains: np.ndarray,
+    centres: np.ndarray,
+    tables: TieredTables,
+    ids: np.ndarray,
+    r_c: int,
+) -> torch.Tensor:
+    """The torch backend: decode :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
+    nq, m = ids.shape
+    out = torch.empty((nq, m), dtype=torch.float32)
+    r_q = q32.shape[1]
+    for i in range(nq):
+        for s in range(0, m, TORCH_BLOCK):
+            rows = ids[i, s : s + TORCH_BLOCK]
+            docs = tables.decode(codes[rows], gains[rows], centres[rows], r_c)
+            out[i, s : s + rows.size] = maxsim_pairwise(
+                q32[i : i + 1], torch.from_numpy(docs)[None], (r_q, r_c), backend="torch"
+            )[0]
+    return out
