@@ -152,11 +152,22 @@ def test_kernel_on_memmaps_and_bad_input(tmp_path):
         maxsim_tiered_ids(q, codes[:, :-4], gains, cen16, book.tables(), ids, 1, 1)
 
 
+def test_small_first_batch_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="metaembed_rag.index.tiered"):
+        TieredCodebook(16, 4).train(_docs(1000, 4, 16))
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="metaembed_rag.index.tiered"):
+        TieredCodebook(16, 4).train(_docs(7, 4, 16))
+    assert "trained on 7 document(s)" in caplog.text and "bfloat16" in caplog.text
+
+
 def test_codebook_kept_on_add_and_drift_warning(caplog):
     index = MultiVectorIndex(32, num_vectors=8, budgets=[(1, 1), (4, 8)], storage="tiered")
     index.add([f"d{i}" for i in range(40)], _docs(40, 8, 32))
     book = index.codec.tiered
     assert book is not None and book.trained
+    assert "trained on 40 document(s)" in caplog.text  # a small first batch
+    caplog.clear()
     axes = book.axes.copy()
     with caplog.at_level(logging.WARNING, logger="metaembed_rag.index.tiered"):
         index.add(["e0", "e1"], _docs(2, 8, 32, seed=4))

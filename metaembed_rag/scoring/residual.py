@@ -172,11 +172,19 @@ def maxsim_residual_ids(
 
 
 def _check_call(
-    q: torch.Tensor, ks: int, ids: np.ndarray, r_q: int, r_c: int, backend: str
+    q: torch.Tensor,
+    ks: int,
+    ids: np.ndarray,
+    r_q: int,
+    r_c: int,
+    backend: str,
+    ext: object = None,
+    error: BaseException | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """The checks shared by the coded-row scorers (residual, int8): the budget against the
-    queries' and stored rows' vector counts, the ids' shape, the backend. Returns the int64
-    ``(nq, m)`` ids and whether the kernel runs.
+    """The checks shared by the coded-row scorers (residual, int8, tiered): the budget against
+    the queries' and stored rows' vector counts, the ids' shape, the backend. ``ext`` /
+    ``error``: the compiled module the scorer calls and why it failed to load (default: this
+    module's). Returns the int64 ``(nq, m)`` ids and whether the kernel runs.
 
     Raises:
         ValueError: the budget or the ids do not fit.
@@ -190,13 +198,15 @@ def _check_call(
     ids_t = np.ascontiguousarray(ids, dtype=np.int64)
     if ids_t.ndim != 2 or ids_t.shape[0] != nq:
         raise ValueError(f"ids must be (nq={nq}, m), got shape {ids_t.shape}")
-    if backend == "kernel" and _ext is None:
+    if ext is None and error is None:
+        ext, error = _ext, _EXT_ERROR
+    if backend == "kernel" and ext is None:
         raise RuntimeError(
             f"backend='kernel' requested but the compiled coded-row kernel is not available "
-            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
+            f"({error}); build it with `pip install -e .`, or use backend='torch'."
         )
     # the kernel keeps one running maximum per query vector on the stack: r_q <= 256
-    return ids_t, backend == "kernel" or (backend == "auto" and _ext is not None and r_q <= 256)
+    return ids_t, backend == "kernel" or (backend == "auto" and ext is not None and r_q <= 256)
 
 
 def _kernel_threads(threads: int | None, out: torch.Tensor, r_q: int, r_c: int, dim: int) -> int:

@@ -150,13 +150,7 @@ def maxsim_tiered_ids(
             f"{tuple(centres.shape)} and offsets {tuple(tables.offsets.shape)} do not fit "
             f"queries of width {dim}"
         )
-    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend)
-    if backend == "kernel" and _ext is None:
-        raise RuntimeError(
-            f"backend='kernel' requested but the compiled tiered kernel is not available "
-            f"({_EXT_ERROR}); build it with `pip install -e .`, or use backend='torch'."
-        )
-    use_kernel = use_kernel and _ext is not None
+    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend, _ext, _EXT_ERROR)
     nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
