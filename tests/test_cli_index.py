@@ -168,6 +168,22 @@ def test_index_search_info_roundtrip(tmp_path: Path, capsys, tiny_model: str) ->
     )
 
 
+def test_tiered_storage_from_the_cli(tmp_path: Path, capsys, caplog, tiny_model: str) -> None:
+    """`--storage tiered` builds a tiered index that searches; its first batch (one file's
+    chunks) is far too small for the codebook, and the user is told so."""
+    docs = _docs(tmp_path / "docs")
+    idx = tmp_path / "idx"
+    rc, out, err = _run(capsys, "index", str(docs), "--index", str(idx), "--model", tiny_model,
+                        "--storage", "tiered", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert "tiered codebook trained on 1 document(s)" in caplog.text
+    index = MultiVectorIndex.load(idx / "index")
+    assert index.dtype == "tiered" and len(index) == 3
+    index.close()
+    rc, out, _ = _run(capsys, "search", "moon", "--index", str(idx), "--json", "--k", "3")
+    assert rc == 0 and len(json.loads(out)["results"]) == 3
+
+
 def test_default_index_folder_and_chunking_saved(
     tmp_path: Path, capsys, tiny_model: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
