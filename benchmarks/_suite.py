@@ -92,7 +92,12 @@ def dev_sets(
     positives plus ``distractors`` of its training positives. For choosing between coders
     without reading the zero-shot suite (vectors cached like the suite's)."""
     from metaembed_rag.hub import load_model
-    from metaembed_rag.training.dev import distractors_of, read_recipe, recipe_pairs_split
+    from metaembed_rag.training.dev import (
+        distractors_of,
+        read_recipe,
+        recipe_pairs_split,
+        source_collections,
+    )
     from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
 
     recipe = read_recipe(recipe_path)
@@ -104,20 +109,9 @@ def dev_sets(
     cache = Path(cache_dir or default_cache_dir())
 
     def sets() -> Iterator[SuiteSet]:
-        by_source: dict[str, list[Any]] = {}
-        for ex in dev:
-            if isinstance(ex.query, str) and isinstance(ex.positive, str):
-                by_source.setdefault(ex.source, []).append(ex)
-        for name, exs in sorted(by_source.items()):
-            queries: dict[str, str] = {}
-            docs: dict[str, str] = {}
-            qrels: dict[str, dict[str, int]] = {}
-            for ex in exs:
-                queries.setdefault(ex.query_id, ex.query)
-                docs.setdefault(ex.positive_id, ex.positive)
-                qrels.setdefault(ex.query_id, {})[ex.positive_id] = 1
-            for doc_id, text in extra.get(name, ()):
-                docs.setdefault(doc_id, text)
+        for name, (queries, docs, qrels) in source_collections(dev, extra).items():
+            if not queries:
+                continue
             qids, doc_ids = sorted(queries)[:max_queries], sorted(docs)
             base = f"{model.fingerprint()}|dev:{recipe_path.name}:{name}:{distractors}"
             d, _, _ = cached_vectors(

@@ -176,7 +176,7 @@ def test_codebook_kept_on_add_and_drift_warning(caplog):
     other = np.random.default_rng(3).standard_normal((5, 8, 32)).astype(np.float32) * 3
     with caplog.at_level(logging.WARNING, logger="metaembed_rag.index.tiered"):
         index.add([f"f{i}" for i in range(5)], other)
-    assert "rebuild the index" in caplog.text
+    assert "Rebuild the index" in caplog.text
 
 
 @pytest.mark.parametrize("coarse_vector", ["first", "mean"])

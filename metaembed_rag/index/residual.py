@@ -48,6 +48,7 @@ from .persist import IndexCorruptedError
 
 __all__ = [
     "ResidualCodebook", "RESIDUAL_BITS", "DRIFT_WARN", "UNIT_NORM_TOL", "default_centroids",
+    "warn_drift",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -247,13 +248,7 @@ class ResidualCodebook:
         flat = np.asarray(x, dtype=np.float32).reshape(-1, self.dim)
         err = self.decode(cid.reshape(-1), packed.reshape(-1, self.code_bytes)) - flat
         mse = float((err.astype(np.float64) ** 2).sum(axis=1).mean())
-        if self.train_mse > 0 and mse > DRIFT_WARN * self.train_mse:
-            logger.warning(
-                "residual codebook drift: the new documents reconstruct with squared error "
-                "%.3g, %.1fx the training sample's %.3g; the codebook is kept (stored rows never "
-                "change), so quality drops. Rebuild the index with a representative first batch.",
-                mse, mse / self.train_mse, self.train_mse,
-            )  # fmt: skip
+        warn_drift(logger, "residual", mse, self.train_mse)
         return mse
 
     def byte_table(self) -> np.ndarray:
@@ -324,6 +319,19 @@ class ResidualCodebook:
         self.train_mse = mse
         self.unit_norm = unit
         self._table = None
+
+
+def warn_drift(log: logging.Logger, kind: str, mse: float, train_mse: float) -> None:
+    """The drift rule of every kept codebook (residual, tiered): a batch reconstructed with
+    more than :data:`DRIFT_WARN` times the training sample's squared error logs a warning on
+    ``log`` that says to rebuild."""
+    if train_mse > 0 and mse > DRIFT_WARN * train_mse:
+        log.warning(
+            "%s codebook drift: the new documents reconstruct with squared error %.3g, %.3gx "
+            "the training sample's %.3g; the codebook is kept (stored rows never change), so "
+            "quality drops. Rebuild the index with a representative first batch.",
+            kind, mse, mse / train_mse, train_mse,
+        )  # fmt: skip
 
 
 def _all_unit(x: np.ndarray) -> bool:

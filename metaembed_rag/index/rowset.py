@@ -131,23 +131,16 @@ class RowSet:
             return self.codec.centres(arr[:, : self.stored_vectors])
         if self.coarse_vector == "first":
             return np.ascontiguousarray(arr[:, 0])
-        mean = arr.mean(axis=1)
-        norm = np.linalg.norm(mean, axis=1, keepdims=True)
-        return (mean / np.maximum(norm, 1e-12)).astype(np.float32)
+        return _unit_rows(arr.mean(axis=1))
 
     def coarse_rows(self, rows: np.ndarray | slice) -> np.ndarray:
         """float32 ``(n, D)`` coarse vectors of ``rows``, as stored (float16-rounded). The
         tiered kind stores no coarse vector of its own: ``"mean"`` is its centre renormalised,
         ``"first"`` its first vector decoded."""
+        if self.codec.tiered is not None and self.coarse_vector == "first":
+            return self.decode(rows, 1)[:, 0].numpy()
         stored = np.asarray(self.coarse.array[rows], dtype=np.float32)
-        if self.codec.tiered is None:
-            return stored
-        if self.coarse_vector == "first":
-            assert self.side is not None
-            gains = self.side[1].array[rows, :1]
-            return self.codec.decode(self.vectors.array[rows], gains, stored)[:, 0].numpy()
-        norm = np.linalg.norm(stored, axis=1, keepdims=True)
-        return (stored / np.maximum(norm, 1e-12)).astype(np.float32)
+        return stored if self.codec.tiered is None else _unit_rows(stored)
 
     def append(self, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append float32 documents ``(n, K, D)``; returns ``(rows, coarse vectors)``, the
@@ -164,7 +157,7 @@ class RowSet:
             coarse = self.coarse_rows(slice(start, start + arr.shape[0]))
         return np.arange(start, start + arr.shape[0], dtype=np.int64), coarse
 
-    def decode(self, rows: np.ndarray, r_c: int | None = None) -> torch.Tensor:
+    def decode(self, rows: np.ndarray | slice, r_c: int | None = None) -> torch.Tensor:
         """float32 ``(len(rows), r_c, D)`` vectors of ``rows`` (default: all stored ones).
 
         Raises:
@@ -172,11 +165,10 @@ class RowSet:
         """
         r_c = self.stored_vectors if r_c is None else r_c
         self.check_r_c(r_c)
-        if self.codec.tiered is not None:  # whole rows: codes of every tier, then the gains
+        if self.codec.tiered is not None:  # the row prefix the first r_c vectors need
             assert self.side is not None
-            return self.codec.decode(
-                self.vectors.array[rows], self.side[1].array[rows, :r_c], self.coarse.array[rows]
-            )
+            codes = self.vectors.array[rows, : self.codec.tiered.read_bytes(r_c)]
+            return self.codec.decode(codes, self.side[1].array[rows, :r_c], self.coarse.array[rows])
         stored = self.vectors.array[rows, :r_c]  # copies only the first r_c vectors
         side = None if self.side is None else self.side[1].array[rows, :r_c]
         return self.codec.decode(stored, side)
@@ -303,6 +295,13 @@ class RowSet:
         if mmap:
             out.folder = folder
         return out
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 rows ``(n, D)`` rescaled to unit length (a zero row stays zero): how a
+    ``"mean"`` coarse vector is made from a mean."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def _copy(store: RowStore, dest: Path) -> None:

@@ -29,7 +29,7 @@ training pairs (``benchmarks/quantiser_study.py --dev-recipe``), not on the zero
 **Training.** Like the residual kinds, the codebook is trained once, on a sample of the first
 batch added to an index, and kept on later adds (rows never change); a later batch whose first
 documents (``storage.DRIFT_SAMPLE``) are coded much worse than the training sample logs a
-warning (:data:`DRIFT_WARN`).
+warning (:func:`~metaembed_rag.index.residual.warn_drift`, the residual kinds' rule).
 
 **Layout.** A document row is ``row_bytes(K')`` code bytes, slot after slot (each slot starts
 on a byte; inside a slot the codes are packed little-endian, axis after axis, skipping
@@ -50,8 +50,9 @@ from safetensors.numpy import load_file, save
 
 from ..scoring.tiered import TieredTables
 from .persist import IndexCorruptedError
+from .residual import warn_drift
 
-__all__ = ["TieredCodebook", "TIERS", "PAD", "DRIFT_WARN", "tiered_centres"]
+__all__ = ["TieredCodebook", "TIERS", "PAD", "tiered_centres"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ TRAIN_DOCS = 4096
 SMALL_TRAIN_DOCS = 1000
 #: Values sampled to fit each bit width's quantile buckets.
 BUCKET_SAMPLE = 200_000
-#: A later batch reconstructed this many times worse than the training sample logs a warning.
-DRIFT_WARN = 2.0
 _MIN_GAIN = 1e-6
 
 
@@ -134,6 +133,11 @@ class TieredCodebook:
             return int(self.slot_offset[-1]) + PAD
         return int(self.slot_offset[r])
 
+    def read_bytes(self, r: int) -> int:
+        """The prefix of a row that decoding its first ``r`` vectors reads: their codes and
+        the byte after them (numpy decoding reads each code with one 16-bit load)."""
+        return self.row_bytes(r) + 1
+
     def group_of(self, slot: int) -> int:
         """The tier of vector ``slot``."""
         return next(g for g, (s, e) in enumerate(self.groups) if s <= slot < e)
@@ -171,7 +175,7 @@ class TieredCodebook:
             flat = part.reshape(-1, d).double()
             lam, axes = torch.linalg.eigh(flat.T @ flat / flat.shape[0])
             lam, axes = lam.flip(0).clamp_min(1e-12), axes.flip(1).float()
-            shape = _unit(part - centre - torch.from_numpy(self.offsets[start:end]))
+            _, shape = _gain_shape(part - centre - torch.from_numpy(self.offsets[start:end]))
             coef = shape.reshape(-1, d) @ axes
             scale = coef.std(0).clamp_min(1e-8)
             budget = tier_bits(start, d)
@@ -201,9 +205,7 @@ class TieredCodebook:
         n = x.shape[0]
         xt = torch.from_numpy(x)
         centre = _centre(xt)
-        resid = xt - centre - torch.from_numpy(self.offsets)
-        gain = resid.norm(dim=-1).half()
-        shape = resid / gain.float().clamp_min(_MIN_GAIN)[..., None]
+        gain, shape = _gain_shape(xt - centre - torch.from_numpy(self.offsets))
         codes = np.zeros((n, self.row_bytes()), np.uint8)
         for g, (start, end) in enumerate(self.groups):
             y = (shape[:, start:end] @ torch.from_numpy(self.axes[g])) / torch.from_numpy(
@@ -272,7 +274,7 @@ class TieredCodebook:
         return self._tables
 
     def decode(self, codes: np.ndarray, gains: np.ndarray, centres: np.ndarray) -> np.ndarray:
-        """Whole rows ``(n, row_bytes())``, gains ``(n, r)`` (the first ``r`` vectors) and
+        """Rows ``(n, >= read_bytes(r))``, gains ``(n, r)`` (the first ``r`` vectors) and
         centres ``(n, D)`` -> float32 ``(n, r, D)`` (:meth:`TieredTables.decode`, the values
         the kernel scores)."""
         return self.tables().decode(codes, gains, centres, int(gains.shape[-1]))
@@ -284,16 +286,10 @@ class TieredCodebook:
         return float(((dec - x) ** 2).sum(axis=-1).mean())
 
     def check_drift(self, x: np.ndarray, decoded: np.ndarray) -> float:
-        """Log a warning when ``x`` is reconstructed :data:`DRIFT_WARN` times worse than the
-        training sample; returns its mean squared error."""
+        """Mean squared error of ``decoded`` against ``x``; logs a warning when the kept
+        codebook fits it much worse than its training sample (:func:`.residual.warn_drift`)."""
         err = float(((decoded - x) ** 2).sum(axis=-1).mean())
-        if self.train_mse > 0 and err > DRIFT_WARN * self.train_mse:
-            logger.warning(
-                "tiered codebook: this batch is reconstructed %.3gx worse than the first "
-                "batch it was trained on (mse %.3g against %.3g); for the best quality, "
-                "rebuild the index from a representative first batch",
-                err / self.train_mse, err, self.train_mse,
-            )  # fmt: skip
+        warn_drift(logger, "tiered", err, self.train_mse)
         return err
 
     # ------------------------------------------------------------------ persistence
@@ -305,9 +301,9 @@ class TieredCodebook:
         tensors = {
             "offsets": self.offsets, "axes": self.axes, "scale": self.scale,
             "bits": self.bits, "edges": self.edges, "means": self.means,
+            "train_mse": np.array([self.train_mse], dtype=np.float64),
         }  # fmt: skip
-        meta = {"kind": "tiered", "dim": str(self.dim), "num_vectors": str(self.num_vectors),
-                "train_mse": repr(self.train_mse)}  # fmt: skip
+        meta = {"kind": "tiered", "dim": str(self.dim), "num_vectors": str(self.num_vectors)}
         return save(tensors, metadata=meta)
 
     def load(self, path: Path) -> None:
@@ -324,6 +320,7 @@ class TieredCodebook:
         want = {
             "offsets": (k, d), "axes": (ng, d, d), "scale": (ng, d), "bits": (ng, d),
             "edges": (ng, MAX_BITS + 1, 255), "means": (ng, MAX_BITS + 1, 256),
+            "train_mse": (1,),
         }  # fmt: skip
         for name, shape in want.items():
             if name not in t or tuple(t[name].shape) != shape:
@@ -348,9 +345,7 @@ class TieredCodebook:
         self.bits = bits
         self.edges, self.means = t["edges"].astype(np.float32), t["means"].astype(np.float32)
         self._tables = None
-        with open(path, "rb") as f:  # the metadata header: train_mse
-            header = _header_metadata(f.read())
-        self.train_mse = float(header.get("train_mse", 0.0))
+        self.train_mse = float(t["train_mse"][0])
 
     # ------------------------------------------------------------------ helpers
     def _need_trained(self) -> None:
@@ -379,9 +374,11 @@ def _centre(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(tiered_centres(x.numpy()))[:, None]
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    """``x`` divided by its float16-rounded length (as encoding stores it)."""
-    return x / x.norm(dim=-1, keepdim=True).half().float().clamp_min(_MIN_GAIN)
+def _gain_shape(resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals ``(..., D)`` -> their float16 lengths (the gains) and the residuals divided
+    by them (the shapes), as training and encoding both split them."""
+    gain = resid.norm(dim=-1).half()
+    return gain, resid / gain.float().clamp_min(_MIN_GAIN)[..., None]
 
 
 def _allocate(importance: torch.Tensor, budget: int) -> np.ndarray:
@@ -404,16 +401,9 @@ def _buckets(values: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
     n = 1 << bits
     edges = torch.quantile(values, torch.linspace(0, 1, n + 1)[1:-1])
     which = torch.bucketize(values, edges)
-    counts = torch.bincount(which, minlength=n).clamp_min(1)
+    counts = torch.bincount(which, minlength=n)
     sums = torch.zeros(n, dtype=values.dtype).index_add_(0, which, values)
-    means = sums / counts
-    empty = torch.bincount(which, minlength=n) == 0
+    means = sums / counts.clamp_min(1)
+    empty = counts == 0
     fill = torch.cat([edges[:1], edges])  # an empty bucket (ties) gets its lower edge
     return edges.float(), torch.where(empty, fill, means).float()
-
-
-def _header_metadata(data: bytes) -> dict[str, str]:
-    import json
-
-    n = int.from_bytes(data[:8], "little")
-    return dict(json.loads(data[8 : 8 + n]).get("__metadata__", {}))

@@ -19,8 +19,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import maxsim_pairwise
-from .residual import _c_order, _check_call, _ext, _kernel_threads, _residual_isa
+from .residual import (
+    _blockwise_scores,
+    _c_order,
+    _check_call,
+    _ext,
+    _kernel_threads,
+    _residual_isa,
+)
 
 __all__ = ["dequantize_int8", "maxsim_int8_ids", "TORCH_BLOCK"]
 
@@ -107,14 +113,7 @@ def _torch_scores(
     q: torch.Tensor, rows: np.ndarray, scales: np.ndarray, ids: np.ndarray, r_q: int, r_c: int
 ) -> torch.Tensor:
     """The torch backend: dequantise :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
-    nq, m = ids.shape
-    out = torch.empty((nq, m), dtype=torch.float32)
-    q32 = q.to(torch.float32)
-    for i in range(nq):
-        for s in range(0, m, TORCH_BLOCK):
-            sel = ids[i, s : s + TORCH_BLOCK]
-            docs = dequantize_int8(rows[sel, :r_c], scales[sel, :r_c])
-            out[i, s : s + sel.size] = maxsim_pairwise(
-                q32[i : i + 1], docs[None], (r_q, r_c), backend="torch"
-            )[0]
-    return out
+    return _blockwise_scores(
+        q[:, :r_q], ids, r_c, TORCH_BLOCK,
+        lambda sel: dequantize_int8(rows[sel, :r_c], scales[sel, :r_c]),
+    )  # fmt: skip

@@ -22,6 +22,7 @@ dimensions a byte; the table is :meth:`metaembed_rag.index.residual.ResidualCode
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -243,15 +244,33 @@ def _torch_scores(
     normalize: bool,
 ) -> torch.Tensor:
     """The torch backend: decode :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
+    return _blockwise_scores(
+        q[:, :r_q], ids, r_c, TORCH_BLOCK,
+        lambda rows: decode_residual(
+            cid[rows, :r_c], packed[rows, :r_c], centroids, table, normalize
+        ),
+    )  # fmt: skip
+
+
+def _blockwise_scores(
+    q: torch.Tensor,
+    ids: np.ndarray,
+    r_c: int,
+    block: int,
+    decode: Callable[[np.ndarray], np.ndarray | torch.Tensor],
+) -> torch.Tensor:
+    """The torch backend of every coded-row scorer: ``decode(rows)`` (float32 ``(b, r_c, D)``)
+    ``block`` candidates of a query at a time, then MaxSim of the query's ``q.shape[1]``
+    vectors against them; never more than one block in float32."""
     nq, m = ids.shape
     out = torch.empty((nq, m), dtype=torch.float32)
     q32 = q.to(torch.float32)
-    step = max(1, TORCH_BLOCK)
+    budget = (int(q32.shape[1]), r_c)
     for i in range(nq):
-        for s in range(0, m, step):
-            rows = ids[i, s : s + step]
-            docs = decode_residual(cid[rows, :r_c], packed[rows, :r_c], centroids, table, normalize)
+        for s in range(0, m, max(1, block)):
+            rows = ids[i, s : s + block]
+            docs = torch.as_tensor(decode(rows))
             out[i, s : s + rows.size] = maxsim_pairwise(
-                q32[i : i + 1], torch.from_numpy(docs)[None], (r_q, r_c), backend="torch"
+                q32[i : i + 1], docs[None], budget, backend="torch"
             )[0]
     return out

@@ -24,8 +24,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from . import maxsim_pairwise
 from ._kernel import _isa_code
+from .residual import _blockwise_scores, _c_order, _check_call, _kernel_threads
 
 __all__ = ["TieredTables", "maxsim_tiered_ids", "tiered_kernel_available", "TORCH_BLOCK"]
 
@@ -78,7 +78,7 @@ class TieredTables:
     def decode(
         self, codes: np.ndarray, gains: np.ndarray, centres: np.ndarray, r: int
     ) -> np.ndarray:
-        """float32 ``(n, r, D)`` vectors of rows ``codes`` ``(n, >= slot_offset[r])`` uint8,
+        """float32 ``(n, r, D)`` vectors of rows ``codes`` ``(n, > slot_offset[r])`` uint8,
         ``gains`` ``(n, >= r)`` and ``centres`` ``(n, D)`` (any float dtype): the values the
         kernel scores, decoded with numpy (the reference for the kernel's tests)."""
         n = codes.shape[0]
@@ -132,8 +132,6 @@ def maxsim_tiered_ids(
         RuntimeError: ``backend="kernel"`` without the compiled kernel.
         IndexError: a candidate row out of range.
     """
-    from .residual import _check_call, _kernel_threads
-
     q = torch.as_tensor(queries)
     if q.dim() != 3:
         raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
@@ -179,8 +177,7 @@ def maxsim_tiered_ids(
     cen = torch.from_numpy(np.asarray(centres[ids_t], dtype=np.float32))  # (nq, m, D)
     qc = torch.matmul(cen, qp.transpose(1, 2)).contiguous().numpy()  # (nq, m, RQ)
     g32 = np.ascontiguousarray(gains[ids_t, :r_c], dtype=np.float32)  # (nq, m, r_c)
-    codes_c = codes if codes.dtype == np.uint8 and codes.flags.c_contiguous else (
-        np.ascontiguousarray(codes, dtype=np.uint8))  # fmt: skip
+    codes_c = _c_order(codes, np.uint8)
     t = tables
     out = torch.empty((nq, m), dtype=torch.float32)
     _ext.score(
@@ -212,14 +209,7 @@ def _torch_scores(
     r_c: int,
 ) -> torch.Tensor:
     """The torch backend: decode :data:`TORCH_BLOCK` candidates at a time, then MaxSim."""
-    nq, m = ids.shape
-    out = torch.empty((nq, m), dtype=torch.float32)
-    r_q = q32.shape[1]
-    for i in range(nq):
-        for s in range(0, m, TORCH_BLOCK):
-            rows = ids[i, s : s + TORCH_BLOCK]
-            docs = tables.decode(codes[rows], gains[rows], centres[rows], r_c)
-            out[i, s : s + rows.size] = maxsim_pairwise(
-                q32[i : i + 1], torch.from_numpy(docs)[None], (r_q, r_c), backend="torch"
-            )[0]
-    return out
+    return _blockwise_scores(
+        q32, ids, r_c, TORCH_BLOCK,
+        lambda rows: tables.decode(codes[rows], gains[rows], centres[rows], r_c),
+    )  # fmt: skip

@@ -27,7 +27,9 @@ from ..scoring import maxsim
 from .examples import pair_examples, split_dev
 from .trainer import TrainExample
 
-__all__ = ["distractors_of", "evaluate_dev", "read_recipe", "recipe_pairs_split"]
+__all__ = [
+    "distractors_of", "evaluate_dev", "read_recipe", "recipe_pairs_split", "source_collections",
+]  # fmt: skip
 
 
 def recipe_pairs_split(
@@ -75,6 +77,34 @@ def distractors_of(
     return out
 
 
+def source_collections(
+    dev: Sequence[TrainExample],
+    distractors: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+) -> dict[str, tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]]:
+    """Per source of a dev split (sorted by name): its text queries ``{id: text}``, its
+    candidate documents ``{id: text}`` (the dev positives, then ``distractors``' documents
+    not among them) and the judgments ``{query id: {positive id: 1}}``. Non-text pairs are
+    left out; a source may hold no query."""
+    by_source: dict[str, list[TrainExample]] = {}
+    for ex in dev:
+        by_source.setdefault(ex.source, []).append(ex)
+    out = {}
+    for name, exs in sorted(by_source.items()):
+        queries: dict[str, str] = {}
+        docs: dict[str, str] = {}
+        qrels: dict[str, dict[str, int]] = {}
+        for ex in exs:
+            if not isinstance(ex.query, str) or not isinstance(ex.positive, str):
+                continue  # text pairs only
+            queries.setdefault(ex.query_id, ex.query)
+            docs.setdefault(ex.positive_id, ex.positive)
+            qrels.setdefault(ex.query_id, {})[ex.positive_id] = 1
+        for doc_id, text in (distractors or {}).get(name, ()):
+            docs.setdefault(doc_id, text)
+        out[name] = (queries, docs, qrels)
+    return out
+
+
 def evaluate_dev(
     model: MetaEmbedModel,
     dev: Sequence[TrainExample],
@@ -100,22 +130,8 @@ def evaluate_dev(
         encoder = MeanPoolEncoder.from_backbone(
             model.config.backbone, device=model.device, trust_remote_code=False
         )
-    by_source: dict[str, list[TrainExample]] = {}
-    for ex in dev:
-        by_source.setdefault(ex.source, []).append(ex)
     sources: dict[str, Any] = {}
-    for name, exs in sorted(by_source.items()):
-        queries: dict[str, str] = {}
-        docs: dict[str, str] = {}
-        qrels: dict[str, dict[str, int]] = {}
-        for ex in exs:
-            if not isinstance(ex.query, str) or not isinstance(ex.positive, str):
-                continue  # text pairs only
-            queries.setdefault(ex.query_id, ex.query)
-            docs.setdefault(ex.positive_id, ex.positive)
-            qrels.setdefault(ex.query_id, {})[ex.positive_id] = 1
-        for doc_id, text in (distractors or {}).get(name, ()):
-            docs.setdefault(doc_id, text)
+    for name, (queries, docs, qrels) in source_collections(dev, distractors).items():
         if len(docs) < 2:
             continue
         qids, doc_ids = sorted(queries), sorted(docs)
