@@ -291,7 +291,7 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
                 rows.vectors.append(stored)
                 if rows.side is not None:
                     rows.side[1].append(side)
-        rows.coarse.append(np.zeros((n, d), dtype=np.float32))
+        rows.coarse.append(np.zeros((n, d), dtype=rows.coarse.dtype))
         backend = LocalBackend(rows, CoarseIndex(d, "flat"))
         budget = Budget(16, 64)
         backend.score(queries[:1], cand[:1], budget)  # warm-up

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from metaembed_rag.index import MultiVectorIndex
-from metaembed_rag.index.persist import IndexCorruptedError
-from metaembed_rag.index.tiered import PAD, TieredCodebook, tier_bits
+from metaembed_rag.index.persist import IndexCorruptedError, IndexMismatchError
+from metaembed_rag.index.tiered import LAYOUT, TieredCodebook, tier_bits
 from metaembed_rag.scoring import maxsim_pairwise
 from metaembed_rag.scoring.tiered import maxsim_tiered_ids, tiered_kernel_available
 
@@ -35,9 +35,9 @@ def _docs(n: int, k: int, d: int, seed: int = 0, spread: float = 0.5) -> np.ndar
 def test_size_at_the_default_shape():
     book = TieredCodebook(384, 64)
     assert [tier_bits(k, 384) for k in (0, 8, 16)] == [1024, 512, 256]
-    # codes + padding + float16 gains + float16 centre: under 4 KiB with the document line
-    assert book.row_bytes() == 8 * 128 + 8 * 64 + 48 * 32 + PAD
-    assert book.row_bytes() + 64 * 2 + 384 * 2 == 3971
+    # codes + float16 gains + float16 centre: under 4 KiB with the document line
+    assert book.row_bytes() == 8 * 128 + 8 * 64 + 48 * 32
+    assert book.row_bytes() + 64 * 2 + 384 * 2 == 3968
     assert TieredCodebook(384, 16).row_bytes(16) == 8 * 128 + 8 * 64
 
 
@@ -97,24 +97,46 @@ def test_long_residuals_are_not_clipped():
     assert rel[-1].mean() < 3 * np.median(rel[:-1])
 
 
+def _skewed_docs(n: int, k: int, d: int, seed: int = 0) -> np.ndarray:
+    """:func:`_docs` whose spread decays over the dimensions, so the first principal axes get
+    6-8 bits and the last ones 0-2 (every decoding variant of the kernel)."""
+    rng = np.random.default_rng(seed)
+    decay = np.exp(-np.arange(d) / 2.0)
+    x = rng.standard_normal((n, 1, d)) + 4.0 * decay * rng.standard_normal((n, k, d))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def kernel_case():
+    """Three tiers of 8, 8 and 24 slots (the last: one full 16-lane step and one half-empty
+    one), coded axes not a multiple of 16, axes of every bit width 1-8."""
+    k, d = 40, 40
+    x = _skewed_docs(300, k, d)
+    book = TieredCodebook(d, k)
+    book.train(x)
+    assert {1, 6, 7, 8} <= set(book.bits[0].tolist())  # permute, 2 permutes, gather
+    codes, gains, centres = book.encode(x)
+    return book, codes, gains, centres, book.decode(codes, gains, centres)
+
+
 @needs_kernel
 @pytest.mark.parametrize("isa", ["generic", "avx512"])
-@pytest.mark.parametrize("budget", [(1, 1), (3, 9), (4, 20), (2, 24)])
+@pytest.mark.parametrize("budget", [(1, 1), (3, 9), (4, 20), (2, 24), (16, 40), (18, 33), (20, 7)])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_kernel_against_reference(monkeypatch, isa, budget, threads):
+def test_kernel_against_reference(monkeypatch, kernel_case, isa, budget, threads):
+    """Every lane arrangement: two candidates side by side (tiers of <= 8 used slots, also
+    across a query boundary: 29 candidates a query), one candidate's 16 or fewer slots, more
+    than 16 query vectors (two blocks)."""
     from metaembed_rag.scoring import _tiered
 
     if isa == "avx512" and _tiered.best_isa() < 2:
         pytest.skip("no AVX-512 on this CPU")
     monkeypatch.setenv("METAEMBED_RAG_MAXSIM_ISA", isa)
-    k, d = 24, 40  # three tiers; coded axes not a multiple of 16
-    x = _docs(50, k, d)
-    book = TieredCodebook(d, k)
-    book.train(x)
-    codes, gains, centres = book.encode(x)
-    dec = book.decode(codes, gains, centres)
-    q = torch.from_numpy(_docs(4, 4, d, seed=5))
-    ids = np.random.default_rng(2).integers(0, 50, (4, 30))
+    book, codes, gains, centres, dec = kernel_case
+    d = book.dim
+    q = torch.from_numpy(_skewed_docs(3, 20, d, seed=5))
+    ids = np.random.default_rng(2).integers(0, codes.shape[0], (3, 29))
     r_q, r_c = budget
     got = maxsim_tiered_ids(
         q, codes, gains, centres.astype(np.float16), book.tables(), ids, r_q, r_c,
@@ -226,8 +248,12 @@ def test_damaged_codebook_refused(tmp_path):
         TieredCodebook(16, 8).load(path)
     t = load_file(str(path))
     t["bits"] = np.full_like(t["bits"], 8)  # more bits than the tier holds
-    save_file(t, str(path))
+    save_file(t, str(path), metadata={"layout": str(LAYOUT)})
     with pytest.raises(IndexCorruptedError, match="bit allocation"):
+        TieredCodebook(32, 8).load(path)
+    # a codebook of the first row layout (each slot's bytes together, no layout mark)
+    save_file(load_file(str(path)), str(path))
+    with pytest.raises(IndexMismatchError, match="layout 1; .* reads layout 2.*Rebuild"):
         TieredCodebook(32, 8).load(path)
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(IndexCorruptedError, match="unreadable"):

@@ -15,8 +15,7 @@ Decoding: ``x_k ~= c + o_k + g_k * sum_a values[a][code_a] * scale[a] * axes[:, 
 **Tiers.** The first vectors are the ones every budget reads, so they get the most bits:
 slots 0-7 get ``8/3`` bits a dimension (1,024 bits at D=384), slots 8-15 ``4/3`` (512) and
 the rest ``2/3`` (256). Each tier has its own axes, scales and allocation. At D=384 and 64
-vectors a document takes 3,072 code bytes + 128 gain bytes + 768 centre bytes (+3 bytes of
-padding that let the kernel read any code with one 16-bit load): 3,971 bytes.
+vectors a document takes 3,072 code bytes + 128 gain bytes + 768 centre bytes: 3,968 bytes.
 
 **Why gain-shape.** Coding the residuals themselves fits the quantiser's range to typical
 residuals and clips the few documents whose residuals are much longer; their decoded vectors
@@ -31,10 +30,12 @@ batch added to an index, and kept on later adds (rows never change); a later bat
 documents (``storage.DRIFT_SAMPLE``) are coded much worse than the training sample logs a
 warning (:func:`~metaembed_rag.index.residual.warn_drift`, the residual kinds' rule).
 
-**Layout.** A document row is ``row_bytes(K')`` code bytes, slot after slot (each slot starts
-on a byte; inside a slot the codes are packed little-endian, axis after axis, skipping
-0-bit axes) + :data:`PAD` bytes. The first ``r_c`` vectors are the prefix
-``row[: row_bytes(r_c)]``. :meth:`TieredCodebook.decode` and the scoring kernel
+**Layout.** A document row is ``row_bytes(K')`` code bytes, tier after tier. A tier of ``S``
+slots of ``B`` bytes each (its codes packed little-endian, axis after axis, skipping 0-bit
+axes) is a block of ``B * S`` bytes with the slots interleaved byte by byte: byte ``j`` of slot
+``s`` is at ``block[j * S + s]``, so the scoring kernel reads one code of 16 vectors with one
+16-byte load and no gather. The first ``r_c`` vectors therefore lie in the row's first tier
+blocks, ``row[: read_bytes(r_c)]``. :meth:`TieredCodebook.decode` and the scoring kernel
 (:mod:`metaembed_rag.scoring.tiered`) read the same :class:`~metaembed_rag.scoring.tiered.TieredTables`.
 """
 
@@ -46,22 +47,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from ..scoring.tiered import TieredTables
-from .persist import IndexCorruptedError
+from .persist import IndexCorruptedError, IndexMismatchError
 from .residual import warn_drift
 
-__all__ = ["TieredCodebook", "TIERS", "PAD", "tiered_centres"]
+__all__ = ["TieredCodebook", "TIERS", "tiered_centres", "LAYOUT"]
 
 logger = logging.getLogger(__name__)
 
 #: ``(first slot after the tier, bits per dimension)``; the last tier runs to K'.
 TIERS: tuple[tuple[int, float], ...] = ((8, 8 / 3), (16, 4 / 3), (1 << 30, 2 / 3))
-#: Bytes after each row's codes, so that any code can be read with one 16-bit load.
-PAD = 3
+#: Version of the row layout, saved with the codebook: 2 interleaves a tier's slots byte by
+#: byte (version 1, unmarked, kept each slot's bytes together and is refused on load).
+LAYOUT = 2
 #: Most bits one axis gets.
 MAX_BITS = 8
+#: Spare values after each tier's value table (the kernel reads 64 from any axis's start).
+VALUE_SPARE = 64
 #: Documents sampled from the first batch to train the codebook.
 TRAIN_DOCS = 4096
 #: Fewer training documents than this log a warning: each tier's principal axes and buckets
@@ -128,15 +133,13 @@ class TieredCodebook:
         return self.axes is not None
 
     def row_bytes(self, r: int | None = None) -> int:
-        """Code bytes of the first ``r`` vectors (default: all, plus :data:`PAD`)."""
-        if r is None:
-            return int(self.slot_offset[-1]) + PAD
-        return int(self.slot_offset[r])
+        """Code bytes of the first ``r`` vectors (default: all ``K'``)."""
+        return int(self.slot_offset[self.num_vectors if r is None else r])
 
     def read_bytes(self, r: int) -> int:
-        """The prefix of a row that decoding its first ``r`` vectors reads: their codes and
-        the byte after them (numpy decoding reads each code with one 16-bit load)."""
-        return self.row_bytes(r) + 1
+        """The prefix of a row that decoding its first ``r`` vectors reads: the blocks of the
+        tiers they belong to (a tier's slots are interleaved byte by byte)."""
+        return int(self.slot_offset[next(e for s, e in self.groups if s <= r - 1 < e)])
 
     def group_of(self, slot: int) -> int:
         """The tier of vector ``slot``."""
@@ -217,7 +220,8 @@ class TieredCodebook:
                 edges = torch.from_numpy(self.edges[g, b, : (1 << b) - 1].copy())
                 q[..., cols] = torch.bucketize(y[..., cols].contiguous(), edges).numpy()
             lo, hi = self.slot_offset[start], self.slot_offset[end]
-            codes[:, lo:hi] = self._pack(q, g).reshape(n, -1)
+            # byte j of every slot of the tier side by side: (n, bytes, S)
+            codes[:, lo:hi] = self._pack(q, g).transpose(0, 2, 1).reshape(n, -1)
         return codes, gain.numpy(), centre[:, 0].numpy()
 
     def _pack(self, q: np.ndarray, g: int) -> np.ndarray:
@@ -249,25 +253,29 @@ class TieredCodebook:
             ng, d = len(self.groups), self.dim
             lay = [self.axis_layout(g) for g in range(ng)]
             amax = max(16, -(-max(a.size for a, _, _ in lay) // 16) * 16)
-            axes = np.zeros((ng, d, amax), np.float32)
+            tier_rows = [max(16, -(-a.size // 16) * 16) for a, _, _ in lay]
+            coff = np.concatenate([[0], np.cumsum(tier_rows)])[:-1].astype(np.int32)
+            proj = np.zeros((sum(tier_rows) + self.num_vectors, d), np.float32)
             pos = np.zeros((ng, amax), np.int32)
             mask = np.zeros((ng, amax), np.int32)
             voff = np.zeros((ng, amax), np.int32)
             width = max(int((1 << b.astype(np.int64)).sum()) for _, _, b in lay)
-            vals = np.zeros((ng, max(width, 1)), np.float32)
+            # + VALUE_SPARE: the kernel loads a narrow axis's values as 32 or 64 floats
+            vals = np.zeros((ng, width + VALUE_SPARE), np.float32)
             for g, (active, p, b) in enumerate(lay):
                 a = active.size
-                axes[g, :, :a] = self.axes[g][:, active] * self.scale[g][active]
+                proj[coff[g] : coff[g] + a] = (self.axes[g][:, active] * self.scale[g][active]).T
                 pos[g, :a], mask[g, :a] = p, (1 << b) - 1
                 sizes = 1 << b.astype(np.int64)
                 voff[g, :a] = np.concatenate([[0], np.cumsum(sizes)])[:-1]
                 for t in range(a):
                     vals[g, voff[g, t] : voff[g, t] + sizes[t]] = self.means[g][b[t], : sizes[t]]
+            proj[sum(tier_rows) :] = self.offsets
             self._tables = TieredTables(
                 slot_offset=self.slot_offset.copy(),
                 slot_group=np.array([self.group_of(k) for k in range(self.num_vectors)],
                                     np.int32),
-                offsets=self.offsets.copy(), axes=axes,
+                offsets=self.offsets.copy(), proj=proj, coff=coff,
                 nact=np.array([a.size for a, _, _ in lay], np.int32),
                 pos=pos, mask=mask, voff=voff, vals=vals,
             )  # fmt: skip
@@ -303,7 +311,8 @@ class TieredCodebook:
             "bits": self.bits, "edges": self.edges, "means": self.means,
             "train_mse": np.array([self.train_mse], dtype=np.float64),
         }  # fmt: skip
-        meta = {"kind": "tiered", "dim": str(self.dim), "num_vectors": str(self.num_vectors)}
+        meta = {"kind": "tiered", "dim": str(self.dim), "num_vectors": str(self.num_vectors),
+                "layout": str(LAYOUT)}  # fmt: skip
         return save(tensors, metadata=meta)
 
     def load(self, path: Path) -> None:
@@ -311,11 +320,20 @@ class TieredCodebook:
 
         Raises:
             IndexCorruptedError: unreadable, or shapes that do not fit this index.
+            IndexMismatchError: saved in another row layout (:data:`LAYOUT`).
         """
         try:
             t = load_file(str(path))
+            with safe_open(str(path), "np") as f:
+                layout = (f.metadata() or {}).get("layout", "1")
         except Exception as exc:
             raise IndexCorruptedError(f"{path}: unreadable tiered codebook ({exc}).") from exc
+        if layout != str(LAYOUT):
+            raise IndexMismatchError(
+                f"{path}: tiered rows in layout {layout}; this metaembed-rag reads layout "
+                f"{LAYOUT} (a tier's slots interleaved byte by byte). Rebuild the index with "
+                "this version, or open it with the metaembed-rag that wrote it."
+            )
         d, k, ng = self.dim, self.num_vectors, len(self.groups)
         want = {
             "offsets": (k, d), "axes": (ng, d, d), "scale": (ng, d), "bits": (ng, d),

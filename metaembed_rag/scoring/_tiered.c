@@ -2,25 +2,29 @@
  * metaembed_rag.scoring._tiered: budgeted MaxSim on candidates stored by tiered gain-shape
  * transform coding (metaembed_rag.index.tiered).
  *
- * A candidate row holds, slot after slot, each stored vector's codes: for the slot's tier g,
- * axis t of the tier's coded axes has `bits` bits at bit offset pos[g][t] of the slot, packed
- * little-endian. Its decoded value is vals[g][voff[g][t] + code] (the bucket mean; each axis's
- * 2**bits values stored one after the other, so a tier's table stays in the L1/L2 caches). The score of query
- * vector j against vector k of a candidate is
+ * Layout. A tier of S slots (stored vectors) is a block of B * S bytes: byte j of the tier's
+ * slot s (its codes packed little-endian, axis after axis, B bytes a slot) is at
+ * block[j * S + s], so byte j of every slot of the tier lies in S consecutive bytes. Coded axis
+ * t of tier g has bits(t) bits at bit offset pos[g][t] of a slot; its decoded value is
+ * vals[g][voff[g][t] + code] (the bucket mean; each axis's 2**bits values one after the other).
+ * The score of query vector j against stored vector k of a candidate is
  *
- *     s_jk = qc[j] + qo[j][k] + gain[k] * sum_t qrot[g][j][t] * vals[g][t][code_t]
+ *     s_jk = qc[j] + qo[j][k] + gain[k] * sum_t qrot[g][j][t] * vals[g][t][code_kt]
  *
- * where qc = <q_j, centre>, qo = <q_j, o_k> and qrot = the query rotated onto the tier's coded
- * axes times their scales (all three computed once per query by the caller, scoring/tiered.py),
- * so only the coded values of one vector are ever decoded, into a per-thread buffer. The score
- * is s(q, c) = sum_{j < r_q} max_{k < r_c} s_jk, float32 (16 query vectors a step, one a lane,
- * two stored vectors of a tier at a time; each dot product summed over the axes in two
- * interleaved partial sums; no fast-math).
+ * where qrot = the query rotated onto the tier's coded axes times their scales and qo =
+ * <q_j, o_k> (both from one product per query by the caller, scoring/tiered.py), qc =
+ * <q_j, centre> (here, from the float16 centre; gains are read as float16 too), and
+ * s(q, c) = sum_{j < r_q} max_{k < r_c} s_jk, float32 (no fast-math).
  *
- * An AVX-512 build of the loops (codes and values read 16 axes a step with gathers; the row's 3
- * padding bytes keep every 32-bit read inside it) is chosen at run time when the CPU has it
- * (`isa` < 0), or asked for (`isa` 2; 0 is the portable build); work is split over plain
- * pthreads, GIL released.
+ * AVX-512 build (chosen at run time when the CPU has AVX-512 F/BW/VL, `isa` < 0, or asked for,
+ * `isa` 2; 0 is the portable build): 16 stored vectors a step, one a lane: up to 16 slots of a
+ * tier of more than 8 used slots, or the (at most 8) used slots of a tier in two candidates side
+ * by side. Axis t's code byte of the 16 slots is one masked 16-byte load (two for two
+ * candidates), so codes need no gathers; its value comes from the axis's own table with one
+ * permute (<= 5 bits), two permutes and a blend (6 bits) or a gather (7-8 bits); each tier's
+ * axes are decoded variant by variant (a plan built once a call), so the loops do not branch.
+ * The 16 lanes of values are then multiplied into 16 accumulators, one a query vector (its
+ * coefficient broadcast). Work is split over plain pthreads, GIL released.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,145 +35,320 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_TIERS 16
+/* decoding variants of an axis: value by one permute (<= 5 bits), two (6) or a gather (7-8),
+ * times whether its code runs into the next byte */
+#define VARIANTS 6
+
+/* one coded axis, as the AVX-512 loops decode it */
+typedef struct {
+    int32_t t;     /* its row in the decoded buffer and in qrot */
+    int32_t lo;    /* offset of its first code byte in the tier block (for slot 0) */
+    int32_t hi;    /* offset of the next byte (a crossing code only) */
+    int32_t sh;    /* bit offset in the first byte */
+    int32_t mask;  /* 2**bits - 1 */
+    int32_t voff;  /* where its values start */
+} axis_t;
+
 typedef struct {
     float *out;              /* (nq, m) */
-    const float *qrot;       /* (nq, G, RQ / 16, A, 16) */
-    const float *qo;         /* (nq, ks, RQ) */
-    const float *qc;         /* (nq, m, RQ) */
-    const float *gains;      /* (nq, m, r_c) */
+    const float *qrot;       /* (nq, RQ / 16, C, 16): tier g's axes at rows coff[g].. */
+    const float *qo;         /* (nq, RQ, ks) */
+    const float *qt;         /* (nq, RQ / 16, D, 16) the query vectors, one a lane */
+    const uint16_t *centres; /* (N, D) float16 */
+    const uint16_t *gains;   /* (N, ks) float16 */
     const int64_t *ids;      /* (nq, m) */
     const uint8_t *codes;    /* (N, W) */
-    int64_t W, ks, nq, m, r_q, RQ, r_c, A, G;
-    const int64_t *slot_offset; /* (ks + 1,) */
-    const int32_t *slot_group;  /* (ks,) */
+    int64_t W, ks, nq, m, r_q, RQ, r_c, A, G, C, D;
+    int64_t coff[MAX_TIERS];  /* first row of each tier's axes in qrot */
+    int64_t base[MAX_TIERS];  /* byte offset of each tier's block in a row */
+    int32_t start[MAX_TIERS + 1]; /* first slot of each tier; start[G] = ks */
     const int32_t *nact;     /* (G,) coded axes per tier (<= A) */
     const int32_t *pos;      /* (G, A) bit offsets in a slot */
     const int32_t *mask;     /* (G, A) (1 << bits) - 1 */
     const int32_t *voff;     /* (G, A) where each coded axis's values start in its tier's row */
-    const float *vals;       /* (G, V) the values, axis after axis (2**bits each) */
+    const float *vals;       /* (G, V) the values, axis after axis (2**bits each), 64 spare */
     int64_t V;
+    const axis_t *plan;      /* (G, A): each tier's coded axes, grouped by variant */
+    int32_t nvar[MAX_TIERS][VARIANTS]; /* axes of each variant */
     int64_t begin, end;
 } job_t;
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef int32_t v16i __attribute__((vector_size(64)));
+/* bits of an axis whose mask is 2**bits - 1 (bsf: no popcnt needed in the portable build) */
+static inline int mask_bits(uint32_t mask) { return __builtin_ctz(mask + 1u); }
 
-/* the coded values of one vector: buf[t] = vals[t][code_t] for t < n */
-static inline void decode_generic(const uint8_t *sp, int32_t n, const int32_t *pos,
-                                  const int32_t *mask, const int32_t *voff, const float *vals,
-                                  float *buf)
+/* IEEE half -> float (subnormals, infinities and NaN included) */
+static inline float half_to_float(uint16_t h)
 {
-    for (int32_t t = 0; t < n; t++) {
-        const int32_t p = pos[t];
-        const uint32_t w = (uint32_t)sp[p >> 3] | ((uint32_t)sp[(p >> 3) + 1] << 8);
-        buf[t] = vals[voff[t] + (int32_t)((w >> (p & 7)) & (uint32_t)mask[t])];
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, f = h & 0x3ffu;
+    uint32_t bits;
+    if (e == 0x1fu) {
+        bits = sign | 0x7f800000u | (f << 13);
+    } else if (e) {
+        bits = sign | ((e + 112u) << 23) | (f << 13);
+    } else {
+        const float v = (float)f * 5.9604644775390625e-08f; /* f * 2**-24 */
+        return sign ? -v : v;
+    }
+    float out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+/* ---------------------------------------------------------------- portable build */
+/* code of axis t (bit offset p, `bits` bits) of the slot whose byte 0 is at sp, bytes S apart */
+static inline uint32_t code_at(const uint8_t *sp, int64_t S, int32_t p, uint32_t mask)
+{
+    uint32_t w = sp[(int64_t)(p >> 3) * S];
+    if ((p & 7) + mask_bits(mask) > 8) w |= (uint32_t)sp[(int64_t)((p >> 3) + 1) * S] << 8;
+    return (w >> (p & 7)) & mask;
+}
+
+static void range_generic(const job_t *jb, float *buf, float *best)
+{
+    const int64_t A = jb->A, RQ = jb->RQ, r_c = jb->r_c, nblk = RQ / 16, D = jb->D;
+    float *mx = best, *qc = best + RQ;
+    for (int64_t item = jb->begin; item < jb->end; item++) {
+        const int64_t i = item / jb->m, id = jb->ids[item];
+        const uint8_t *row = jb->codes + id * jb->W;
+        const uint16_t *cen = jb->centres + id * D, *gains = jb->gains + id * jb->ks;
+        for (int64_t j = 0; j < RQ; j++) {
+            const float *q = jb->qt + ((i * nblk + j / 16) * D) * 16 + j % 16;
+            float acc = 0.0f;
+            for (int64_t d = 0; d < D; d++) acc += q[d * 16] * half_to_float(cen[d]);
+            qc[j] = acc;
+            mx[j] = -INFINITY;
+        }
+        for (int64_t k = 0; k < r_c; k++) {
+            int g = 0;
+            while (k >= jb->start[g + 1]) g++;
+            const int64_t S = jb->start[g + 1] - jb->start[g];
+            const uint8_t *sp = row + jb->base[g] + (k - jb->start[g]);
+            const int32_t n = jb->nact[g];
+            const int32_t *pos = jb->pos + g * A, *mask = jb->mask + g * A, *voff = jb->voff + g * A;
+            const float *vals = jb->vals + (size_t)g * jb->V, gain = half_to_float(gains[k]);
+            for (int32_t t = 0; t < n; t++)
+                buf[t] = vals[voff[t] + (int32_t)code_at(sp, S, pos[t], (uint32_t)mask[t])];
+            for (int64_t b = 0; b < nblk; b++) {
+                const float *qt = jb->qrot + ((i * nblk + b) * jb->C + jb->coff[g]) * 16;
+                float acc[16] = {0};
+                for (int32_t t = 0; t < n; t++)
+                    for (int l = 0; l < 16; l++) acc[l] += qt[t * 16 + l] * buf[t];
+                for (int l = 0; l < 16 && b * 16 + l < jb->r_q; l++) {
+                    const int64_t j = b * 16 + l;
+                    const float s = jb->qo[(i * RQ + j) * jb->ks + k] + gain * acc[l];
+                    if (s > mx[j]) mx[j] = s;
+                }
+            }
+        }
+        float total = 0.0f;
+        for (int64_t j = 0; j < jb->r_q; j++) total += qc[j] + mx[j];
+        jb->out[item] = total;
     }
 }
 
+/* ---------------------------------------------------------------- AVX-512 build */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_AVX512 1
 #include <immintrin.h>
-/* 16 axes a step: gather the 32-bit word at each code's byte (the row's PAD bytes keep the
- * last ones inside it), shift and mask, then gather the values; the same values as above.
- * Lanes past n read valid padding (pos 0, zero values) and are never multiplied by a
- * non-zero query coefficient. */
-__attribute__((target("avx512f,avx2,fma"))) static inline void
-decode_avx512(const uint8_t *sp, int32_t n, const int32_t *pos, const int32_t *mask,
-              const int32_t *voff, const float *vals, float *buf)
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+
+/* 16 lanes of stored vectors: lanes in m0 read candidate 0 (bytes b0[l + j * S], float16
+ * gains g0[l], slot offsets qo[q0 + l]), lanes in m1 candidate 1 (b1, g1, q1). */
+typedef struct {
+    __mmask16 m0, m1;
+    const uint8_t *b0, *b1;
+    const uint16_t *g0, *g1;
+    int64_t q0, q1;
+} lanes_t;
+
+AVX512 static inline __m512i bytes_at(const lanes_t *L, int64_t off)
 {
-    const __m512i seven = _mm512_set1_epi32(7);
-    for (int32_t t = 0; t < n; t += 16) {
-        const __m512i p = _mm512_loadu_si512((const void *)(pos + t));
-        const __m512i w = _mm512_i32gather_epi32(_mm512_srli_epi32(p, 3), (const void *)sp, 1);
-        const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(w, _mm512_and_si512(p, seven)),
-                                              _mm512_loadu_si512((const void *)(mask + t)));
-        const __m512i idx = _mm512_add_epi32(code, _mm512_loadu_si512((const void *)(voff + t)));
-        _mm512_storeu_ps(buf + t, _mm512_i32gather_ps(idx, vals, 4));
+    __m128i x = _mm_maskz_loadu_epi8(L->m0, L->b0 + off);
+    if (L->m1) x = _mm_mask_loadu_epi8(x, L->m1, L->b1 + off);
+    return _mm512_cvtepu8_epi32(x);
+}
+
+AVX512 static inline __m512 floats_at(__mmask16 m0, const float *p0, __mmask16 m1, const float *p1)
+{
+    __m512 x = _mm512_maskz_loadu_ps(m0, p0);
+    return m1 ? _mm512_mask_loadu_ps(x, m1, p1) : x;
+}
+
+/* buf[t][lane] = the value of axis t of the lane's vector for the `cnt` axes of one variant
+ * (constant arguments: the compiler writes one loop for each) */
+AVX512 static inline __attribute__((always_inline)) void
+decode_run(const axis_t *ax, int32_t cnt, const int two, const int cross, const int cls,
+           __mmask16 m0, const uint8_t *b0, __mmask16 m1, const uint8_t *b1,
+           const float *vals, float *buf)
+{
+    for (int32_t e = 0; e < cnt; e++) {
+        const axis_t a = ax[e];
+        __m128i x = _mm_maskz_loadu_epi8(m0, b0 + a.lo);
+        if (two) x = _mm_mask_loadu_epi8(x, m1, b1 + a.lo);
+        __m512i w = _mm512_cvtepu8_epi32(x);
+        if (cross) {
+            __m128i y = _mm_maskz_loadu_epi8(m0, b0 + a.hi);
+            if (two) y = _mm_mask_loadu_epi8(y, m1, b1 + a.hi);
+            w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_cvtepu8_epi32(y), 8));
+        }
+        const __m512i code = _mm512_and_si512(_mm512_srlv_epi32(w, _mm512_set1_epi32(a.sh)),
+                                              _mm512_set1_epi32(a.mask));
+        const float *tab = vals + a.voff;
+        __m512 v;
+        if (cls == 0) {
+            v = _mm512_permutex2var_ps(_mm512_loadu_ps(tab), code, _mm512_loadu_ps(tab + 16));
+        } else if (cls == 1) {
+            const __m512 lo = _mm512_permutex2var_ps(_mm512_loadu_ps(tab), code,
+                                                     _mm512_loadu_ps(tab + 16));
+            const __m512 hi = _mm512_permutex2var_ps(_mm512_loadu_ps(tab + 32), code,
+                                                     _mm512_loadu_ps(tab + 48));
+            v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(code, _mm512_set1_epi32(32)), lo, hi);
+        } else {
+            v = _mm512_i32gather_ps(code, tab, 4);
+        }
+        _mm512_store_ps(buf + (int64_t)a.t * 16, v);
     }
 }
-#endif
 
-/* Query vectors are scored 16 at a time, one lane each (RQ: r_q padded to a multiple of 16):
- * for every coded value buf[t], 16 lanes += qrot[t][lane] * buf[t], so no horizontal sums. */
-#define DEFINE_RANGE(SUFFIX, ATTR, DECODE)                                                        \
-    ATTR static void range##SUFFIX(const job_t *jb, float *buf)                                   \
-    {                                                                                             \
-        const int64_t A = jb->A, RQ = jb->RQ, r_c = jb->r_c, nblk = RQ / 16;                      \
-        v16 best[16];                                                                             \
-        for (int64_t item = jb->begin; item < jb->end; item++) {                                  \
-            const int64_t i = item / jb->m;                                                       \
-            const uint8_t *row = jb->codes + jb->ids[item] * jb->W;                               \
-            const float *qc = jb->qc + item * RQ;                                                 \
-            const float *gains = jb->gains + item * r_c;                                          \
-            for (int64_t b = 0; b < nblk; b++) best[b] = (v16){0} - INFINITY;                     \
-            for (int64_t k = 0; k < r_c;) {                                                       \
-                const int g = jb->slot_group[k];                                                  \
-                const int32_t n = jb->nact[g];                                                    \
-                /* two vectors of one tier at a time: each query row read once for both */        \
-                const int two = k + 1 < r_c && jb->slot_group[k + 1] == g;                        \
-                float *buf2 = buf + A + 16;                                                       \
-                DECODE(row + jb->slot_offset[k], n, jb->pos + g * A, jb->mask + g * A,            \
-                       jb->voff + g * A, jb->vals + (size_t)g * jb->V, buf);                      \
-                if (two)                                                                          \
-                    DECODE(row + jb->slot_offset[k + 1], n, jb->pos + g * A, jb->mask + g * A,    \
-                           jb->voff + g * A, jb->vals + (size_t)g * jb->V, buf2);                 \
-                const v16 gk = (v16){0} + gains[k];                                               \
-                const v16 gk2 = (v16){0} + gains[two ? k + 1 : k];                                \
-                const float *qo = jb->qo + (i * jb->ks + k) * RQ;                                 \
-                for (int64_t b = 0; b < nblk; b++) {                                              \
-                    const float *qt = jb->qrot + (((i * jb->G + g) * nblk + b) * A) * 16;         \
-                    v16 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};                                   \
-                    int32_t t = 0;                                                                \
-                    if (two) {                                                                    \
-                        for (; t + 1 < n; t += 2) {                                               \
-                            const v16 x0 = *(const v16u *)(qt + t * 16);                          \
-                            const v16 x1 = *(const v16u *)(qt + t * 16 + 16);                     \
-                            a0 += x0 * buf[t];                                                    \
-                            b0 += x0 * buf2[t];                                                   \
-                            a1 += x1 * buf[t + 1];                                                \
-                            b1 += x1 * buf2[t + 1];                                               \
-                        }                                                                         \
-                        for (; t < n; t++) {                                                      \
-                            const v16 x0 = *(const v16u *)(qt + t * 16);                          \
-                            a0 += x0 * buf[t];                                                    \
-                            b0 += x0 * buf2[t];                                                   \
-                        }                                                                         \
-                    } else {                                                                      \
-                        for (; t + 1 < n; t += 2) {                                               \
-                            a0 += *(const v16u *)(qt + t * 16) * buf[t];                          \
-                            a1 += *(const v16u *)(qt + t * 16 + 16) * buf[t + 1];                 \
-                        }                                                                         \
-                        for (; t < n; t++) a0 += *(const v16u *)(qt + t * 16) * buf[t];           \
-                    }                                                                             \
-                    const v16 base = *(const v16u *)(qc + b * 16);                                \
-                    v16 sc = base + *(const v16u *)(qo + b * 16) + gk * (a0 + a1);                \
-                    v16i up = sc > best[b];                                                       \
-                    best[b] = (v16)(((v16i)sc & up) | ((v16i)best[b] & ~up));                     \
-                    if (two) {                                                                    \
-                        sc = base + *(const v16u *)(qo + RQ + b * 16) + gk2 * (b0 + b1);          \
-                        up = sc > best[b];                                                        \
-                        best[b] = (v16)(((v16i)sc & up) | ((v16i)best[b] & ~up));                 \
-                    }                                                                             \
-                }                                                                                 \
-                k += two ? 2 : 1;                                                                 \
+#define DECODE_ALL(TWO)                                                                           \
+    do {                                                                                          \
+        const axis_t *ax = plan;                                                                  \
+        for (int v = 0; v < VARIANTS; v++) {                                                      \
+            const int32_t cnt = nvar[v];                                                          \
+            switch (v) {                                                                          \
+            case 0: decode_run(ax, cnt, TWO, 0, 0, m0, b0, m1, b1, vals, buf); break;             \
+            case 1: decode_run(ax, cnt, TWO, 1, 0, m0, b0, m1, b1, vals, buf); break;             \
+            case 2: decode_run(ax, cnt, TWO, 0, 1, m0, b0, m1, b1, vals, buf); break;             \
+            case 3: decode_run(ax, cnt, TWO, 1, 1, m0, b0, m1, b1, vals, buf); break;             \
+            case 4: decode_run(ax, cnt, TWO, 0, 2, m0, b0, m1, b1, vals, buf); break;             \
+            default: decode_run(ax, cnt, TWO, 1, 2, m0, b0, m1, b1, vals, buf); break;            \
             }                                                                                     \
-            float total = 0.0f;                                                                   \
-            for (int64_t j = 0; j < jb->r_q; j++) total += best[j / 16][j % 16];                  \
-            jb->out[item] = total;                                                                \
+            ax += cnt;                                                                            \
         }                                                                                         \
-    }
+    } while (0)
 
-DEFINE_RANGE(_generic, , decode_generic)
-#ifdef HAVE_AVX512
-DEFINE_RANGE(_avx512, __attribute__((target("avx512f,avx2,fma"))), decode_avx512)
+/* buf[t][lane] = the value of axis t of the lane's vector, every coded axis of the tier */
+AVX512 static void decode16(const lanes_t *L, const axis_t *plan, const int32_t *nvar,
+                            const float *vals, float *buf)
+{
+    const __mmask16 m0 = L->m0, m1 = L->m1;
+    const uint8_t *b0 = L->b0, *b1 = L->b1;
+    if (m1) DECODE_ALL(1);
+    else DECODE_ALL(0);
+}
+
+/* one step: the lanes' scores against every query vector, folded into the running maxima
+ * best[c][j][lane] of the two candidates */
+AVX512 static void step16(const job_t *jb, int64_t i, int g, const lanes_t *L, float *buf,
+                          float *best)
+{
+    const int64_t A = jb->A, RQ = jb->RQ, nblk = RQ / 16;
+    const int32_t n = jb->nact[g];
+    decode16(L, jb->plan + g * A, jb->nvar[g], jb->vals + (size_t)g * jb->V, buf);
+    __m256i gh = _mm256_maskz_loadu_epi16(L->m0, L->g0);
+    if (L->m1) gh = _mm256_mask_loadu_epi16(gh, L->m1, L->g1);
+    const __m512 gain = _mm512_cvtph_ps(gh);
+    for (int64_t b = 0; b < nblk; b++) {
+        const float *qt = jb->qrot + ((i * nblk + b) * jb->C + jb->coff[g]) * 16;
+        __m512 acc[16];
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++) acc[l] = _mm512_setzero_ps();
+        const float *v = buf, *qq = qt;
+        for (int32_t t = 0; t < n; t++, v += 16, qq += 16) {
+            const __m512 x = _mm512_load_ps(v);
+#pragma GCC unroll 16
+            for (int l = 0; l < 16; l++) acc[l] = _mm512_fmadd_ps(_mm512_set1_ps(qq[l]), x, acc[l]);
+        }
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; l++) {
+            const float *qo = jb->qo + (i * RQ + b * 16 + l) * jb->ks;
+            const __m512 s = _mm512_add_ps(floats_at(L->m0, qo + L->q0, L->m1, qo + L->q1),
+                                           _mm512_mul_ps(gain, acc[l]));
+            float *b0 = best + (b * 16 + l) * 16, *b1 = best + (RQ + b * 16 + l) * 16;
+            _mm512_store_ps(b0, _mm512_mask_max_ps(_mm512_load_ps(b0), L->m0,
+                                                   _mm512_load_ps(b0), s));
+            if (L->m1)
+                _mm512_store_ps(b1, _mm512_mask_max_ps(_mm512_load_ps(b1), L->m1,
+                                                       _mm512_load_ps(b1), s));
+        }
+    }
+}
+
+/* qc[j] = <query vector j, centre> for j < RQ (cen: D floats of scratch) */
+AVX512 static void centre_dots(const job_t *jb, int64_t i, const uint16_t *centre, float *cen,
+                               float *qc)
+{
+    const int64_t D = jb->D, nblk = jb->RQ / 16;
+    for (int64_t d = 0; d < D; d += 16) {
+        const __mmask16 m = (__mmask16)(D - d >= 16 ? 0xffffu : (1u << (D - d)) - 1);
+        _mm512_mask_storeu_ps(cen + d, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, centre + d)));
+    }
+    for (int64_t b = 0; b < nblk; b++) {
+        const float *q = jb->qt + (i * nblk + b) * D * 16;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int64_t d = 0;
+        for (; d + 1 < D; d += 2) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(cen[d]), _mm512_loadu_ps(q + d * 16), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(cen[d + 1]), _mm512_loadu_ps(q + d * 16 + 16), a1);
+        }
+        if (d < D) a0 = _mm512_fmadd_ps(_mm512_set1_ps(cen[d]), _mm512_loadu_ps(q + d * 16), a0);
+        _mm512_storeu_ps(qc + b * 16, _mm512_add_ps(a0, a1));
+    }
+}
+
+AVX512 static void range_avx512(const job_t *jb, float *buf, float *best)
+{
+    const int64_t RQ = jb->RQ, r_c = jb->r_c;
+    float *qc = best + 2 * RQ * 16, *cen = qc + 2 * RQ;
+    for (int64_t item = jb->begin; item < jb->end;) {
+        const int64_t i = item / jb->m;
+        const int two = item + 1 < jb->end && (item + 1) / jb->m == i;
+        const int64_t id[2] = {jb->ids[item], jb->ids[item + two]};
+        const uint8_t *row[2] = {jb->codes + id[0] * jb->W, jb->codes + id[1] * jb->W};
+        const uint16_t *gains[2] = {jb->gains + id[0] * jb->ks, jb->gains + id[1] * jb->ks};
+        for (int64_t x = 0; x < 2 * RQ * 16; x++) best[x] = -INFINITY;
+        for (int g = 0; g < jb->G && jb->start[g] < r_c; g++) {
+            const int64_t st = jb->start[g], S = jb->start[g + 1] - st;
+            const int64_t used = (st + S < r_c ? st + S : r_c) - st;
+            if (used <= 8) { /* the two candidates side by side: lanes 0-7 and 8-15 */
+                const __mmask16 m = (__mmask16)((1u << used) - 1);
+                const lanes_t L = {m, two ? (__mmask16)(m << 8) : 0,
+                                   row[0] + jb->base[g], row[1] + jb->base[g] - 8,
+                                   gains[0] + st, gains[1] + st - 8, st, st - 8};
+                step16(jb, i, g, &L, buf, best);
+                continue;
+            }
+            for (int c = 0; c <= two; c++) {
+                for (int64_t s0 = 0; s0 < used; s0 += 16) {
+                    const int64_t w = used - s0 < 16 ? used - s0 : 16;
+                    const __mmask16 m = (__mmask16)((1u << w) - 1);
+                    const uint8_t *bp = row[c] + jb->base[g] + s0;
+                    const uint16_t *gp = gains[c] + st + s0;
+                    const lanes_t L = {c ? 0 : m, c ? m : 0, bp, bp, gp, gp, st + s0, st + s0};
+                    step16(jb, i, g, &L, buf, best);
+                }
+            }
+        }
+        for (int c = 0; c <= two; c++) {
+            centre_dots(jb, i, jb->centres + id[c] * jb->D, cen, qc);
+            float total = 0.0f;
+            for (int64_t j = 0; j < jb->r_q; j++)
+                total += qc[j] + _mm512_reduce_max_ps(_mm512_load_ps(best + (c * RQ + j) * 16));
+            jb->out[item + c] = total;
+        }
+        item += 1 + two;
+    }
+}
 #endif
 
 static int best_isa(void)
 {
 #ifdef HAVE_AVX512
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return 2;
 #endif
     return 0;
 }
@@ -183,15 +362,21 @@ typedef struct {
 static void *worker(void *arg)
 {
     task_t *tk = (task_t *)arg;
-    /* the coded values of two vectors (A + 16 floats each; lanes past a tier's coded axes
-     * meet zero query coefficients) */
-    float *buf = (float *)calloc(2 * ((size_t)tk->jb.A + 16), sizeof(float));
-    if (!buf) { tk->oom = 1; return NULL; }
+    /* decoded values (A x 16 floats), the running maxima (2 x RQ x 16), the centre dots
+     * (2 x RQ) and one centre in float32 (D, rounded up to 16) */
+    float *buf = NULL;
+    const size_t floats = (size_t)tk->jb.A * 16 + 2 * (size_t)tk->jb.RQ * 17 +
+                          ((size_t)tk->jb.D + 15) / 16 * 16;
+    if (posix_memalign((void **)&buf, 64, floats * sizeof(float)) != 0) {
+        tk->oom = 1;
+        return NULL;
+    }
+    float *best = buf + (size_t)tk->jb.A * 16;
 #ifdef HAVE_AVX512
-    if (tk->isa == 2) range_avx512(&tk->jb, buf);
-    else range_generic(&tk->jb, buf);
+    if (tk->isa == 2) range_avx512(&tk->jb, buf, best);
+    else range_generic(&tk->jb, buf, best);
 #else
-    range_generic(&tk->jb, buf);
+    range_generic(&tk->jb, buf, best);
 #endif
     free(buf);
     return NULL;
@@ -200,37 +385,76 @@ static void *worker(void *arg)
 static PyObject *score(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long out, qrot, qo, qc, gains, ids, codes, slot_offset, slot_group, nact, pos,
-        mask, voff, vals;
-    long long nq, m, r_q, RQ, r_c, A, G, W, ks, nrows, V;
+    unsigned long long out, qrot, qo, qt, centres, gains, ids, codes, slot_offset, slot_group,
+        nact, coff, pos, mask, voff, vals;
+    long long nq, m, r_q, RQ, r_c, A, G, C, D, W, ks, nrows, V;
     int threads, isa;
-    if (!PyArg_ParseTuple(args, "KKKKKKKLLLLLLLLLLKKKKKKKLii", &out, &qrot, &qo, &qc, &gains,
-                          &ids, &codes, &nq, &m, &r_q, &RQ, &r_c, &A, &G, &W, &ks, &nrows,
-                          &slot_offset, &slot_group, &nact, &pos, &mask, &voff, &vals, &V,
-                          &threads, &isa))
+    if (!PyArg_ParseTuple(args, "KKKKKKKKLLLLLLLLLLLLKKKKKKKKLii", &out, &qrot, &qo, &qt,
+                          &centres, &gains, &ids, &codes, &nq, &m, &r_q, &RQ, &r_c, &A, &G,
+                          &C, &D, &W, &ks, &nrows, &slot_offset, &slot_group, &nact, &coff,
+                          &pos, &mask, &voff, &vals, &V, &threads, &isa))
         return NULL;
-    if (RQ > 256 || RQ % 16 || r_q > RQ || A % 16) {
-        PyErr_SetString(PyExc_ValueError,
-                        "tiered kernel: r_q <= RQ <= 256, RQ and A multiples of 16");
+    if (RQ > 256 || RQ % 16 || r_q > RQ || A % 16 || G < 1 || G > MAX_TIERS || r_c > ks) {
+        PyErr_SetString(PyExc_ValueError, "tiered kernel: r_q <= RQ <= 256, RQ and A multiples "
+                                          "of 16, 1 to 16 tiers, r_c <= stored vectors");
         return NULL;
     }
     job_t jb = {
         .out = (float *)(uintptr_t)out, .qrot = (const float *)(uintptr_t)qrot,
-        .qo = (const float *)(uintptr_t)qo, .qc = (const float *)(uintptr_t)qc,
-        .gains = (const float *)(uintptr_t)gains, .ids = (const int64_t *)(uintptr_t)ids,
+        .qo = (const float *)(uintptr_t)qo, .qt = (const float *)(uintptr_t)qt,
+        .centres = (const uint16_t *)(uintptr_t)centres,
+        .gains = (const uint16_t *)(uintptr_t)gains, .ids = (const int64_t *)(uintptr_t)ids,
         .codes = (const uint8_t *)(uintptr_t)codes, .W = W, .ks = ks, .nq = nq, .m = m,
-        .r_q = r_q, .RQ = RQ, .r_c = r_c, .A = A, .G = G,
-        .slot_offset = (const int64_t *)(uintptr_t)slot_offset,
-        .slot_group = (const int32_t *)(uintptr_t)slot_group,
+        .r_q = r_q, .RQ = RQ, .r_c = r_c, .A = A, .G = G, .C = C, .D = D,
         .nact = (const int32_t *)(uintptr_t)nact, .pos = (const int32_t *)(uintptr_t)pos,
         .mask = (const int32_t *)(uintptr_t)mask, .voff = (const int32_t *)(uintptr_t)voff,
         .vals = (const float *)(uintptr_t)vals, .V = V,
     };
+    /* tiers: consecutive slots of one group each, in order */
+    for (int64_t g = 0; g < G; g++) jb.coff[g] = ((const int32_t *)(uintptr_t)coff)[g];
+    const int32_t *grp = (const int32_t *)(uintptr_t)slot_group;
+    const int64_t *soff = (const int64_t *)(uintptr_t)slot_offset;
+    for (int64_t k = 0, g = -1; k <= ks; k++) {
+        const int64_t gk = k < ks ? grp[k] : G;
+        if (gk == g) continue;
+        if (gk != g + 1) {
+            PyErr_SetString(PyExc_ValueError, "tiered kernel: tiers must be consecutive slots");
+            return NULL;
+        }
+        g = gk;
+        jb.start[g] = (int32_t)k;
+        if (g < G) jb.base[g] = soff[k];
+    }
+    /* the decoding plan: each tier's coded axes grouped by variant */
+    axis_t *plan = (axis_t *)malloc(sizeof(axis_t) * (size_t)(G * A > 0 ? G * A : 1));
+    if (!plan) return PyErr_NoMemory();
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t S = jb.start[g + 1] - jb.start[g];
+        const int32_t n = jb.nact[g];
+        axis_t *out = plan + g * A;
+        int32_t e = 0;
+        for (int v = 0; v < VARIANTS; v++) {
+            int32_t cnt = 0;
+            for (int32_t t = 0; t < n; t++) {
+                const int32_t p = jb.pos[g * A + t], mk = jb.mask[g * A + t];
+                const int bits = mask_bits((uint32_t)mk);
+                const int cls = bits <= 5 ? 0 : bits == 6 ? 1 : 2;
+                const int cross = (p & 7) + bits > 8;
+                if (2 * cls + cross != v) continue;
+                out[e++] = (axis_t){t, (int32_t)((p >> 3) * S), (int32_t)(((p >> 3) + 1) * S),
+                                    p & 7, mk, jb.voff[g * A + t]};
+                cnt++;
+            }
+            jb.nvar[g][v] = cnt;
+        }
+    }
+    jb.plan = plan;
     const int64_t items = nq * m;
     for (int64_t p = 0; p < items; p++) {
         if (jb.ids[p] < 0 || jb.ids[p] >= nrows) {
             PyErr_Format(PyExc_IndexError, "candidate row %lld out of range [0, %lld)",
                          (long long)jb.ids[p], nrows);
+            free(plan);
             return NULL;
         }
     }
@@ -239,6 +463,7 @@ static PyObject *score(PyObject *self, PyObject *args)
     if (isa > best || isa == 1) {
         PyErr_Format(PyExc_RuntimeError,
                      "instruction set %d is not built for the tiered kernel on this CPU", isa);
+        free(plan);
         return NULL;
     }
     if (threads < 1) threads = 1;
@@ -263,6 +488,7 @@ static PyObject *score(PyObject *self, PyObject *args)
     for (int t = 1; t < threads; t++)
         if (started[t]) pthread_join(tids[t], NULL);
     Py_END_ALLOW_THREADS
+    free(plan);
     for (int t = 0; t < threads; t++)
         if (tasks[t].oom) return PyErr_NoMemory();
     Py_RETURN_NONE;

@@ -8,9 +8,9 @@ product with a query vector ``q`` is therefore
 computed once per query, so scoring never rotates a candidate back:
 
 * :func:`maxsim_tiered_ids` scores each query against its own candidate rows.
-  ``backend="kernel"`` (the compiled ``_tiered.c``) decodes one candidate vector's coded values
-  at a time into a per-thread buffer; ``backend="torch"`` decodes :data:`TORCH_BLOCK`
-  candidates with :meth:`~metaembed_rag.index.tiered.TieredTables.decode` and calls
+  ``backend="kernel"`` (the compiled ``_tiered.c``) decodes 16 stored vectors' coded values at
+  a time into a per-thread buffer (one vector a lane; their codes sit side by side in the row);
+  ``backend="torch"`` decodes :data:`TORCH_BLOCK` candidates with :meth:`~metaembed_rag.index.tiered.TieredTables.decode` and calls
   :func:`~metaembed_rag.scoring.maxsim_pairwise`. Neither holds float32 copies of the whole
   candidate set.
 """
@@ -56,24 +56,36 @@ def tiered_kernel_available() -> bool:
 class TieredTables:
     """What scoring needs of a trained tiered codebook, in the kernel's layout.
 
-    ``G`` tiers, ``K'`` stored slots, ``A`` coded axes at most per tier (padded to a multiple of
-    16): ``slot_offset`` ``(K'+1,)`` int64 byte offset of each slot's codes in a row;
-    ``slot_group`` ``(K',)`` int32 tier of each slot; ``offsets`` ``(K', D)`` float32 slot
-    offsets ``o_k``; ``axes`` ``(G, D, A)`` float32 the coded axes times their scales (zero
-    columns past ``nact``); ``nact`` ``(G,)`` int32; ``pos`` / ``mask`` / ``voff`` ``(G, A)``
-    int32 bit offset in a slot, ``2**bits - 1`` and where its values start in ``vals`` of each
-    coded axis; ``vals`` ``(G, V)`` float32 the value of every code, axis after axis.
+    ``G`` tiers (consecutive slots), ``K'`` stored slots, ``A`` coded axes at most per tier
+    (padded to a multiple of 16): ``slot_offset`` ``(K'+1,)`` int64 code bytes of the slots
+    before each slot, so a tier's block starts at ``slot_offset`` of its first slot (inside
+    it the slots are interleaved byte by byte: byte ``j`` of the tier's slot ``s`` of ``S`` is
+    at ``block[j * S + s]``); ``slot_group`` ``(K',)`` int32 tier of each slot; ``offsets``
+    ``(K', D)`` float32 slot offsets ``o_k``; ``proj`` ``(C, D)`` float32: rows ``coff[g]`` to
+    ``coff[g] + nact[g]`` are tier ``g``'s coded axes times their scales (each tier's rows
+    padded with zeros to a multiple of 16), then the ``K'`` rows of ``offsets``, so one product
+    gives a query every coefficient scoring needs; ``coff`` ``(G,)`` int32; ``nact`` ``(G,)``
+    int32; ``pos`` / ``mask`` / ``voff`` ``(G, A)`` int32 bit offset in a slot, ``2**bits - 1``
+    and where its values start in ``vals`` of each coded axis; ``vals`` ``(G, V)`` float32 the
+    value of every code, axis after axis (and 64 spare values: the kernel reads 32 or 64 from
+    a narrow axis's start).
     """
 
     slot_offset: np.ndarray
     slot_group: np.ndarray
     offsets: np.ndarray
-    axes: np.ndarray
+    proj: np.ndarray
+    coff: np.ndarray
     nact: np.ndarray
     pos: np.ndarray
     mask: np.ndarray
     voff: np.ndarray
     vals: np.ndarray
+
+    def tier_slots(self, g: int) -> tuple[int, int]:
+        """Tier ``g``'s first slot and its number of slots."""
+        members = np.flatnonzero(self.slot_group == g)
+        return int(members[0]), int(members.size)
 
     def decode(
         self, codes: np.ndarray, gains: np.ndarray, centres: np.ndarray, r: int
@@ -88,13 +100,18 @@ class TieredTables:
         for k in range(r):
             g = int(self.slot_group[k])
             a = int(self.nact[g])
-            p = self.pos[g, :a]
-            sp = np.asarray(codes[:, self.slot_offset[k] :], dtype=np.uint8)
-            lo = sp[:, p >> 3].astype(np.uint32)
-            hi = sp[:, (p >> 3) + 1].astype(np.uint32)
-            code = (((hi << 8) | lo) >> (p & 7)) & self.mask[g, :a].astype(np.uint32)
+            p, mask = self.pos[g, :a], self.mask[g, :a].astype(np.uint32)
+            start, size = self.tier_slots(g)
+            byte = self.slot_offset[start] + (p >> 3).astype(np.int64) * size + (k - start)
+            # a code that runs into the next byte reads it too (the slot's byte S further on)
+            cross = (p & 7) + np.log2(mask + 1.0).round().astype(np.int32) > 8
+            sp = np.asarray(codes, dtype=np.uint8)
+            lo = sp[:, byte].astype(np.uint32)
+            hi = sp[:, np.where(cross, byte + size, byte)].astype(np.uint32) * cross
+            code = (((hi << 8) | lo) >> (p & 7)) & mask
             values = self.vals[g, self.voff[g, :a] + code.astype(np.int64)]  # (n, a)
-            out[:, k] = cen + self.offsets[k] + g32[:, k : k + 1] * (values @ self.axes[g, :, :a].T)
+            axes = self.proj[self.coff[g] : self.coff[g] + a]  # (a, D)
+            out[:, k] = cen + self.offsets[k] + g32[:, k : k + 1] * (values @ axes)
         return out
 
 
@@ -115,8 +132,9 @@ def maxsim_tiered_ids(
     Args:
         queries: ``(nq, Kq, D)`` float queries.
         codes: ``(N, W)`` uint8 stored rows (memory-mapped is fine).
-        gains: ``(N, K')`` float16 gains of the stored vectors.
-        centres: ``(N, D)`` float16 centres of the stored documents.
+        gains: ``(N, K')`` float16 gains of the stored vectors (memory-mapped is fine; the
+            kernel reads them in place, and converts another dtype whole first).
+        centres: ``(N, D)`` float16 centres of the stored documents (read like ``gains``).
         tables: the codebook's :class:`TieredTables`.
         ids: ``(nq, m)`` int64 candidate rows per query.
         r_q: query vectors used (``<= Kq``).
@@ -141,7 +159,7 @@ def maxsim_tiered_ids(
         centres.shape != (n, dim)
         or gains.shape[0] != n
         or tables.offsets.shape != (ks, dim)
-        or codes.shape[1] < int(tables.slot_offset[-1]) + 1
+        or codes.shape[1] < int(tables.slot_offset[-1])
     ):
         raise ValueError(
             f"stored rows {tuple(codes.shape)}, gains {tuple(gains.shape)}, centres "
@@ -159,33 +177,31 @@ def maxsim_tiered_ids(
     if not use_kernel:
         return _torch_scores(q32, codes, gains, centres, tables, ids_t, r_c)
     assert _ext is not None
-    ng, _, amax = tables.axes.shape
     rq = -(-r_q // 16) * 16  # query vectors padded to whole 16-lane blocks (zero vectors)
+    nblk, ng, amax = rq // 16, int(tables.nact.shape[0]), int(tables.pos.shape[1])
     qp = torch.zeros((nq, rq, dim), dtype=torch.float32)
     qp[:, :r_q] = q32
-    # small products through torch (numpy's BLAS threads would keep spinning on the cores
-    # the kernel's threads need)
-    axes = torch.from_numpy(tables.axes)
-    qrot = (
-        torch.matmul(qp[:, None], axes[None])  # (nq, G, RQ, A)
-        .reshape(nq, ng, rq // 16, 16, amax)
-        .transpose(3, 4)
-        .contiguous()
-        .numpy()
-    )  # (nq, G, RQ / 16, A, 16): one query vector a lane
-    qo = torch.matmul(torch.from_numpy(tables.offsets), qp.transpose(1, 2)).contiguous().numpy()
-    cen = torch.from_numpy(np.asarray(centres[ids_t], dtype=np.float32))  # (nq, m, D)
-    qc = torch.matmul(cen, qp.transpose(1, 2)).contiguous().numpy()  # (nq, m, RQ)
-    g32 = np.ascontiguousarray(gains[ids_t, :r_c], dtype=np.float32)  # (nq, m, r_c)
+    # every coefficient in one product, through torch (numpy's BLAS threads would keep
+    # spinning on the cores the kernel's threads need): (nq, C, RQ)
+    proj = torch.from_numpy(tables.proj)
+    coef = torch.matmul(proj, qp.transpose(1, 2))
+    nc = proj.shape[0] - ks
+    # (nq, nblk, C, 16): one query vector a lane
+    qrot = coef.reshape(nq, -1, nblk, 16).transpose(1, 2).contiguous().numpy()
+    qo = coef[:, nc:].transpose(1, 2).contiguous().numpy()  # (nq, RQ, K')
+    qt = qp.reshape(nq, nblk, 16, dim).transpose(2, 3).contiguous().numpy()  # (nq, nblk, D, 16)
+    cen = _c_order(centres, np.float16)
+    g16 = _c_order(gains, np.float16)
     codes_c = _c_order(codes, np.uint8)
     t = tables
     out = torch.empty((nq, m), dtype=torch.float32)
     _ext.score(
-        out.data_ptr(), qrot.ctypes.data, qo.ctypes.data, qc.ctypes.data, g32.ctypes.data,
-        ids_t.ctypes.data, codes_c.ctypes.data, nq, m, r_q, rq, r_c, amax, ng,
-        int(codes_c.shape[1]), ks, n, t.slot_offset.ctypes.data, t.slot_group.ctypes.data,
-        t.nact.ctypes.data, t.pos.ctypes.data, t.mask.ctypes.data, t.voff.ctypes.data,
-        t.vals.ctypes.data, int(t.vals.shape[1]), _kernel_threads(threads, out, r_q, r_c, dim), _tiered_isa(),
+        out.data_ptr(), qrot.ctypes.data, qo.ctypes.data, qt.ctypes.data, cen.ctypes.data,
+        g16.ctypes.data, ids_t.ctypes.data, codes_c.ctypes.data, nq, m, r_q, rq, r_c, amax, ng,
+        int(proj.shape[0]), dim, int(codes_c.shape[1]), ks, n, t.slot_offset.ctypes.data,
+        t.slot_group.ctypes.data, t.nact.ctypes.data, t.coff.ctypes.data, t.pos.ctypes.data,
+        t.mask.ctypes.data, t.voff.ctypes.data, t.vals.ctypes.data, int(t.vals.shape[1]),
+        _kernel_threads(threads, out, r_q, r_c, dim), _tiered_isa(),
     )  # fmt: skip
     return out
 
