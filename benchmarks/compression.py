@@ -21,8 +21,9 @@ Parts (``--parts``, default all):
 * ``kernel`` - the exact stage alone (200 random candidates of ``--kernel-n`` rows in RAM,
   (16,64), D=384): median ms per query and candidates/s per storage kind.
 * ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
-  K=64, budget (16,64), fetch_k=200: exact-stage throughput (candidates/s, 200 candidates per
-  query) and two-stage p50 / p95 per query, with top-10 overlap against exhaustive search.
+  K=64, budget (16,64), each ``--fetch-k`` (default 200) on the same index: exact-stage
+  throughput (candidates/s, ``fetch_k`` candidates per query) and two-stage p50 / p95 per
+  query, with top-10 overlap against exhaustive search (run after the timed searches).
 * ``peers`` (not in the default) - this project's index (every ``--kinds``) beside PyLate's
   Voyager approach on the same ``--peers-n`` synthetic chunks: build time, bytes per chunk,
   recall@10 against exhaustive MaxSim, latency (``benchmarks/peers.py``; needs ``voyager``),
@@ -59,7 +60,7 @@ from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
 from metaembed_rag.index import MultiVectorIndex  # noqa: E402
 from metaembed_rag.index.coarse import COARSE_KINDS  # noqa: E402
-from metaembed_rag.index.params import SearchParams  # noqa: E402
+from metaembed_rag.index.params import DEFAULT_FETCH_K, SearchParams  # noqa: E402
 from metaembed_rag.index.storage import VectorCodec  # noqa: E402
 
 logger = logging.getLogger("compression")
@@ -181,7 +182,7 @@ def print_quality(res: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------ latency
 def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
-    d, fetch_k = 384, 200
+    d = 384
     out = []
     for n in args.n:
         queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
@@ -199,50 +200,59 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
             if args.rebuild_coarse:  # streaming build on flat, then one coarse build on all
                 index.rebuild_coarse(args.coarse)
             build_s = time.perf_counter() - t0
-            index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
-            rng = np.random.default_rng(0)
-            cand = rng.integers(0, n, (1, fetch_k))
             budget = index.searchable_budgets(SearchParams())[-1]  # the largest it allows
-            exact_t = []
-            for i in range(args.queries):
-                t0 = time.perf_counter()
-                index.backend.score(queries[i : i + 1], cand, budget)
-                exact_t.append(time.perf_counter() - t0)
-            two_t, two_ids = [], []
-            for i in range(args.queries):
-                t0 = time.perf_counter()
-                _, rows = index.search_rows(queries[i : i + 1], k=10, fetch_k=fetch_k)
-                two_t.append(time.perf_counter() - t0)
-                two_ids.append(rows[0].tolist())
+            timed = []  # per fetch_k, timed before the exhaustive pass reads every row
+            for fetch_k in args.fetch_k:
+                index.search_rows(queries[:2], k=10, fetch_k=fetch_k)  # warm-up
+                rng = np.random.default_rng(0)
+                cand = rng.integers(0, n, (1, fetch_k))
+                exact_t = []
+                for i in range(args.queries):
+                    t0 = time.perf_counter()
+                    index.backend.score(queries[i : i + 1], cand, budget)
+                    exact_t.append(time.perf_counter() - t0)
+                two_t, two_ids = [], []
+                for i in range(args.queries):
+                    t0 = time.perf_counter()
+                    _, rows = index.search_rows(queries[i : i + 1], k=10, fetch_k=fetch_k)
+                    two_t.append(time.perf_counter() - t0)
+                    two_ids.append(rows[0].tolist())
+                timed.append((fetch_k, exact_t, two_t, two_ids))
             ex_ids = []
             for i in range(args.exhaustive_queries):
                 _, rows = index.search_rows(queries[i : i + 1], k=10, mode="exhaustive")
                 ex_ids.append(rows[0].tolist())
-            overlap = float(np.mean([
-                len(set(a) & set(b)) / 10 for a, b in zip(two_ids, ex_ids, strict=False)
-            ]))  # fmt: skip
-            row = {
-                "n": n, "storage": kind, "stored_vectors": index.stored_vectors,
-                "budget": str(budget), "coarse": index.coarse_kind, "build_s": build_s,
-                "exact_candidates_per_s": fetch_k / statistics.median(exact_t),
-                "exact_ms_median": 1e3 * statistics.median(exact_t),
-                "two_stage_p50_ms": 1e3 * statistics.median(two_t),
-                "two_stage_p95_ms": 1e3 * float(np.percentile(two_t, 95)),
-                "overlap@10": overlap, "queries": args.queries,
-                "exhaustive_queries": args.exhaustive_queries,
-            }  # fmt: skip
-            logger.info("latency %s", row)
-            out.append(row)
+            for fetch_k, exact_t, two_t, two_ids in timed:
+                overlap = float(np.mean([
+                    len(set(a) & set(b)) / 10 for a, b in zip(two_ids, ex_ids, strict=False)
+                ]))  # fmt: skip
+                row = {
+                    "n": n, "storage": kind, "stored_vectors": index.stored_vectors,
+                    "budget": str(budget), "coarse": index.coarse_kind, "build_s": build_s,
+                    "fetch_k": fetch_k,
+                    "exact_candidates_per_s": fetch_k / statistics.median(exact_t),
+                    "exact_ms_median": 1e3 * statistics.median(exact_t),
+                    "two_stage_p50_ms": 1e3 * statistics.median(two_t),
+                    "two_stage_p95_ms": 1e3 * float(np.percentile(two_t, 95)),
+                    "overlap@10": overlap, "queries": args.queries,
+                    "exhaustive_queries": args.exhaustive_queries,
+                }  # fmt: skip
+                logger.info("latency %s", row)
+                out.append(row)
             index.close()
             shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
 def _stored(row: dict[str, Any]) -> str:
-    """`` (16 stored, 8,16)`` for an index-time truncated row, else nothing."""
-    if row.get("stored_vectors", 64) >= 64:
-        return ""
-    return f" ({row['stored_vectors']} stored, {row['budget']})"
+    """`` (16 stored, 8,16)`` for an index-time truncated row and `` (fetch_k 400)`` for a
+    row not at :data:`DEFAULT_FETCH_K`, else nothing."""
+    notes = []
+    if row.get("stored_vectors", 64) < 64:
+        notes.append(f"{row['stored_vectors']} stored, {row['budget']}")
+    if row.get("fetch_k", DEFAULT_FETCH_K) != DEFAULT_FETCH_K:
+        notes.append(f"fetch_k {row['fetch_k']}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def print_latency(rows: list[dict[str, Any]]) -> None:
@@ -358,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="latency part: add into a flat coarse index, then build the --coarse "
                         "kind once over the whole collection (IVF then trains on all of it)")  # fmt: skip
     p.add_argument("--nprobe", type=int, default=32, help="latency part: IVF lists visited")
+    p.add_argument("--fetch-k", type=int, nargs="+", default=[DEFAULT_FETCH_K],
+                   help="latency part: coarse candidates reranked (one row each, same index)")  # fmt: skip
     p.add_argument("--latency-stored-vectors", type=int, default=None,
                    help="latency part: index-time truncation (searched at the largest budget "
                         "it allows)")  # fmt: skip
