@@ -37,6 +37,7 @@ setup(
         Extension(
             "metaembed_rag.scoring._residual",
             sources=["metaembed_rag/scoring/_residual.c"],
+            depends=["metaembed_rag/scoring/_coded_threads.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             optional=True,
@@ -44,6 +45,7 @@ setup(
         Extension(
             "metaembed_rag.scoring._tiered",
             sources=["metaembed_rag/scoring/_tiered.c"],
+            depends=["metaembed_rag/scoring/_coded_threads.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
             optional=True,

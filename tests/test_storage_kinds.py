@@ -418,6 +418,9 @@ def test_int8_kernel_bad_input():
     q = torch.nn.functional.normalize(torch.randn(1, 4, D), dim=-1)
     with pytest.raises(IndexError, match="out of range"):
         maxsim_int8_ids(q, rows, scales, np.array([[0, 4]]), 2, 2)
+    # the torch backend checks too (numpy indexing would wrap a negative id)
+    with pytest.raises(IndexError, match="candidate row -1 out of range"):
+        maxsim_int8_ids(q, rows, scales, np.array([[0, -1]]), 2, 2, backend="torch")
     with pytest.raises(ValueError, match="budget"):
         maxsim_int8_ids(q, rows, scales, np.array([[0]]), 5, 2)
     with pytest.raises(ValueError, match="scales"):

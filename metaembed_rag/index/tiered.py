@@ -275,7 +275,7 @@ class TieredCodebook:
                 slot_offset=self.slot_offset.copy(),
                 slot_group=np.array([self.group_of(k) for k in range(self.num_vectors)],
                                     np.int32),
-                offsets=self.offsets.copy(), proj=proj, coff=coff,
+                proj=proj, coff=coff,
                 nact=np.array([a.size for a, _, _ in lay], np.int32),
                 pos=pos, mask=mask, voff=voff, vals=vals,
             )  # fmt: skip

@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_coded_threads.h"
+
 typedef struct {
     float *out;                 /* (nq, m) */
     const float *q;             /* (nq, r_q, D) contiguous */
@@ -406,16 +408,8 @@ static PyObject *run_jobs(const job_t *tmpl, long long nrows, int threads, int i
         return NULL;
     }
     const int64_t items = tmpl->nq * tmpl->m;
-    for (int64_t p = 0; p < items; p++) {
-        if (tmpl->ids[p] < 0 || tmpl->ids[p] >= nrows) {
-            PyErr_Format(PyExc_IndexError, "candidate row %lld out of range [0, %lld)",
-                         (long long)tmpl->ids[p], nrows);
-            return NULL;
-        }
-    }
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
-    if (items < threads) threads = items > 0 ? (int)items : 1;
+    if (coded_ids_in_range(tmpl->ids, items, nrows) < 0) return NULL;
+    threads = coded_threads(threads, items);
     const int best = best_isa();
     if (isa < 0) isa = best;
     if (isa > best) {
@@ -436,9 +430,7 @@ static PyObject *run_jobs(const job_t *tmpl, long long nrows, int threads, int i
                 planes[b * D + d] =
                     tmpl->table[((size_t)(d / g) * 256 + (size_t)(b * rep)) * g + d % g];
     }
-    job_t jobs[64];
-    pthread_t tids[64];
-    int started[64] = {0};
+    job_t jobs[CODED_MAX_THREADS];
     for (int t = 0; t < threads; t++) {
         jobs[t] = *tmpl;
         jobs[t].planes = planes;
@@ -447,15 +439,7 @@ static PyObject *run_jobs(const job_t *tmpl, long long nrows, int threads, int i
         jobs[t].isa = isa;
         jobs[t].bad_id = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tids[t], NULL, worker, &jobs[t]) == 0;
-    for (int t = 1; t < threads; t++)
-        if (!started[t]) worker(&jobs[t]); /* could not start a thread: do its share here */
-    worker(&jobs[0]);
-    for (int t = 1; t < threads; t++)
-        if (started[t]) pthread_join(tids[t], NULL);
-    Py_END_ALLOW_THREADS
+    coded_run(worker, jobs, sizeof(job_t), threads);
     free(planes);
     for (int t = 0; t < threads; t++) {
         if (jobs[t].bad_id == 1) {

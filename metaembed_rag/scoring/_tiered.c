@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_coded_threads.h"
+
 #define MAX_TIERS 16
 /* decoding variants of an axis: value by one permute (<= 5 bits), two (6) or a gather (7-8),
  * times whether its code runs into the next byte */
@@ -450,13 +452,9 @@ static PyObject *score(PyObject *self, PyObject *args)
     }
     jb.plan = plan;
     const int64_t items = nq * m;
-    for (int64_t p = 0; p < items; p++) {
-        if (jb.ids[p] < 0 || jb.ids[p] >= nrows) {
-            PyErr_Format(PyExc_IndexError, "candidate row %lld out of range [0, %lld)",
-                         (long long)jb.ids[p], nrows);
-            free(plan);
-            return NULL;
-        }
+    if (coded_ids_in_range(jb.ids, items, nrows) < 0) {
+        free(plan);
+        return NULL;
     }
     const int best = best_isa();
     if (isa < 0) isa = best;
@@ -466,12 +464,8 @@ static PyObject *score(PyObject *self, PyObject *args)
         free(plan);
         return NULL;
     }
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
-    if (items < threads) threads = items > 0 ? (int)items : 1;
-    task_t tasks[64];
-    pthread_t tids[64];
-    int started[64] = {0};
+    threads = coded_threads(threads, items);
+    task_t tasks[CODED_MAX_THREADS];
     for (int t = 0; t < threads; t++) {
         tasks[t].jb = jb;
         tasks[t].jb.begin = items * t / threads;
@@ -479,15 +473,7 @@ static PyObject *score(PyObject *self, PyObject *args)
         tasks[t].isa = isa;
         tasks[t].oom = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&tids[t], NULL, worker, &tasks[t]) == 0;
-    for (int t = 1; t < threads; t++)
-        if (!started[t]) worker(&tasks[t]);
-    worker(&tasks[0]);
-    for (int t = 1; t < threads; t++)
-        if (started[t]) pthread_join(tids[t], NULL);
-    Py_END_ALLOW_THREADS
+    coded_run(worker, tasks, sizeof(task_t), threads);
     free(plan);
     for (int t = 0; t < threads; t++)
         if (tasks[t].oom) return PyErr_NoMemory();

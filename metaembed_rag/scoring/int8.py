@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .residual import (
+    _as_queries,
     _blockwise_scores,
     _c_order,
     _check_call,
@@ -80,9 +81,7 @@ def maxsim_int8_ids(
     >>> maxsim_int8_ids(q, rows, scales, np.zeros((1, 1), np.int64), 2, 2).tolist()
     [[2.0]]
     """
-    q = torch.as_tensor(queries)
-    if q.dim() != 3:
-        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    q = _as_queries(queries)
     nq, dim = int(q.shape[0]), int(q.shape[2])
     if rows.ndim != 3 or rows.shape[2] != dim or scales.shape != rows.shape[:2]:
         raise ValueError(
@@ -90,7 +89,7 @@ def maxsim_int8_ids(
             f"queries of width {dim}: rows must be (N, Ks, {dim}), scales (N, Ks)"
         )
     n, ks = (int(s) for s in rows.shape[:2])
-    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend)
+    ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend)
     m = int(ids_t.shape[1])
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)

@@ -137,9 +137,7 @@ def maxsim_residual_ids(
         RuntimeError: ``backend="kernel"`` without the compiled kernel.
         IndexError: a candidate row out of range.
     """
-    q = torch.as_tensor(queries)
-    if q.dim() != 3:
-        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    q = _as_queries(queries)
     dim = int(q.shape[2])
     n, ks = (int(s) for s in cid.shape)
     p_bytes = int(packed.shape[-1])
@@ -150,7 +148,7 @@ def maxsim_residual_ids(
             f"{tuple(centroids.shape)} and table {tuple(table.shape)} do not fit queries of "
             f"width {dim}"
         )
-    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend)
+    ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend)
     nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
@@ -172,8 +170,21 @@ def maxsim_residual_ids(
     return out
 
 
+def _as_queries(queries: torch.Tensor) -> torch.Tensor:
+    """``queries`` as a tensor, checked first by every coded-row scorer: ``(nq, Kq, D)``.
+
+    Raises:
+        ValueError: another number of dimensions.
+    """
+    q = torch.as_tensor(queries)
+    if q.dim() != 3:
+        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    return q
+
+
 def _check_call(
     q: torch.Tensor,
+    n: int,
     ks: int,
     ids: np.ndarray,
     r_q: int,
@@ -183,12 +194,14 @@ def _check_call(
     error: BaseException | None = None,
 ) -> tuple[np.ndarray, bool]:
     """The checks shared by the coded-row scorers (residual, int8, tiered): the budget against
-    the queries' and stored rows' vector counts, the ids' shape, the backend. ``ext`` /
-    ``error``: the compiled module the scorer calls and why it failed to load (default: this
-    module's). Returns the int64 ``(nq, m)`` ids and whether the kernel runs.
+    the queries' and ``n`` stored rows' vector counts ``ks``, the ids' shape and range (for
+    both backends: numpy indexing would wrap negative ids), the backend. ``ext`` / ``error``:
+    the compiled module the scorer calls and why it failed to load (default: this module's).
+    Returns the int64 ``(nq, m)`` ids and whether the kernel runs.
 
     Raises:
-        ValueError: the budget or the ids do not fit.
+        ValueError: the budget or the ids' shape do not fit.
+        IndexError: a candidate row out of range.
         RuntimeError: ``backend="kernel"`` without the compiled kernel.
     """
     nq, kq = int(q.shape[0]), int(q.shape[1])
@@ -199,6 +212,9 @@ def _check_call(
     ids_t = np.ascontiguousarray(ids, dtype=np.int64)
     if ids_t.ndim != 2 or ids_t.shape[0] != nq:
         raise ValueError(f"ids must be (nq={nq}, m), got shape {ids_t.shape}")
+    if ids_t.size and (ids_t.min() < 0 or ids_t.max() >= n):
+        bad = int(ids_t[(ids_t < 0) | (ids_t >= n)][0])
+        raise IndexError(f"candidate row {bad} out of range [0, {n})")
     if ext is None and error is None:
         ext, error = _ext, _EXT_ERROR
     if backend == "kernel" and ext is None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ._kernel import _isa_code
-from .residual import _blockwise_scores, _c_order, _check_call, _kernel_threads
+from .residual import _as_queries, _blockwise_scores, _c_order, _check_call, _kernel_threads
 
 __all__ = ["TieredTables", "maxsim_tiered_ids", "tiered_kernel_available", "TORCH_BLOCK"]
 
@@ -60,11 +60,11 @@ class TieredTables:
     (padded to a multiple of 16): ``slot_offset`` ``(K'+1,)`` int64 code bytes of the slots
     before each slot, so a tier's block starts at ``slot_offset`` of its first slot (inside
     it the slots are interleaved byte by byte: byte ``j`` of the tier's slot ``s`` of ``S`` is
-    at ``block[j * S + s]``); ``slot_group`` ``(K',)`` int32 tier of each slot; ``offsets``
-    ``(K', D)`` float32 slot offsets ``o_k``; ``proj`` ``(C, D)`` float32: rows ``coff[g]`` to
-    ``coff[g] + nact[g]`` are tier ``g``'s coded axes times their scales (each tier's rows
-    padded with zeros to a multiple of 16), then the ``K'`` rows of ``offsets``, so one product
-    gives a query every coefficient scoring needs; ``coff`` ``(G,)`` int32; ``nact`` ``(G,)``
+    at ``block[j * S + s]``); ``slot_group`` ``(K',)`` int32 tier of each slot; ``proj``
+    ``(C, D)`` float32: rows ``coff[g]`` to ``coff[g] + nact[g]`` are tier ``g``'s coded axes
+    times their scales (each tier's rows padded with zeros to a multiple of 16), then the
+    ``K'`` slot offsets ``o_k`` (:attr:`offsets`), so one product gives a query every
+    coefficient scoring needs; ``coff`` ``(G,)`` int32; ``nact`` ``(G,)``
     int32; ``pos`` / ``mask`` / ``voff`` ``(G, A)`` int32 bit offset in a slot, ``2**bits - 1``
     and where its values start in ``vals`` of each coded axis; ``vals`` ``(G, V)`` float32 the
     value of every code, axis after axis (and 64 spare values: the kernel reads 32 or 64 from
@@ -73,7 +73,6 @@ class TieredTables:
 
     slot_offset: np.ndarray
     slot_group: np.ndarray
-    offsets: np.ndarray
     proj: np.ndarray
     coff: np.ndarray
     nact: np.ndarray
@@ -81,6 +80,11 @@ class TieredTables:
     mask: np.ndarray
     voff: np.ndarray
     vals: np.ndarray
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``(K', D)`` float32 slot offsets ``o_k``: the last ``K'`` rows of :attr:`proj`."""
+        return self.proj[self.proj.shape[0] - self.slot_group.size :]
 
     def tier_slots(self, g: int) -> tuple[int, int]:
         """Tier ``g``'s first slot and its number of slots."""
@@ -150,9 +154,7 @@ def maxsim_tiered_ids(
         RuntimeError: ``backend="kernel"`` without the compiled kernel.
         IndexError: a candidate row out of range.
     """
-    q = torch.as_tensor(queries)
-    if q.dim() != 3:
-        raise ValueError(f"queries must be (nq, Kq, D), got shape {tuple(q.shape)}")
+    q = _as_queries(queries)
     dim, ks = int(q.shape[2]), int(gains.shape[1])
     n = int(codes.shape[0])
     if (
@@ -166,13 +168,10 @@ def maxsim_tiered_ids(
             f"{tuple(centres.shape)} and offsets {tuple(tables.offsets.shape)} do not fit "
             f"queries of width {dim}"
         )
-    ids_t, use_kernel = _check_call(q, ks, ids, r_q, r_c, backend, _ext, _EXT_ERROR)
+    ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend, _ext, _EXT_ERROR)
     nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
-    if ids_t.min() < 0 or ids_t.max() >= n:
-        bad = int(ids_t[(ids_t < 0) | (ids_t >= n)][0])
-        raise IndexError(f"candidate row {bad} out of range [0, {n})")
     q32 = q[:, :r_q].to(torch.float32)
     if not use_kernel:
         return _torch_scores(q32, codes, gains, centres, tables, ids_t, r_c)
