@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .anchors import ANCHORS
 from .budget import DEFAULT_BUDGETS, Budget
 
 __all__ = ["MetaEmbedConfig", "CONFIG_NAME", "WEIGHTS_NAME", "ADAPTER_DIR", "BACKBONE_DIR"]
@@ -54,6 +55,11 @@ class MetaEmbedConfig:
             and no LoRA exactly the backbone's own sentence embedding) and ``W, b`` a learned
             map initialised at zero, so a new model starts as the mean-pooled backbone at every
             budget and training adds what the Meta tokens contribute. Needs no projection.
+            ``"segments"``: as ``"mean"`` on the query side; on the document side ``p`` is
+            the unit mean of one segment of the input per vector, finer with every larger
+            budget (:mod:`metaembed_rag.anchors`), so a new model already scales with the
+            budget.
+        anchor_min_tokens: with ``anchor="segments"``, the fewest tokens a segment holds.
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -76,6 +82,7 @@ class MetaEmbedConfig:
     use_chat_template: bool = True
     meta_attention: str = "causal"
     anchor: str | None = None
+    anchor_min_tokens: int = 4
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -95,13 +102,17 @@ class MetaEmbedConfig:
             raise ValueError(
                 f"meta_attention must be 'causal' or 'full', got {self.meta_attention!r}"
             )
-        if self.anchor not in (None, "mean"):
-            raise ValueError(f"anchor must be None or 'mean', got {self.anchor!r}")
+        if self.anchor is not None and self.anchor not in ANCHORS:
+            raise ValueError(
+                f"anchor must be None, {' or '.join(map(repr, ANCHORS))}, got {self.anchor!r}"
+            )
         if self.anchor is not None and self.projection_dim is not None:
             raise ValueError(
-                "anchor='mean' adds to the mean-pooled input state, which has the backbone's "
-                "width: use it with projection_dim=None."
+                f"anchor={self.anchor!r} adds to pooled input states, which have the "
+                "backbone's width: use it with projection_dim=None."
             )
+        if self.anchor_min_tokens < 1:
+            raise ValueError(f"anchor_min_tokens must be >= 1, got {self.anchor_min_tokens}")
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
 

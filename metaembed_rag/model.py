@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .anchors import segment_levels, segment_means
 from .backbones import BackboneAdapter, PreparedBatch, Side, adapter_for
 from .budget import Budget, BudgetLike, resolve_budget
 from .config import MetaEmbedConfig
@@ -108,7 +109,7 @@ class MetaEmbedModel(nn.Module):
         self.projection: nn.Linear | None = (
             nn.Linear(hidden, config.projection_dim) if config.projection_dim is not None else None
         )
-        #: anchor="mean": the zero-initialised map added to the mean-pooled input state
+        #: anchored models: the zero-initialised map added to the pooled input states
         self.anchor_map: nn.Linear | None = (
             nn.Linear(hidden, hidden) if config.anchor is not None else None
         )
@@ -398,6 +399,8 @@ class MetaEmbedModel(nn.Module):
         cfg.pop("has_lora", None)  # set at save time; the adapters themselves are hashed below
         if cfg.get("anchor") is None:  # fields added later hash only when set, so the
             cfg.pop("anchor", None)  # fingerprints of existing models (and their indexes) hold
+        if cfg.get("anchor") != "segments":
+            cfg.pop("anchor_min_tokens", None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for t in self.meta_parameters().values():
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -451,18 +454,37 @@ class MetaEmbedModel(nn.Module):
             raise ValueError(f"side must be 'query' or 'document', got {side!r}")
         meta, rows = self.meta_embeddings(side)
         anchored = self.anchor_map is not None
-        out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored)
+        levels = self._segment_levels(side)
+        pool = None
+        if levels is not None:
+            min_tokens = self.config.anchor_min_tokens
+
+            def pool(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                return segment_means(text, mask, levels, min_tokens)
+
+        out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored, pool=pool)
         states, pooled = out if return_pooled or anchored else (out, None)
         states = states[:, rows, :]
         if self.projection is not None:
             states = self.projection(states.to(self.projection.weight.dtype))
+        # (B, H) mean, or (B, R, H) per-slot segment means whose slot 0 is the mean
+        mean = pooled if pooled is None or pooled.dim() == 2 else pooled[:, 0]
         if self.anchor_map is not None and pooled is not None:
             delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
-            states = F.normalize(pooled.float(), p=2, dim=-1).unsqueeze(1) + delta
+            anchors = F.normalize(pooled.float(), p=2, dim=-1)
+            states = (anchors if anchors.dim() == 3 else anchors.unsqueeze(1)) + delta
         vectors = F.normalize(states.float(), p=2, dim=-1)
-        if not return_pooled or pooled is None:
+        if not return_pooled or mean is None:
             return vectors
-        return vectors, F.normalize(pooled.float(), p=2, dim=-1)
+        return vectors, F.normalize(mean.float(), p=2, dim=-1)
+
+    def _segment_levels(self, side: Side) -> list[tuple[int, int]] | None:
+        """With ``anchor="segments"``, the document side's :func:`segment_levels` (slot 0
+        the whole input, so the pooled mean stays available); otherwise ``None``."""
+        if self.config.anchor != "segments" or side != "document":
+            return None
+        bounds = [b.r_c for b in self.config.trained_budgets]
+        return segment_levels(bounds, self.config.num_candidate_tokens)
 
     def prepare(
         self,

@@ -6,6 +6,7 @@ run in their own tests (the integrations' suites, test_app_api.py, test_ingest.p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,12 @@ def test_budget_sweep_writes_a_plot(tmp_path: Path) -> None:
 def test_two_stage_at_scale_agrees_with_exhaustive(tmp_path: Path) -> None:
     if not SCIFACT.is_dir():
         pytest.skip("../shared/data/scifact is not available")
-    out = _run(tmp_path, "two_stage_at_scale.py", "--docs", "20", "--distractors", "2000",
+    # 100 real documents, so each query's top 10 is real text, not random distractors scoring
+    # at the noise level. The default model's segment vectors can rank a document whose whole
+    # mean is not among the coarse top 200 (SciFact: 0.977 overlap at fetch_k 200, nDCG@10
+    # within 0.001, docs/index-and-search.md), so agreement is close to, not exactly, 1.
+    out = _run(tmp_path, "two_stage_at_scale.py", "--docs", "100", "--distractors", "2000",
                "--queries", "4")  # fmt: skip
-    assert "top-10 agreement two-stage vs exhaustive: 1.000" in out
+    agreement = float(re.search(r"top-10 agreement two-stage vs exhaustive: ([0-9.]+)", out)[1])
+    assert agreement >= 0.9, out
+    assert "queries with a relevant abstract in the top 10: 4/4" in out

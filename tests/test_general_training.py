@@ -344,3 +344,37 @@ def test_dev_eval_script_refuses_a_recipe_without_dev_split(tmp_path, capsys) ->
     assert module.main(["--model", "metaembed-minilm-l6", "--recipe", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no dev split" in err and err.count("\n") == 1
+
+
+def test_recipe_with_zero_steps_saves_the_new_model_and_its_dev_figures(minilm, tmp_path) -> None:
+    """``steps = 0`` (one round): the model is saved as built (an anchored model is useful
+    before training) and the dev evaluation still runs; other round settings are refused."""
+    from metaembed_rag.training.recipe import RecipeConfig, run_recipe
+
+    rows = [{"query": f"what is topic {i}", "positive": f"topic {i} is about thing {i}"}
+            for i in range(40)]  # fmt: skip
+    (tmp_path / "src").mkdir()
+    _write(tmp_path / "src" / "pairs.jsonl", rows)
+    cfg = RecipeConfig(
+        output_dir=str(tmp_path / "out"), pairs=[str(tmp_path / "src")], dev_fraction=0.25,
+        dev_distractors=5, rounds=1, steps=0, num_query_tokens=2, num_candidate_tokens=4,
+        anchor="segments", anchor_min_tokens=2, query_prefix="", append_both_sides=False,
+        training={"seed": 0, "doc_max_length": 64},
+    )  # fmt: skip
+    folder = run_recipe(cfg)
+    assert not (tmp_path / "out" / "round1").exists()
+    saved = MetaEmbedModel.from_pretrained(folder)
+    built = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, anchor="segments", anchor_min_tokens=2,
+        query_prefix="", append_both_sides=False, max_length=64, seed=0,
+    )  # fmt: skip
+    assert saved.fingerprint() == built.fingerprint()
+    for name in ("dev.json", "dev-hard.json"):
+        report = json.loads((tmp_path / "out" / name).read_text())
+        assert set(report["macro"]["budgets"]) == {"1,1", "2,4"}
+        # vector 0 is the backbone's sentence embedding: (1,1) ranks as mean-pool does
+        assert report["macro"]["budgets"]["1,1"] == pytest.approx(report["macro"]["mean-pool"])
+    with pytest.raises(ValueError, match="steps must be >= 1, or 0 with rounds=1"):
+        RecipeConfig(output_dir="x", pairs=["p"], rounds=2, steps=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        RecipeConfig(output_dir="x", pairs=["p"], steps=-1)

@@ -235,7 +235,80 @@ def test_mean_anchor_starts_as_the_backbone_and_round_trips(tmp_path) -> None:
 def test_anchor_setting_is_checked() -> None:
     from metaembed_rag.config import MetaEmbedConfig
 
-    with pytest.raises(ValueError, match="anchor must be None or 'mean'"):
+    with pytest.raises(ValueError, match="anchor must be None, 'mean' or 'segments'"):
         MetaEmbedConfig(backbone="x", anchor="max")
+    with pytest.raises(ValueError, match="anchor_min_tokens must be >= 1"):
+        MetaEmbedConfig(backbone="x", anchor="segments", anchor_min_tokens=0)
     with pytest.raises(ValueError, match="projection_dim=None"):
         MetaEmbedConfig(backbone="x", anchor="mean", projection_dim=64)
+
+
+def _segment_reference(states: torch.Tensor, levels: list[tuple[int, int]], min_tokens: int):
+    """Unit segment means of one unpadded input's (L, H) states, written as a plain loop."""
+    n = states.shape[0]
+    out = []
+    for segs, j in levels:
+        k = max(1, min(segs, n // min_tokens))
+        part = states[j * n // k : (j + 1) * n // k] if j < k else states
+        out.append(torch.nn.functional.normalize(part.mean(0), dim=-1))
+    return torch.stack(out)
+
+
+def test_segment_anchor_starts_as_segment_means_and_round_trips(tmp_path) -> None:
+    """``anchor="segments"``: a new model's document vector i is the unit mean of segment i of
+    the backbone's states (levels cut at the budgets' r_c; the reference runs each document
+    alone, unpadded, with no Meta tokens), its queries are the backbone's sentence embedding,
+    and the setting (with its segment length) is part of the fingerprint."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from metaembed_rag.anchors import segment_levels
+    from metaembed_rag.baselines import MeanPoolEncoder
+    from metaembed_rag.hub import resolve_backbone_path
+
+    budgets = [[1, 1], [2, 4], [4, 8]]
+    m = MetaEmbedModel.from_backbone(
+        num_query_tokens=4, num_candidate_tokens=8, budgets=budgets, anchor="segments",
+        anchor_min_tokens=4, query_prefix="", append_both_sides=False, seed=0,
+    )  # fmt: skip
+    levels = segment_levels([1, 4, 8], 8)
+    path = resolve_backbone_path(m.config.backbone, trusted=True)
+    tok, bb = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    docs = DOCS + ["Short one."]  # 5 tokens with [CLS]/[SEP]: one segment at every level
+    d = m.encode_documents(docs)  # batched, left-padded
+    with torch.no_grad():
+        for i, text in enumerate(docs):
+            states = bb(**tok(text, return_tensors="pt")).last_hidden_state[0]
+            ref = _segment_reference(states, levels, 4)
+            torch.testing.assert_close(d[i], ref, atol=2e-6, rtol=0)
+    assert (d[0, 1] - d[0, 0]).abs().max() > 1e-2  # a segment is not the whole
+    torch.testing.assert_close(d[3], d[3, :1].expand_as(d[3]), atol=1e-6, rtol=0)
+    q = m.encode_queries(QUERIES)
+    reference = MeanPoolEncoder.from_backbone(m.config.backbone).encode(QUERIES)
+    torch.testing.assert_close(q, reference[:, None].expand_as(q), atol=1e-6, rtol=0)
+
+    folder = m.save_pretrained(tmp_path / "segments")
+    again = MetaEmbedModel.from_pretrained(folder)
+    assert again.config.anchor == "segments" and again.config.anchor_min_tokens == 4
+    assert again.fingerprint() == m.fingerprint()
+    torch.testing.assert_close(again.encode_documents(docs), d, atol=0, rtol=0)
+    prints = {m.fingerprint()}
+    for kwargs in ({"anchor": "mean"}, {"anchor": "segments", "anchor_min_tokens": 8}):
+        other = MetaEmbedModel.from_backbone(
+            num_query_tokens=4, num_candidate_tokens=8, budgets=budgets, query_prefix="",
+            append_both_sides=False, seed=0, **kwargs,
+        )  # fmt: skip
+        prints.add(other.fingerprint())
+    assert len(prints) == 3
+
+
+def test_mean_anchor_fingerprint_ignores_the_segment_setting() -> None:
+    """anchor_min_tokens is only hashed with anchor="segments", so models saved before it
+    existed (and their indexes) keep their fingerprints."""
+    a = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, budgets=[[1, 1], [2, 4]], anchor="mean", seed=0
+    )
+    b = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, budgets=[[1, 1], [2, 4]], anchor="mean",
+        anchor_min_tokens=9, seed=0,
+    )  # fmt: skip
+    assert a.fingerprint() == b.fingerprint()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, cast
 
@@ -178,7 +179,12 @@ class BackboneAdapter(ABC):
         return {k: v for k, v in batch.tensors.items() if k not in ("input_ids", "attention_mask")}
 
     def forward(
-        self, batch: PreparedBatch, meta: torch.Tensor, *, return_pooled: bool = False
+        self,
+        batch: PreparedBatch,
+        meta: torch.Tensor,
+        *,
+        return_pooled: bool = False,
+        pool: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> Any:
         """Run the backbone with ``meta`` appended to every input.
 
@@ -187,10 +193,13 @@ class BackboneAdapter(ABC):
             meta: (M, H) Meta-token embeddings, appended in this order after each input.
             return_pooled: also return the mean of the last-layer states over the input's own
                 (attended, non-Meta) positions, from the same forward pass.
+            pool: with ``return_pooled``, pools ``(states (B, L, H), mask (B, L))`` of the
+                input's own positions instead of the mean (e.g.
+                :func:`metaembed_rag.anchors.segment_means`).
 
         Returns:
             (B, M, H) last-layer hidden states at the Meta positions (with ``return_pooled``:
-            a tuple of those and the (B, H) pooled states).
+            a tuple of those and the (B, H) pooled states, or what ``pool`` returns).
         """
         input_ids = batch.tensors["input_ids"]
         attention_mask = batch.tensors["attention_mask"]
@@ -244,8 +253,10 @@ class BackboneAdapter(ABC):
         states = hidden if num_meta == 0 else hidden[:, -num_meta:, :]
         if not return_pooled:
             return states
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
         text = hidden[:, : hidden.shape[1] - num_meta, :]
+        if pool is not None:
+            return states, pool(text, attention_mask)
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return states, (text * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
     def _causal_meta_mask(self, ext_mask: torch.Tensor, num_meta: int) -> torch.Tensor:

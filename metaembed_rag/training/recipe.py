@@ -64,7 +64,7 @@ class RecipeConfig:
     warm_start_lr: float = 1e-3
     rounds: int = 2
     round1_steps: int = 300
-    steps: int = 600
+    steps: int = 600  # 0 (one round): save the new model untrained, then the dev evaluation
     mine_top_n: int = 50
     mine_min_rank: int = 45
     mine_budget: str | None = None  # "r_q,r_c" used to retrieve when mining (default: largest)
@@ -79,9 +79,10 @@ class RecipeConfig:
     projection_dim: int | None = None
     append_both_sides: bool = True
     meta_attention: str = "causal"  # "causal": input states untouched by Meta tokens; or "full"
-    anchor: str | None = (
-        None  # "mean": vectors = mean-pooled input + a learned map of the Meta states
-    )
+    # "mean": vectors = mean-pooled input + a learned map of the Meta states; "segments":
+    # document vectors start from the means of finer segments of the input (anchors.py)
+    anchor: str | None = None
+    anchor_min_tokens: int = 4
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,12 @@ class RecipeConfig:
             raise ValueError(f"rounds must be 1 or 2, got {self.rounds}")
         if self.ict < 0 or self.warm_start_steps < 0:
             raise ValueError("ict and warm_start_steps must be >= 0")
+        if self.steps < 0 or (self.steps == 0 and self.rounds != 1):
+            raise ValueError(
+                f"steps must be >= 1, or 0 with rounds=1 (save the new model untrained, e.g. "
+                f"an anchored model, and run the dev evaluation), got steps={self.steps} "
+                f"with rounds={self.rounds}"
+            )
         if self.hard_negative_repeat < 1:
             raise ValueError(f"hard_negative_repeat must be >= 1, got {self.hard_negative_repeat}")
         if self.beir_repeat < 1:
@@ -123,6 +130,7 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         append_both_sides=cfg.append_both_sides,
         meta_attention=cfg.meta_attention,
         anchor=cfg.anchor,
+        anchor_min_tokens=cfg.anchor_min_tokens,
         device=device,
         seed=seed,
         **extra,
@@ -227,12 +235,15 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         (out / "warm_start.json").write_text(json.dumps(history, indent=1) + "\n")
         warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()
                       if not k.startswith("backbone.")}  # fmt: skip
-    round1 = MMRTrainer(
-        model,
-        base + _repeated([e for _, p in pair_sets for e in p], cfg.beir_repeat),
-        _train_config(cfg, out / "round1", steps1),
-    )
-    round1.train()
+    if steps1:  # steps = 0: the new model as built (an anchored model starts useful)
+        round1 = MMRTrainer(
+            model,
+            base + _repeated([e for _, p in pair_sets for e in p], cfg.beir_repeat),
+            _train_config(cfg, out / "round1", steps1),
+        )
+        round1.train()
+    else:
+        logger.info("steps = 0: saving the new model untrained")
     final = model
     # Encode at the length the model was trained at unless the user asks otherwise.
     doc_len = int(cfg.training.get("doc_max_length", model.config.max_length))

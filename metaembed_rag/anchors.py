@@ -1,0 +1,105 @@
+"""Anchors of anchored models: what each output vector starts from before the Meta tokens add.
+
+An anchored model (``MetaEmbedConfig.anchor``) computes vector ``i`` of an input as
+``normalize(a_i + W h_i + b)``: ``h_i`` Meta token ``i``'s last-layer state, ``W, b`` a learned
+map initialised at zero, and ``a_i`` an *anchor* pooled from the same pass's input states:
+
+* ``"mean"``: every ``a_i`` is the unit mean of the input states (the backbone's own sentence
+  embedding for a mean-pooling backbone such as all-MiniLM-L6-v2).
+* ``"segments"``: on the document side, ``a_i`` is the unit mean of one *segment* of the
+  input (queries keep the mean). The slots are cut into levels at the trained budgets' ``r_c``
+  boundaries (for 1, 4, 8, 16, 64: levels of 1, 3, 4, 8 and 48 slots; slot 0 is always a
+  level of its own); a level of ``n`` slots
+  splits the input into ``n`` contiguous segments of equal length (a level of one slot is the
+  whole input). Every budget prefix is thus whole levels: a larger budget adds finer views of
+  the same document, and MaxSim takes, per query vector, the best-matching part.
+
+Inputs too short for ``n`` segments of ``min_tokens`` use ``max(1, L // min_tokens)``
+segments; the level's remaining slots repeat the whole-input mean (a duplicate changes no
+MaxSim). Padding is excluded, wherever it sits (models pad on the left).
+
+This module holds only pure functions; :class:`~metaembed_rag.MetaEmbedModel` applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["ANCHORS", "segment_levels", "segment_means", "segment_weights"]
+
+#: anchor settings a :class:`~metaembed_rag.config.MetaEmbedConfig` accepts (``None``: none)
+ANCHORS = ("mean", "segments")
+
+
+def segment_levels(boundaries: Iterable[int], slots: int) -> list[tuple[int, int]]:
+    """``(segments, index)`` of every slot: slot ``s`` is segment ``index`` of a split of the
+    input into ``segments`` parts. Slot 0 is always the whole input (a level of one slot);
+    the other levels end at each boundary (the trained budgets' ``r_c``) below ``slots``, and
+    at ``slots``.
+
+    >>> segment_levels([1, 4, 8], 8)
+    [(1, 0), (3, 0), (3, 1), (3, 2), (4, 0), (4, 1), (4, 2), (4, 3)]
+    >>> segment_levels([], 3)
+    [(1, 0), (2, 0), (2, 1)]
+
+    Raises:
+        ValueError: ``slots`` < 1.
+    """
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
+    ends = sorted({b for b in boundaries if 0 < b < slots} | {1, slots})
+    out: list[tuple[int, int]] = []
+    start = 0
+    for end in ends:
+        out += [(end - start, j) for j in range(end - start)]
+        start = end
+    return out
+
+
+def segment_weights(
+    mask: torch.Tensor, levels: list[tuple[int, int]], min_tokens: int
+) -> torch.Tensor:
+    """(B, S, L) pooling weights, each row summing to 1 over the attended positions.
+
+    Args:
+        mask: (B, L) attention mask of the input positions (1 = a token, 0 = padding, on
+            either side).
+        levels: :func:`segment_levels` of the S slots.
+        min_tokens: fewest tokens a segment may hold (>= 1).
+
+    Segment ``j`` of ``k`` covers the tokens of rank ``floor(j L / k)`` to
+    ``floor((j + 1) L / k) - 1``, ``L`` the input's token count.
+
+    >>> w = segment_weights(torch.tensor([[0, 1, 1, 1, 1]]), [(1, 0), (2, 0), (2, 1)], 1)
+    >>> w[0].tolist()
+    [[0.0, 0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5, 0.5]]
+    """
+    if min_tokens < 1:
+        raise ValueError(f"min_tokens must be >= 1, got {min_tokens}")
+    on = mask.bool()
+    rank = (on.long().cumsum(dim=1) - 1)[:, None, :]  # (B, 1, L): a token's place among tokens
+    n = on.sum(dim=1)[:, None, None]  # (B, 1, 1)
+    segs = torch.tensor([s for s, _ in levels], device=mask.device)[None, :, None]  # (1, S, 1)
+    idx = torch.tensor([j for _, j in levels], device=mask.device)[None, :, None]
+    k = torch.minimum(segs, (n // min_tokens).clamp_min(1))  # segments this input gets
+    lo = torch.div(idx * n, k, rounding_mode="floor")
+    hi = torch.div((idx + 1) * n, k, rounding_mode="floor")
+    inside = (rank >= lo) & (rank < hi) & (idx < k)  # (B, S, L)
+    whole = (idx >= k).expand_as(inside)  # slots past this input's segments: the whole input
+    w = ((inside | whole) & on[:, None, :]).float()
+    return w / w.sum(dim=-1, keepdim=True).clamp_min(1)
+
+
+def segment_means(
+    hidden: torch.Tensor, mask: torch.Tensor, levels: list[tuple[int, int]], min_tokens: int
+) -> torch.Tensor:
+    """(B, S, H) mean of ``hidden`` (B, L, H) over each slot's segment (not normalised).
+
+    >>> h = torch.arange(8.0).reshape(1, 4, 2)
+    >>> segment_means(h, torch.ones(1, 4), [(1, 0), (2, 0), (2, 1)], 1)[0].tolist()
+    [[3.0, 4.0], [1.0, 2.0], [5.0, 6.0]]
+    """
+    w = segment_weights(mask, levels, min_tokens).to(hidden.dtype)
+    return torch.bmm(w, hidden)

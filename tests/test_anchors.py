@@ -1,0 +1,68 @@
+"""Segment anchors (metaembed_rag.anchors): the slot plan and the pooling weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaembed_rag.anchors import segment_levels, segment_means, segment_weights
+
+
+def test_levels_follow_the_budget_boundaries() -> None:
+    levels = segment_levels([1, 4, 8, 16, 64], 64)
+    assert len(levels) == 64
+    sizes = [levels[s][0] for s in (0, 1, 4, 8, 16, 63)]
+    assert sizes == [1, 3, 4, 8, 48, 48]
+    assert [j for n, j in levels if n == 48] == list(range(48))
+    # slot 0 is its own level, then slot 1 up to the first boundary (2), then slots 2-3
+    assert segment_levels([2, 4], 4) == [(1, 0), (1, 0), (2, 0), (2, 1)]
+    assert segment_levels([1, 99], 1) == [(1, 0)]
+    with pytest.raises(ValueError, match="slots must be >= 1"):
+        segment_levels([1], 0)
+
+
+def test_weights_ignore_padding_on_either_side() -> None:
+    levels = segment_levels([1, 4], 4)
+    left = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
+    right = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
+    wl, wr = segment_weights(left, levels, 1), segment_weights(right, levels, 1)
+    torch.testing.assert_close(wl[0, :, 2:], wr[0, :, :6])
+    assert wl[0, :, :2].abs().sum() == 0 and wr[0, :, 6:].abs().sum() == 0
+    torch.testing.assert_close(wl.sum(-1), torch.ones(1, 4))
+    # 6 tokens in 3 segments: ranks 0-1, 2-3, 4-5
+    assert wr[0, 1].tolist() == [0.5, 0.5, 0, 0, 0, 0, 0, 0]
+    assert wr[0, 3].tolist() == [0, 0, 0, 0, 0.5, 0.5, 0, 0]
+
+
+def test_short_inputs_get_fewer_segments_and_the_mean_elsewhere() -> None:
+    levels = segment_levels([1, 4], 4)  # one level of 3 segments after slot 0
+    mask = torch.ones(2, 8)
+    mask[1, :5] = 0  # 3 tokens
+    w = segment_weights(mask, levels, min_tokens=2)
+    # 8 tokens, min 2: three segments (8 // 2 = 4 >= 3): ranks 0-1, 2-4, 5-7
+    assert w[0, 1].nonzero().flatten().tolist() == [0, 1]
+    assert w[0, 2].nonzero().flatten().tolist() == [2, 3, 4]
+    assert w[0, 3].nonzero().flatten().tolist() == [5, 6, 7]
+    # 3 tokens, min 2: one segment (the whole input), then the mean again
+    for s in range(4):
+        assert w[1, s].nonzero().flatten().tolist() == [5, 6, 7]
+    with pytest.raises(ValueError, match="min_tokens must be >= 1"):
+        segment_weights(mask, levels, 0)
+
+
+def test_means_match_a_loop_and_keep_dtype() -> None:
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 10, 5, generator=g)
+    mask = torch.ones(3, 10)
+    mask[1, :4] = 0
+    mask[2, :9] = 0  # a single token: every slot is that token
+    levels = segment_levels([1, 4, 8], 8)
+    out = segment_means(hidden, mask, levels, 1)
+    for b in range(3):
+        states = hidden[b][mask[b].bool()]
+        n = len(states)
+        for s, (segs, j) in enumerate(levels):
+            k = max(1, min(segs, n))
+            part = states[j * n // k : (j + 1) * n // k] if j < k else states
+            torch.testing.assert_close(out[b, s], part.mean(0))
+    assert segment_means(hidden.double(), mask, levels, 1).dtype == torch.float64
