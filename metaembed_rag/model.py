@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -457,26 +458,22 @@ class MetaEmbedModel(nn.Module):
         levels = self._segment_levels(side)
         pool = None
         if levels is not None:
-            min_tokens = self.config.anchor_min_tokens
-
-            def pool(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-                return segment_means(text, mask, levels, min_tokens)
-
+            pool = partial(segment_means, levels=levels, min_tokens=self.config.anchor_min_tokens)
         out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored, pool=pool)
         states, pooled = out if return_pooled or anchored else (out, None)
         states = states[:, rows, :]
         if self.projection is not None:
             states = self.projection(states.to(self.projection.weight.dtype))
-        # (B, H) mean, or (B, R, H) per-slot segment means whose slot 0 is the mean
-        mean = pooled if pooled is None or pooled.dim() == 2 else pooled[:, 0]
+        if pooled is not None and pooled.dim() == 2:
+            pooled = pooled.unsqueeze(1)  # (B, 1, H): the mean, one anchor for every slot
+        # pooled: (B, 1 or R, H) anchors; slot 0 is the whole input's mean either way
         if self.anchor_map is not None and pooled is not None:
             delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
-            anchors = F.normalize(pooled.float(), p=2, dim=-1)
-            states = (anchors if anchors.dim() == 3 else anchors.unsqueeze(1)) + delta
+            states = F.normalize(pooled.float(), p=2, dim=-1) + delta
         vectors = F.normalize(states.float(), p=2, dim=-1)
-        if not return_pooled or mean is None:
+        if not return_pooled or pooled is None:
             return vectors
-        return vectors, F.normalize(mean.float(), p=2, dim=-1)
+        return vectors, F.normalize(pooled[:, 0].float(), p=2, dim=-1)
 
     def _segment_levels(self, side: Side) -> list[tuple[int, int]] | None:
         """With ``anchor="segments"``, the document side's :func:`segment_levels` (slot 0

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model `metaembed-minilm-l6`, a general-purpose model whose
 # recipe reads only ../shared/data/pairs (15 general-domain sources, its dev split; with
-# steps = 0 it is built untrained; no folder of the zero-shot suite is read), evaluate it on the seven-set zero-shot suite beside BM25 and the backbone's own
-# mean-pooled cosine, and (with --install) copy it into metaembed_rag/pretrained/ and fit its
-# relevance calibration there (scripts/calibrate_relevance.py: held-out training pairs only).
+# steps = 0 it is built untrained; no folder of the zero-shot suite is read), evaluate it on
+# the seven-set zero-shot suite beside BM25 and the backbone's own mean-pooled cosine, and
+# (with --install) copy it into metaembed_rag/pretrained/ and fit its relevance calibration
+# there (scripts/calibrate_relevance.py: held-out training pairs only).
 #
 #   bash scripts/train_default_model.sh [OUTPUT_DIR] [--install]
 #
