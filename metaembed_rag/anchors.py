@@ -18,6 +18,11 @@ Inputs too short for ``n`` segments of ``min_tokens`` use ``max(1, L // min_toke
 segments; the level's remaining slots repeat the whole-input mean (a duplicate changes no
 MaxSim). Padding is excluded, wherever it sits (models pad on the left).
 
+With a *mix* ``m > 0`` (``MetaEmbedConfig.anchor_mix``) a segment's anchor is
+``normalize(unit(segment mean) + m * unit(whole mean))`` (:func:`mix_whole`): every vector
+keeps the document's identity, so parts that many documents share (a title or header that
+every chunk of a page repeats) cannot make those documents tie.
+
 This module holds only pure functions; :class:`~metaembed_rag.MetaEmbedModel` applies them.
 """
 
@@ -27,7 +32,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["ANCHORS", "segment_levels", "segment_means", "segment_weights"]
+__all__ = ["ANCHORS", "mix_whole", "segment_levels", "segment_means", "segment_weights"]
 
 #: anchor settings a :class:`~metaembed_rag.config.MetaEmbedConfig` accepts (``None``: none)
 ANCHORS = ("mean", "segments")
@@ -103,3 +108,21 @@ def segment_means(
     """
     w = segment_weights(mask, levels, min_tokens).to(hidden.dtype)
     return torch.bmm(w, hidden)
+
+
+def mix_whole(anchors: torch.Tensor, mix: float) -> torch.Tensor:
+    """(B, S, H) unit anchors ``normalize(unit(a_s) + mix * unit(a_0))``: each slot's pooled
+    states ``anchors`` (B, S, H) with the whole-input mean (slot 0, :func:`segment_levels`)
+    added at weight ``mix`` >= 0. Slot 0, and any slot that repeats it, stays the unit mean.
+
+    >>> a = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    >>> mix_whole(a, 1.0)[0].tolist()  # doctest: +ELLIPSIS
+    [[1.0, 0.0], [0.7071..., 0.7071...]]
+
+    Raises:
+        ValueError: ``mix`` < 0.
+    """
+    if mix < 0:
+        raise ValueError(f"mix must be >= 0, got {mix}")
+    unit = torch.nn.functional.normalize(anchors, p=2, dim=-1)
+    return torch.nn.functional.normalize(unit + mix * unit[:, :1], p=2, dim=-1)

@@ -60,6 +60,9 @@ class MetaEmbedConfig:
             budget (:mod:`metaembed_rag.anchors`), so a new model already scales with the
             budget.
         anchor_min_tokens: with ``anchor="segments"``, the fewest tokens a segment holds.
+        anchor_mix: with ``anchor="segments"``, the weight of the whole input's unit mean
+            added to each segment's unit mean (:func:`~metaembed_rag.anchors.mix_whole`;
+            0: the segment alone).
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -83,6 +86,7 @@ class MetaEmbedConfig:
     meta_attention: str = "causal"
     anchor: str | None = None
     anchor_min_tokens: int = 4
+    anchor_mix: float = 0.0
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -113,6 +117,9 @@ class MetaEmbedConfig:
             )
         if self.anchor_min_tokens < 1:
             raise ValueError(f"anchor_min_tokens must be >= 1, got {self.anchor_min_tokens}")
+        self.anchor_mix = float(self.anchor_mix)  # 1 and 1.0 hash the same
+        if not self.anchor_mix >= 0:  # also refuses NaN
+            raise ValueError(f"anchor_mix must be >= 0, got {self.anchor_mix}")
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
 

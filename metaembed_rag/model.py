@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .anchors import segment_levels, segment_means
+from .anchors import mix_whole, segment_levels, segment_means
 from .backbones import BackboneAdapter, PreparedBatch, Side, adapter_for
 from .budget import Budget, BudgetLike, resolve_budget
 from .config import MetaEmbedConfig
@@ -402,6 +402,8 @@ class MetaEmbedModel(nn.Module):
             cfg.pop("anchor", None)  # fingerprints of existing models (and their indexes) hold
         if cfg.get("anchor") != "segments":
             cfg.pop("anchor_min_tokens", None)
+        if cfg.get("anchor") != "segments" or not cfg.get("anchor_mix"):
+            cfg.pop("anchor_mix", None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for t in self.meta_parameters().values():
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -467,6 +469,8 @@ class MetaEmbedModel(nn.Module):
         if pooled is not None and pooled.dim() == 2:
             pooled = pooled.unsqueeze(1)  # (B, 1, H): the mean, one anchor for every slot
         # pooled: (B, 1 or R, H) anchors; slot 0 is the whole input's mean either way
+        if levels is not None and self.config.anchor_mix and pooled is not None:
+            pooled = mix_whole(pooled.float(), self.config.anchor_mix)
         if self.anchor_map is not None and pooled is not None:
             delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
             states = F.normalize(pooled.float(), p=2, dim=-1) + delta

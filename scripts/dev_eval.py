@@ -35,21 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from metaembed_rag import MetaEmbedModel
-    from metaembed_rag.training.dev import (
-        distractors_of,
-        evaluate_dev,
-        read_recipe,
-        recipe_pairs_split,
-    )
+    from metaembed_rag.training.dev import evaluate_dev, read_recipe, recipe_dev_splits
 
     recipe = read_recipe(args.recipe)
     try:
-        train, dev = recipe_pairs_split(recipe, ROOT)
+        dev, hard = recipe_dev_splits(recipe, ROOT, args.distractors)
     except ValueError as exc:
         print(f"error: {args.recipe}: {exc}", file=sys.stderr)
         return 2
-    seed = int(recipe.get("training", {}).get("seed", 0))
-    hard = distractors_of(train, args.distractors, seed)
     logger.info("dev: %d pairs; hard variant: +%d training positives", len(dev),
                 sum(len(v) for v in hard.values()))  # fmt: skip
     results: dict[str, dict[str, object]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaembed_rag.anchors import segment_levels, segment_means, segment_weights
+from metaembed_rag.anchors import mix_whole, segment_levels, segment_means, segment_weights
 
 
 def test_levels_follow_the_budget_boundaries() -> None:
@@ -66,3 +66,30 @@ def test_means_match_a_loop_and_keep_dtype() -> None:
             part = states[j * n // k : (j + 1) * n // k] if j < k else states
             torch.testing.assert_close(out[b, s], part.mean(0))
     assert segment_means(hidden.double(), mask, levels, 1).dtype == torch.float64
+
+
+def test_mix_adds_the_whole_mean_to_every_slot() -> None:
+    g = torch.Generator().manual_seed(0)
+    anchors = torch.randn(2, 5, 7, generator=g, dtype=torch.float64) * 3
+    anchors[1, 4] = anchors[1, 0] * 0.5  # a slot that repeats the whole mean
+    out = mix_whole(anchors, 0.75)
+    for b in range(2):
+        whole = anchors[b, 0] / anchors[b, 0].norm()
+        for s in range(5):
+            v = anchors[b, s] / anchors[b, s].norm() + 0.75 * whole
+            torch.testing.assert_close(out[b, s], v / v.norm())
+        torch.testing.assert_close(out[b, 0], whole)
+    torch.testing.assert_close(out[1, 4], out[1, 0])
+    unit = torch.nn.functional.normalize(anchors, dim=-1)
+    torch.testing.assert_close(mix_whole(anchors, 0.0), unit)
+    with pytest.raises(ValueError, match="mix must be >= 0, got -1"):
+        mix_whole(anchors, -1.0)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from metaembed_rag import anchors
+
+    result = doctest.testmod(anchors, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 4 and result.failed == 0

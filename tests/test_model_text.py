@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 import torch
@@ -239,6 +240,9 @@ def test_anchor_setting_is_checked() -> None:
         MetaEmbedConfig(backbone="x", anchor="max")
     with pytest.raises(ValueError, match="anchor_min_tokens must be >= 1"):
         MetaEmbedConfig(backbone="x", anchor="segments", anchor_min_tokens=0)
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match="anchor_mix must be >= 0"):
+            MetaEmbedConfig(backbone="x", anchor="segments", anchor_mix=bad)
     with pytest.raises(ValueError, match="projection_dim=None"):
         MetaEmbedConfig(backbone="x", anchor="mean", projection_dim=64)
 
@@ -301,6 +305,40 @@ def test_segment_anchor_starts_as_segment_means_and_round_trips(tmp_path) -> Non
     assert len(prints) == 3
 
 
+def test_segment_anchor_mix_adds_the_whole_mean(tmp_path) -> None:
+    """``anchor_mix``: a new model's document vector i is ``normalize(unit(segment i) + mix *
+    unit(whole))`` of the backbone's states (each document run alone); queries are unchanged;
+    the mix is saved and hashed, and ``anchor_mix=0`` hashes as a model saved without it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from metaembed_rag.anchors import segment_levels
+    from metaembed_rag.hub import resolve_backbone_path
+
+    def build(**kwargs: Any) -> MetaEmbedModel:
+        return MetaEmbedModel.from_backbone(
+            num_query_tokens=4, num_candidate_tokens=8, budgets=[[1, 1], [2, 4], [4, 8]],
+            anchor="segments", query_prefix="", append_both_sides=False, seed=0, **kwargs,
+        )  # fmt: skip
+
+    m, plain = build(anchor_mix=0.5), build()
+    assert build(anchor_mix=1).fingerprint() == build(anchor_mix=1.0).fingerprint()
+    path = resolve_backbone_path(m.config.backbone, trusted=True)
+    tok, bb = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    d = m.encode_documents(DOCS)
+    with torch.no_grad():
+        for i, text in enumerate(DOCS):
+            states = bb(**tok(text, return_tensors="pt")).last_hidden_state[0]
+            ref = _segment_reference(states, segment_levels([1, 4, 8], 8), 4)
+            ref = torch.nn.functional.normalize(ref + 0.5 * ref[:1], dim=-1)
+            torch.testing.assert_close(d[i], ref, atol=2e-6, rtol=0)
+    assert (d[0, 1] - plain.encode_documents(DOCS)[0, 1]).abs().max() > 1e-2
+    torch.testing.assert_close(m.encode_queries(QUERIES), plain.encode_queries(QUERIES))
+    again = MetaEmbedModel.from_pretrained(m.save_pretrained(tmp_path / "mix"))
+    assert again.config.anchor_mix == 0.5 and again.fingerprint() == m.fingerprint()
+    assert m.fingerprint() != plain.fingerprint()
+    assert build(anchor_mix=0.0).fingerprint() == plain.fingerprint()
+
+
 def test_mean_anchor_fingerprint_ignores_the_segment_setting() -> None:
     """anchor_min_tokens is only hashed with anchor="segments", so models saved before it
     existed (and their indexes) keep their fingerprints."""
@@ -309,6 +347,6 @@ def test_mean_anchor_fingerprint_ignores_the_segment_setting() -> None:
     )
     b = MetaEmbedModel.from_backbone(
         num_query_tokens=2, num_candidate_tokens=4, budgets=[[1, 1], [2, 4]], anchor="mean",
-        anchor_min_tokens=9, seed=0,
+        anchor_min_tokens=9, anchor_mix=2.0, seed=0,
     )  # fmt: skip
     assert a.fingerprint() == b.fingerprint()

@@ -28,7 +28,8 @@ from .examples import pair_examples, split_dev
 from .trainer import TrainExample
 
 __all__ = [
-    "distractors_of", "evaluate_dev", "read_recipe", "recipe_pairs_split", "source_collections",
+    "distractors_of", "evaluate_dev", "read_recipe", "recipe_dev_splits", "recipe_pairs_split",
+    "source_collections",
 ]  # fmt: skip
 
 
@@ -52,6 +53,21 @@ def recipe_pairs_split(
         name = path.name if path.is_dir() else path.parent.name
         examples += pair_examples(load_pairs(path), name, recipe.get("pairs_max_per_source"), seed)
     return split_dev(examples, fraction, seed)
+
+
+def recipe_dev_splits(
+    recipe: Mapping[str, Any], root: Path, distractors: int
+) -> tuple[list[TrainExample], dict[str, list[tuple[str, str]]]]:
+    """``(dev, hard)``: a recipe's dev split (:func:`recipe_pairs_split`) and the hard
+    variant's extra candidates, ``distractors`` training positives per source
+    (:func:`distractors_of`, seeded by ``training.seed``).
+
+    Raises:
+        ValueError: the recipe holds out no dev split.
+    """
+    train, dev = recipe_pairs_split(recipe, root)
+    seed = int(recipe.get("training", {}).get("seed", 0))
+    return dev, distractors_of(train, distractors, seed)
 
 
 def read_recipe(path: Path) -> dict[str, Any]:

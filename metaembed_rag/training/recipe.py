@@ -83,6 +83,7 @@ class RecipeConfig:
     # document vectors start from the means of finer segments of the input (anchors.py)
     anchor: str | None = None
     anchor_min_tokens: int = 4
+    anchor_mix: float = 0.0  # "segments": weight of the whole mean added to each segment
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -131,6 +132,7 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         meta_attention=cfg.meta_attention,
         anchor=cfg.anchor,
         anchor_min_tokens=cfg.anchor_min_tokens,
+        anchor_mix=cfg.anchor_mix,
         device=device,
         seed=seed,
         **extra,
