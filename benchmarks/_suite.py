@@ -92,19 +92,11 @@ def dev_sets(
     positives plus ``distractors`` of its training positives. For choosing between coders
     without reading the zero-shot suite (vectors cached like the suite's)."""
     from metaembed_rag.hub import load_model
-    from metaembed_rag.training.dev import (
-        distractors_of,
-        read_recipe,
-        recipe_pairs_split,
-        source_collections,
-    )
+    from metaembed_rag.training.dev import read_recipe, recipe_dev_splits, source_collections
     from metaembed_rag.vector_cache import cached_vectors, default_cache_dir
 
     recipe = read_recipe(recipe_path)
-    root = Path(recipe_path).resolve().parents[1]
-    train, dev = recipe_pairs_split(recipe, root)
-    seed = int(recipe.get("training", {}).get("seed", 0))
-    extra = distractors_of(train, distractors, seed)
+    dev, extra = recipe_dev_splits(recipe, Path(recipe_path).resolve().parents[1], distractors)
     model = load_model(None, "cpu")
     cache = Path(cache_dir or default_cache_dir())
 
