@@ -20,8 +20,8 @@ MaxSim). Padding is excluded, wherever it sits (models pad on the left).
 
 With a *mix* ``m > 0`` (``MetaEmbedConfig.anchor_mix``) a segment's anchor is
 ``normalize(unit(segment mean) + m * unit(whole mean))`` (:func:`mix_whole`): every vector
-keeps the document's identity, so parts that many documents share (a title or header that
-every chunk of a page repeats) cannot make those documents tie.
+keeps the document's identity, so a part that many documents share (a title or header that
+every chunk of a page repeats) weighs less against what tells them apart.
 
 This module holds only pure functions; :class:`~metaembed_rag.MetaEmbedModel` applies them.
 """
