@@ -8,9 +8,10 @@ The backbone runs once per text: with causal Meta attention the input's states d
 the Meta tokens, so each setting only re-pools them, with the functions an untrained model
 applies (:func:`~metaembed_rag.anchors.segment_means`, then
 :func:`~metaembed_rag.anchors.mix_whole`; the anchor map is zero). Queries are the model's own
-query vectors. The split is :func:`~metaembed_rag.training.dev.distractors_of` and
-:func:`~metaembed_rag.training.dev.source_collections` as ``scripts/dev_eval.py`` builds it, so
-a setting's row equals ``dev_eval.py`` on a model built with it (to float rounding).
+query vectors. The split is :func:`~metaembed_rag.training.dev.recipe_dev_splits`, as
+``scripts/dev_eval.py`` builds it, so a setting's row equals ``dev_eval.py`` on a model built
+with it (to float rounding; a test checks it). The cached states take about 1 GB for the
+default recipe.
 
 Prints one row per setting: the macro nDCG@10 over sources at every trained budget and the
 worst source's nDCG@10 at the largest budget minus its mean pooling ((1,1) of the same model:
