@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from metaembed_rag import MetaEmbedModel
-    from metaembed_rag.anchors import mix_whole, segment_levels, segment_means
+    from metaembed_rag.anchors import mix_whole, segment_means
     from metaembed_rag.evaluation import top_rankings
     from metaembed_rag.metrics import evaluate
     from metaembed_rag.scoring import maxsim
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.eval()  # the backbone is called directly below: no dropout
     budgets = model.budgets
-    bounds = [b.r_c for b in model.config.trained_budgets]
-    levels = segment_levels(bounds, model.config.num_candidate_tokens)
+    levels = model._segment_levels("document")  # the model's own slot plan (anchor="segments")
+    assert levels is not None
     empty = model.adapter.input_embeddings().weight[:0]
 
     # one backbone pass per text: (queries, [(states, mask) per document batch], ids, qrels)
