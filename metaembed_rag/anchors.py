@@ -18,6 +18,12 @@ Inputs too short for ``n`` segments of ``min_tokens`` use ``max(1, L // min_toke
 segments; the level's remaining slots repeat the whole-input mean (a duplicate changes no
 MaxSim). Padding is excluded, wherever it sits (models pad on the left).
 
+With a *content* mask (``MetaEmbedConfig.anchor_skip_special``: the tokenizer's special tokens,
+such as BERT's ``[CLS]`` and ``[SEP]``, left out) segments are cut from the content tokens
+only, and ``L`` counts them; levels of one slot and the repeated slots stay the mean of every
+token, so slot 0 is still the backbone's own sentence embedding. An input without content
+tokens falls back to all its tokens.
+
 With a *mix* ``m > 0`` (``MetaEmbedConfig.anchor_mix``) a segment's anchor is
 ``normalize(unit(segment mean) + m * unit(whole mean))`` (:func:`mix_whole`): every vector
 keeps the document's identity, so a part that many documents share (a title or header that
@@ -64,7 +70,10 @@ def segment_levels(boundaries: Iterable[int], slots: int) -> list[tuple[int, int
 
 
 def segment_weights(
-    mask: torch.Tensor, levels: list[tuple[int, int]], min_tokens: int
+    mask: torch.Tensor,
+    levels: list[tuple[int, int]],
+    min_tokens: int,
+    content: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, S, L) pooling weights, each row summing to 1 over the attended positions.
 
@@ -73,40 +82,63 @@ def segment_weights(
             either side).
         levels: :func:`segment_levels` of the S slots.
         min_tokens: fewest tokens a segment may hold (>= 1).
+        content: optional (B, L) mask of the positions segments are cut from (a subset of
+            ``mask``, e.g. without special tokens); ``None``: ``mask``. A row without content
+            positions uses ``mask``.
 
-    Segment ``j`` of ``k`` covers the tokens of rank ``floor(j L / k)`` to
-    ``floor((j + 1) L / k) - 1``, ``L`` the input's token count.
+    Segment ``j`` of ``k`` covers the content tokens of rank ``floor(j L / k)`` to
+    ``floor((j + 1) L / k) - 1``, ``L`` the input's content token count. Levels of one slot
+    and slots past an input's ``k`` segments pool every attended position.
 
     >>> w = segment_weights(torch.tensor([[0, 1, 1, 1, 1]]), [(1, 0), (2, 0), (2, 1)], 1)
     >>> w[0].tolist()
     [[0.0, 0.25, 0.25, 0.25, 0.25], [0.0, 0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5, 0.5]]
+    >>> segment_weights(torch.tensor([[1, 1, 1, 1]]), [(1, 0), (2, 0), (2, 1)], 1,
+    ...                 content=torch.tensor([[0, 1, 1, 0]]))[0].tolist()
+    [[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
     """
     if min_tokens < 1:
         raise ValueError(f"min_tokens must be >= 1, got {min_tokens}")
     on = mask.bool()
-    rank = (on.long().cumsum(dim=1) - 1)[:, None, :]  # (B, 1, L): a token's place among tokens
-    n = on.sum(dim=1)[:, None, None]  # (B, 1, 1)
+    if content is None:
+        cut = on
+    else:
+        if content.shape != mask.shape:
+            raise ValueError(
+                f"content mask shape {tuple(content.shape)} differs from the attention "
+                f"mask's {tuple(mask.shape)}"
+            )
+        cut = content.bool() & on
+        cut = torch.where(cut.any(dim=1, keepdim=True), cut, on)  # no content: every token
+    rank = (cut.long().cumsum(dim=1) - 1)[:, None, :]  # (B, 1, L): a token's place among tokens
+    n = cut.sum(dim=1)[:, None, None]  # (B, 1, 1)
     segs = torch.tensor([s for s, _ in levels], device=mask.device)[None, :, None]  # (1, S, 1)
     idx = torch.tensor([j for _, j in levels], device=mask.device)[None, :, None]
     k = torch.minimum(segs, (n // min_tokens).clamp_min(1))  # segments this input gets
     lo = torch.div(idx * n, k, rounding_mode="floor")
     hi = torch.div((idx + 1) * n, k, rounding_mode="floor")
-    inside = (rank >= lo) & (rank < hi) & (idx < k)  # (B, S, L)
-    whole = (idx >= k).expand_as(inside)  # slots past this input's segments: the whole input
-    w = ((inside | whole) & on[:, None, :]).float()
+    # levels of one slot and slots past this input's segments: the whole input
+    whole = ((segs == 1) | (idx >= k)) & on[:, None, :]  # (B, S, L)
+    inside = (rank >= lo) & (rank < hi) & (idx < k) & (segs > 1) & cut[:, None, :]
+    w = (inside | whole).float()
     return w / w.sum(dim=-1, keepdim=True).clamp_min(1)
 
 
 def segment_means(
-    hidden: torch.Tensor, mask: torch.Tensor, levels: list[tuple[int, int]], min_tokens: int
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    levels: list[tuple[int, int]],
+    min_tokens: int,
+    content: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, S, H) mean of ``hidden`` (B, L, H) over each slot's segment (not normalised).
+    """(B, S, H) mean of ``hidden`` (B, L, H) over each slot's segment (not normalised);
+    ``content`` as in :func:`segment_weights`.
 
     >>> h = torch.arange(8.0).reshape(1, 4, 2)
     >>> segment_means(h, torch.ones(1, 4), [(1, 0), (2, 0), (2, 1)], 1)[0].tolist()
     [[3.0, 4.0], [1.0, 2.0], [5.0, 6.0]]
     """
-    w = segment_weights(mask, levels, min_tokens).to(hidden.dtype)
+    w = segment_weights(mask, levels, min_tokens, content).to(hidden.dtype)
     return torch.bmm(w, hidden)
 
 

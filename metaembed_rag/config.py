@@ -63,6 +63,10 @@ class MetaEmbedConfig:
         anchor_mix: with ``anchor="segments"``, the weight of the whole input's unit mean
             added to each segment's unit mean (:func:`~metaembed_rag.anchors.mix_whole`;
             0: the segment alone).
+        anchor_skip_special: with ``anchor="segments"``, cut segments from the input's content
+            tokens only, leaving out the tokenizer's special tokens (``[CLS]``, ``[SEP]``);
+            slot 0 stays the mean of every token. Needs a backbone adapter that marks them
+            (``marks_special_tokens``: the text adapter).
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -87,6 +91,7 @@ class MetaEmbedConfig:
     anchor: str | None = None
     anchor_min_tokens: int = 4
     anchor_mix: float = 0.0
+    anchor_skip_special: bool = False
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -120,6 +125,15 @@ class MetaEmbedConfig:
         self.anchor_mix = float(self.anchor_mix)  # 1 and 1.0 hash the same
         if not self.anchor_mix >= 0:  # also refuses NaN
             raise ValueError(f"anchor_mix must be >= 0, got {self.anchor_mix}")
+        if not isinstance(self.anchor_skip_special, bool):
+            raise ValueError(
+                f"anchor_skip_special must be true or false, got {self.anchor_skip_special!r}"
+            )
+        if self.anchor_skip_special and self.anchor != "segments":
+            raise ValueError(
+                "anchor_skip_special applies to segment anchors: set anchor='segments' or "
+                f"leave anchor_skip_special false (anchor={self.anchor!r})"
+            )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
 

@@ -91,6 +91,12 @@ class MetaEmbedModel(nn.Module):
         self.config = config
         self.backbone = backbone
         self.adapter: BackboneAdapter = adapter_cls(backbone, processor, config)
+        if config.anchor_skip_special and not adapter_cls.marks_special_tokens:
+            raise ValueError(
+                f"anchor_skip_special needs a backbone adapter that marks special tokens; the "
+                f"{adapter_cls.family!r} adapter does not: load this config with a text backbone "
+                "or set anchor_skip_special to false."
+            )
         hidden = self.adapter.hidden_size
         if config.hidden_size and config.hidden_size != hidden:
             raise ValueError(
@@ -404,6 +410,8 @@ class MetaEmbedModel(nn.Module):
             cfg.pop("anchor_min_tokens", None)
         if cfg.get("anchor") != "segments" or not cfg.get("anchor_mix"):
             cfg.pop("anchor_mix", None)
+        if not cfg.get("anchor_skip_special"):
+            cfg.pop("anchor_skip_special", None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for t in self.meta_parameters().values():
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -460,7 +468,18 @@ class MetaEmbedModel(nn.Module):
         levels = self._segment_levels(side)
         pool = None
         if levels is not None:
-            pool = partial(segment_means, levels=levels, min_tokens=self.config.anchor_min_tokens)
+            content = batch.content_mask if self.config.anchor_skip_special else None
+            if self.config.anchor_skip_special and content is None:
+                raise ValueError(
+                    "anchor_skip_special: this batch has no content mask; prepare it with "
+                    "MetaEmbedModel.prepare (the adapter marks the special tokens)"
+                )
+            pool = partial(
+                segment_means,
+                levels=levels,
+                min_tokens=self.config.anchor_min_tokens,
+                content=content,
+            )
         out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored, pool=pool)
         states, pooled = out if return_pooled or anchored else (out, None)
         states = states[:, rows, :]

@@ -2,12 +2,14 @@
 hard dev split (held out of its training pairs, never the zero-shot suite).
 
     python scripts/anchor_sweep.py [--recipe scripts/default-model.toml] \
-        [--min-tokens 4 6 8] [--mix 0 0.5 0.75 1 1.5 2] [--floor 0.01] [--json sweep.json]
+        [--min-tokens 4 6 8] [--mix 0 0.5 0.75 1 1.5 2] [--specials keep skip] \
+        [--floor 0.01] [--json sweep.json]
 
 The backbone runs once per text: with causal Meta attention the input's states do not depend on
 the Meta tokens, so each setting only re-pools them, with the functions an untrained model
-applies (:func:`~metaembed_rag.anchors.segment_means`, then
-:func:`~metaembed_rag.anchors.mix_whole`; the anchor map is zero). Queries are the model's own
+applies (:func:`~metaembed_rag.anchors.segment_means`, with the adapter's content mask when
+special tokens are skipped, then :func:`~metaembed_rag.anchors.mix_whole`; the anchor map is
+zero). Queries are the model's own
 query vectors. The split is :func:`~metaembed_rag.training.dev.recipe_dev_splits`, as
 ``scripts/dev_eval.py`` builds it, so a setting's row equals ``dev_eval.py`` on a model built
 with it (to float rounding; a test checks it). The cached states take about 1 GB for the
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", type=Path, default=ROOT / "scripts" / "default-model.toml")
     ap.add_argument("--min-tokens", type=int, nargs="+", default=[4, 6, 8])
     ap.add_argument("--mix", type=float, nargs="+", default=[0.0, 0.5, 0.75, 1.0, 1.5, 2.0])
+    ap.add_argument(
+        "--specials", nargs="+", choices=("keep", "skip"), default=["keep", "skip"],
+        help="cut segments from every token (keep) or without special tokens (skip)",
+    )  # fmt: skip
     ap.add_argument("--floor", type=float, default=0.01, help="largest drop below mean pooling")
     ap.add_argument("--distractors", type=int, default=300, help="training positives per source")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -79,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         **extra,
     )
     model.eval()  # the backbone is called directly below: no dropout
+    if "skip" in args.specials and not model.adapter.marks_special_tokens:
+        print(f"error: the {model.adapter.family} adapter marks no special tokens: "
+              "sweep with --specials keep", file=sys.stderr)  # fmt: skip
+        return 2
     budgets = model.budgets
     levels = model._segment_levels("document")  # the model's own slot plan (anchor="segments")
     assert levels is not None
     empty = model.adapter.input_embeddings().weight[:0]
 
-    # one backbone pass per text: (queries, [(states, mask) per document batch], ids, qrels)
+    # one backbone pass per text: (queries, [(states, mask, content) per batch], ids, qrels)
     cached: dict[str, Any] = {}
     cols = source_collections(dev, hard)
     for name, (queries, docs, qrels) in cols.items():
@@ -97,18 +107,21 @@ def main(argv: list[str] | None = None) -> int:
             for s in range(0, len(dids), args.batch_size):
                 batch = model.prepare([docs[i] for i in dids[s : s + args.batch_size]], "document")
                 states = model.adapter.forward(batch, empty)
-                batches.append((states, batch.tensors["attention_mask"]))
+                batches.append((states, batch.tensors["attention_mask"], batch.content_mask))
         cached[name] = (q, batches, qids, dids, qrels)
         logger.info("%s: %d queries, %d documents", name, len(qids), len(dids))
 
     rows = []
-    for min_tokens, mix in itertools.product(args.min_tokens, args.mix):
+    settings = itertools.product(args.specials, args.min_tokens, args.mix)
+    for specials, min_tokens, mix in settings:
+        skip = specials == "skip"
         per: dict[str, list[float]] = {}
         for name, (q, batches, qids, dids, qrels) in cached.items():
             with torch.inference_mode():
                 d = torch.cat(
-                    [mix_whole(segment_means(h.float(), m, levels, min_tokens), mix)
-                     for h, m in batches]
+                    [mix_whole(segment_means(h.float(), m, levels, min_tokens, c if skip else None),
+                               mix)
+                     for h, m, c in batches]
                 )  # fmt: skip
             per[name] = [
                 evaluate(top_rankings(maxsim(q, d, b), qids, dids, k=10), qrels, ks=(10,))[
@@ -118,17 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             ]
         macro = [sum(v[i] for v in per.values()) / len(per) for i in range(len(budgets))]
         worst = min((v[-1] - v[0], name) for name, v in per.items())
-        rows.append({"min_tokens": min_tokens, "mix": mix, "macro": macro, "worst": worst,
-                     "sources": per})  # fmt: skip
+        rows.append({"skip_special": skip, "min_tokens": min_tokens, "mix": mix,
+                     "macro": macro, "worst": worst, "sources": per})  # fmt: skip
     allowed = [r for r in rows if r["worst"][0] >= -args.floor]
     choice = max(allowed, key=lambda r: r["macro"][-1]) if allowed else None
     head = " ".join(f"{str(b):>8s}" for b in budgets)
-    print(f"{'min_tokens':>10s} {'mix':>5s} {head}   worst {budgets[-1]} - mean-pool")
+    print(f"{'specials':>8s} {'min_tokens':>10s} {'mix':>5s} {head}   "
+          f"worst {budgets[-1]} - mean-pool")  # fmt: skip
     for r in rows:
         mark = "*" if r is choice else " "
         cells = " ".join(f"{v:8.4f}" for v in r["macro"])
-        print(f"{r['min_tokens']:>10d} {r['mix']:5.2f} {cells}   {r['worst'][0]:+.4f} "
-              f"{r['worst'][1]} {mark}")  # fmt: skip
+        specials = "skip" if r["skip_special"] else "keep"
+        print(f"{specials:>8s} {r['min_tokens']:>10d} {r['mix']:5.2f} {cells}   "
+              f"{r['worst'][0]:+.4f} {r['worst'][1]} {mark}")  # fmt: skip
     if choice is None:
         print(f"no setting keeps every source within {args.floor} of mean pooling")
     if args.json is not None:

@@ -93,3 +93,36 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(anchors, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_content_mask_cuts_segments_from_content_only() -> None:
+    """``content``: segments (levels of two or more slots) are cut from the content positions
+    and counted by them; levels of one slot and the repeated slots pool every attended
+    position; a row without content positions falls back to them all (a loop reference)."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(4, 12, 5, generator=g, dtype=torch.float64)
+    mask = torch.ones(4, 12)
+    mask[1, :3] = 0  # left padding
+    mask[2, :8] = 0  # 4 tokens: [CLS] a b [SEP]
+    content = mask.clone()
+    for b in range(4):
+        on = mask[b].nonzero().flatten()
+        content[b, on[0]] = content[b, on[-1]] = 0  # [CLS] ... [SEP]
+    content[3] = 0  # nothing but special tokens
+    levels = segment_levels([1, 2, 4], 4)  # slot 0, slot 1 (a level of one slot), slots 2-3
+    out = segment_means(hidden, mask, levels, 2, content=content)
+    for b in range(4):
+        every = hidden[b][mask[b].bool()]
+        cut = hidden[b][content[b].bool()] if content[b].any() else every
+        n = len(cut)
+        for s, (segs, j) in enumerate(levels):
+            k = max(1, min(segs, n // 2))
+            part = cut[j * n // k : (j + 1) * n // k] if segs > 1 and j < k else every
+            torch.testing.assert_close(out[b, s], part.mean(0))
+    # [CLS] a b [SEP] with 2 tokens a segment: one content segment, then the whole input
+    w = segment_weights(mask, levels, 2, content=content)
+    assert w[2, 2, 8:].tolist() == [0, 0.5, 0.5, 0] and w[2, 3, 8:].tolist() == [0.25] * 4
+    torch.testing.assert_close(segment_weights(mask, levels, 2, content=mask),
+                               segment_weights(mask, levels, 2))  # fmt: skip
+    with pytest.raises(ValueError, match="content mask shape"):
+        segment_weights(mask, levels, 2, content=content[:, 1:])

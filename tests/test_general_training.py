@@ -362,7 +362,8 @@ def test_anchor_sweep_rows_equal_the_built_models_dev_figures(minilm, tmp_path) 
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "sweep.json"
-    args = ["--recipe", str(recipe), "--min-tokens", "2", "--mix", "0", "1", "--distractors", "5"]
+    args = ["--recipe", str(recipe), "--min-tokens", "2", "--mix", "0", "1", "--distractors", "5",
+            "--specials", "keep", "skip"]  # fmt: skip
     assert module.main([*args, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     dev, hard = recipe_dev_splits(read_recipe(recipe), ROOT, 5)
@@ -370,12 +371,14 @@ def test_anchor_sweep_rows_equal_the_built_models_dev_figures(minilm, tmp_path) 
         model = MetaEmbedModel.from_backbone(
             num_query_tokens=2, num_candidate_tokens=4, append_both_sides=False,
             anchor="segments", anchor_min_tokens=2, anchor_mix=row["mix"], query_prefix="",
-            max_length=64, seed=0,
+            anchor_skip_special=row["skip_special"], max_length=64, seed=0,
         )  # fmt: skip
         want = evaluate_dev(model, dev, distractors=hard, mean_pool=False)["macro"]["budgets"]
         assert row["macro"] == pytest.approx(list(want.values()), abs=1e-6)
-    plain, mixed = (r["macro"] for r in report["rows"])
-    assert plain != mixed and min(plain + mixed) < 0.95  # the settings differ, not trivially
+    settings = [(r["skip_special"], r["mix"]) for r in report["rows"]]
+    assert settings == [(False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0)]
+    macros = [tuple(r["macro"]) for r in report["rows"]]
+    assert len(set(macros)) == 4 and min(min(m) for m in macros) < 0.95  # not trivially equal
 
 
 def test_dev_eval_script_refuses_a_recipe_without_dev_split(tmp_path, capsys) -> None:

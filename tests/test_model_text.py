@@ -350,3 +350,79 @@ def test_mean_anchor_fingerprint_ignores_the_segment_setting() -> None:
         anchor_min_tokens=9, anchor_mix=2.0, seed=0,
     )  # fmt: skip
     assert a.fingerprint() == b.fingerprint()
+
+
+def test_segment_anchor_can_skip_special_tokens(tmp_path) -> None:
+    """``anchor_skip_special``: segments are cut from the tokens between ``[CLS]`` and
+    ``[SEP]`` (the backbone's states, each document run alone), while slot 0 and the repeated
+    slots stay the mean of every token; queries are unchanged; the setting is saved and hashed
+    (false hashes as a model saved without it), and needs segment anchors."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from metaembed_rag.anchors import segment_levels
+    from metaembed_rag.hub import resolve_backbone_path
+
+    def build(**kwargs: Any) -> MetaEmbedModel:
+        return MetaEmbedModel.from_backbone(
+            num_query_tokens=4, num_candidate_tokens=8, budgets=[[1, 1], [2, 4], [4, 8]],
+            anchor="segments", anchor_mix=1.0, query_prefix="", append_both_sides=False,
+            seed=0, **kwargs,
+        )  # fmt: skip
+
+    m, plain = build(anchor_skip_special=True), build()
+    path = resolve_backbone_path(m.config.backbone, trusted=True)
+    tok, bb = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    d = m.encode_documents(DOCS)  # batched: left padding, as in use
+    levels = segment_levels([1, 4, 8], 8)
+    with torch.no_grad():
+        for i, text in enumerate(DOCS):
+            enc = tok(text, return_tensors="pt")
+            ids = enc["input_ids"][0].tolist()
+            assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+            states = bb(**enc).last_hidden_state[0]
+            every, inner = states.mean(0), states[1:-1]
+            n = len(inner)
+            ref = []
+            for segs, j in levels:
+                k = max(1, min(segs, n // 4))
+                part = inner[j * n // k : (j + 1) * n // k].mean(0) if segs > 1 and j < k else every
+                ref.append(torch.nn.functional.normalize(part, dim=-1))
+            ref_t = torch.stack(ref)
+            ref_t = torch.nn.functional.normalize(ref_t + ref_t[:1], dim=-1)
+            torch.testing.assert_close(d[i], ref_t, atol=2e-6, rtol=0)
+    base = plain.encode_documents(DOCS)
+    torch.testing.assert_close(d[:, 0], base[:, 0], atol=1e-6, rtol=0)  # the backbone's mean
+    assert (d[0, 1] - base[0, 1]).abs().max() > 1e-3
+    torch.testing.assert_close(m.encode_queries(QUERIES), plain.encode_queries(QUERIES))
+    again = MetaEmbedModel.from_pretrained(m.save_pretrained(tmp_path / "skip"))
+    assert again.config.anchor_skip_special and again.fingerprint() == m.fingerprint()
+    torch.testing.assert_close(again.encode_documents(DOCS), d, atol=0, rtol=0)
+    assert m.fingerprint() != plain.fingerprint()
+    assert build(anchor_skip_special=False).fingerprint() == plain.fingerprint()
+    bare = m.prepare(DOCS[:1], "document")
+    bare.content_mask = None  # a batch built by hand, without the adapter's mask
+    with pytest.raises(ValueError, match="no content mask; prepare it with"):
+        m(bare, "document")
+    from metaembed_rag.config import MetaEmbedConfig
+
+    with pytest.raises(ValueError, match="anchor_skip_special applies to segment anchors"):
+        MetaEmbedConfig(backbone="x", anchor="mean", anchor_skip_special=True)
+    with pytest.raises(ValueError, match="anchor_skip_special must be true or false"):
+        MetaEmbedConfig(backbone="x", anchor="segments", anchor_skip_special="yes")  # type: ignore[arg-type]
+
+
+def test_text_adapter_marks_special_tokens_and_moves_the_mask() -> None:
+    m = MetaEmbedModel.from_backbone(
+        num_query_tokens=2, num_candidate_tokens=4, budgets=[[1, 1], [2, 4]], query_prefix="",
+        append_both_sides=False, seed=0,
+    )  # fmt: skip
+    batch = m.prepare(["a b c", "a much longer document of words"], "document")
+    ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
+    special = set(m.tokenizer.all_special_ids)
+    rows = zip(ids.tolist(), mask.tolist(), strict=True)
+    want = torch.tensor([[int(a and t not in special) for t, a in zip(r, q, strict=True)]
+                         for r, q in rows])  # fmt: skip
+    assert batch.content_mask is not None and batch.content_mask.tolist() == want.tolist()
+    assert int(want[0].sum()) == 3 and mask[0, 0] == 0  # left padded; [CLS]/[SEP] left out
+    moved = batch.to("cpu", torch.float64)
+    assert moved.content_mask is not None and moved.content_mask.tolist() == want.tolist()

@@ -387,3 +387,15 @@ def test_unreadable_image_errors(vlm: MetaEmbedModel, tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x01garbage")
     with pytest.raises(ValueError, match="bad.jpg"):
         vlm.encode_documents([("text", bad)])
+
+
+def test_skipping_special_tokens_needs_an_adapter_that_marks_them(tiny_qwen2vl_path: Path) -> None:
+    """The vision-language adapters mark no special tokens (their image tokens are special
+    tokens): ``anchor_skip_special`` is refused when the model is built, naming the fix."""
+    assert not Qwen2VLAdapter.marks_special_tokens and not Idefics3Adapter.marks_special_tokens
+    with pytest.raises(
+        ValueError, match="'qwen2_vl' adapter does not.*anchor_skip_special to false"
+    ):
+        MetaEmbedModel.from_backbone(
+            tiny_qwen2vl_path, anchor="segments", anchor_skip_special=True, max_length=64
+        )

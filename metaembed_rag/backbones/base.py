@@ -43,11 +43,16 @@ class PreparedBatch:
         tensors: model inputs; always ``input_ids`` (B, L) and ``attention_mask`` (B, L),
             left padded; image models add e.g. ``pixel_values``.
         num_truncated: how many items were cut at ``max_length``.
+        content_mask: (B, L) the attended positions that are not the tokenizer's special
+            tokens (``[CLS]``, ``[SEP]``, ...), from adapters whose ``marks_special_tokens``
+            is true; ``None`` otherwise. Not a model input: segment anchors that skip special
+            tokens (:mod:`metaembed_rag.anchors`) cut their segments from it.
     """
 
     tensors: dict[str, torch.Tensor]
     num_truncated: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    content_mask: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PreparedBatch:
         moved: dict[str, torch.Tensor] = {}
@@ -56,7 +61,8 @@ class PreparedBatch:
                 moved[key] = value.to(device=device, dtype=dtype)
             else:
                 moved[key] = value.to(device)
-        return PreparedBatch(moved, self.num_truncated, self.extra)
+        content = None if self.content_mask is None else self.content_mask.to(device)
+        return PreparedBatch(moved, self.num_truncated, self.extra, content)
 
 
 def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -77,6 +83,8 @@ class BackboneAdapter(ABC):
     family: ClassVar[str] = "base"
     #: whether image inputs are accepted
     supports_images: ClassVar[bool] = False
+    #: whether :meth:`prepare` sets :attr:`PreparedBatch.content_mask` (special tokens marked)
+    marks_special_tokens: ClassVar[bool] = False
     #: whether ``forward`` must pass position ids computed from the attention mask
     needs_position_ids: ClassVar[bool] = True
     #: the ``transformers`` ``model_type`` values the default :meth:`matches` accepts

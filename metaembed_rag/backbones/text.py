@@ -24,6 +24,7 @@ class TextAdapter(BackboneAdapter):
 
     family = "text"
     supports_images = False
+    marks_special_tokens = True
     needs_position_ids = True
 
     @classmethod
@@ -95,6 +96,7 @@ class TextAdapter(BackboneAdapter):
             truncation=True,
             max_length=max_length,
             return_tensors="pt",
+            return_special_tokens_mask=True,
         )
         num_truncated = 0
         lengths = enc["attention_mask"].sum(dim=1)
@@ -108,7 +110,8 @@ class TextAdapter(BackboneAdapter):
         tensors = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:
             tensors["token_type_ids"] = enc["token_type_ids"]
-        return PreparedBatch(tensors, num_truncated)
+        content = enc["attention_mask"] * (1 - enc["special_tokens_mask"])
+        return PreparedBatch(tensors, num_truncated, content_mask=content)
 
     def extra_forward_kwargs(
         self, batch: PreparedBatch, input_ids: torch.Tensor, attention_mask: torch.Tensor
