@@ -19,7 +19,10 @@ Parts (``--parts``, default all):
   stores only each chunk's first R vectors (index-time truncation) and reports the budgets
   that fit.
 * ``kernel`` - the exact stage alone (200 random candidates of ``--kernel-n`` rows in RAM,
-  (16,64), D=384): median ms per query and candidates/s per storage kind.
+  (16,64), D=384): median ms per query and candidates/s per storage kind. ``--query-vectors
+  repeated`` (here and in ``latency``) makes each query one vector 16 times, as the anchored
+  default model's queries are (the scorers then score it once:
+  ``metaembed_rag.scoring.repeats``).
 * ``latency`` - synthetic clustered chunks (``benchmarks/_synthetic.py``), N in ``--n``, D=384,
   K=64, budget (16,64), each ``--fetch-k`` (default 200) on the same index: exact-stage
   throughput (candidates/s, ``fetch_k`` candidates per query) and two-stage p50 / p95 per
@@ -186,6 +189,8 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
     out = []
     for n in args.n:
         queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+        if args.query_vectors == "repeated":  # the anchored default: one vector, 16 times
+            queries = queries[:, :1].expand(-1, 16, -1).contiguous()
         for kind in args.kinds:
             folder = workdir / f"lat-{kind}-{n}"
             t0 = time.perf_counter()
@@ -229,7 +234,7 @@ def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]
                 row = {
                     "n": n, "storage": kind, "stored_vectors": index.stored_vectors,
                     "budget": str(budget), "coarse": index.coarse_kind, "build_s": build_s,
-                    "fetch_k": fetch_k,
+                    "fetch_k": fetch_k, "query_vectors": args.query_vectors,
                     "exact_candidates_per_s": fetch_k / statistics.median(exact_t),
                     "exact_ms_median": 1e3 * statistics.median(exact_t),
                     "two_stage_p50_ms": 1e3 * statistics.median(two_t),
@@ -255,13 +260,17 @@ def _stored(row: dict[str, Any]) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+def _repeated(r: dict[str, Any]) -> str:
+    return ", repeated query vectors" if r.get("query_vectors") == "repeated" else ""
+
+
 def print_latency(rows: list[dict[str, Any]]) -> None:
     print("\n| N | storage | coarse | exact stage (cand/s) | two-stage p50 ms | p95 ms | "
           "overlap@10 vs exhaustive | build s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['n']} | {r['storage']}{_stored(r)} | {r['coarse']} | "
+            f"| {r['n']} | {r['storage']}{_stored(r)}{_repeated(r)} | {r['coarse']} | "
             f"{r['exact_candidates_per_s']:.0f} | "
             f"{r['two_stage_p50_ms']:.1f} | {r['two_stage_p95_ms']:.1f} | "
             f"{r['overlap@10']:.3f} | {r['build_s']:.0f} |"
@@ -282,6 +291,8 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
     d, k, n, m = 384, 64, args.kernel_n, 200
     rng = np.random.default_rng(0)
     queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+    if args.query_vectors == "repeated":  # the anchored default: one vector, 16 times
+        queries = queries[:, :1].expand(-1, 16, -1).contiguous()
     cand = rng.integers(0, n, (args.queries, m))
     out = []
     for kind in args.kinds:
@@ -311,7 +322,7 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
             backend.score(queries[i : i + 1], cand[i : i + 1], budget)
             times.append(time.perf_counter() - t0)
         row = {
-            "storage": kind, "rows": n, "candidates": m,
+            "storage": kind, "rows": n, "candidates": m, "query_vectors": args.query_vectors,
             "exact_ms_median": 1e3 * statistics.median(times),
             "exact_candidates_per_s": m / statistics.median(times),
         }  # fmt: skip
@@ -322,11 +333,12 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def print_kernel(rows: list[dict[str, Any]]) -> None:
-    print("\n| storage | exact stage ms (200 candidates, (16,64)) | candidates/s |")
-    print("|---|---|---|")
+    print("\n| storage | query vectors | exact stage ms (200 candidates, (16,64)) | candidates/s |")
+    print("|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['storage']} | {r['exact_ms_median']:.1f} | {r['exact_candidates_per_s']:.0f} |"
+            f"| {r['storage']} | {r['query_vectors']} | {r['exact_ms_median']:.2f} | "
+            f"{r['exact_candidates_per_s']:.0f} |"
         )
 
 
@@ -358,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, nargs="+", default=[100_000])
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--kernel-n", type=int, default=20_000, help="kernel part: rows in RAM")
+    p.add_argument("--query-vectors", choices=["distinct", "repeated"], default="distinct",
+                   help="kernel and latency parts: 16 distinct query vectors, or one repeated 16 times "
+                   "(the anchored default model's queries)")  # fmt: skip
     p.add_argument("--exhaustive-queries", type=int, default=5)
     p.add_argument("--coarse", choices=COARSE_KINDS, default="auto",
                    help="latency part: the coarse index kind (auto: flat below 200k)")  # fmt: skip

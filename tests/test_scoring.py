@@ -591,7 +591,7 @@ def test_cuda_torch_path_matches_cpu_kernel():
         maxsim(q.cuda(), d.cuda(), (8, 16), backend="kernel")
 
 
-@pytest.mark.parametrize("module", ["", ".residual", ".int8", ".tiered"])
+@pytest.mark.parametrize("module", ["", ".residual", ".int8", ".tiered", ".repeats"])
 def test_docstring_examples(module):
     import importlib
 

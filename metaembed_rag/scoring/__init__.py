@@ -87,6 +87,7 @@ from ._kernel import (  # noqa: E402
     kernel_info,
     unavailable_message,
 )
+from .repeats import collapse_repeated, scale_repeated  # noqa: E402
 
 #: Anything accepted as a budget: ``None`` (all vectors), ``(r_q, r_c)`` or an object with
 #: integer attributes ``r_q`` and ``r_c`` (such as :class:`metaembed_rag.budget.Budget`).
@@ -404,13 +405,15 @@ def maxsim(
     r_q, r_c = _resolve_budget(budget, kq, kc, q_shape, d_shape, q_ragged, d_ragged)
     # ragged inputs were padded only up to the budget
     r_q, r_c = min(r_q, int(q.shape[1])), min(r_c, int(d.shape[1]))
+    q, r_q, times = collapse_repeated(q, r_q)
     if _choose_backend(backend, d.device, r_q, r_c, d.dtype) == "torch":
-        return _torch_full(q, d, r_q, r_c, chunk_size)
+        return scale_repeated(_torch_full(q, d, r_q, r_c, chunk_size), times)
     d = _kernel_layout(d)
-    return _kernel_call(
+    out = _kernel_call(
         q, r_q, d.data_ptr(), d.dtype, d.stride(0), d.stride(1), r_c, int(d.shape[-1]),
         _MODE_FULL, int(d.shape[0]),
     )  # fmt: skip
+    return scale_repeated(out, times)
 
 
 def maxsim_pairwise(
@@ -461,19 +464,21 @@ def maxsim_pairwise(
     r_q, r_c = _resolve_budget(
         budget, kq, int(d.shape[2]), q_shape, tuple(d.shape), q_ragged, False
     )
-    r_q = min(r_q, int(q.shape[1]))
+    q, r_q, times = collapse_repeated(q, min(r_q, int(q.shape[1])))
     m, dim = int(d.shape[1]), int(d.shape[-1])
     if _choose_backend(backend, d.device, r_q, r_c, d.dtype) == "torch":
 
         def fetch(qs: int, qe: int, ks: int, ke: int) -> torch.Tensor:
             return d[qs:qe, ks:ke, :r_c].to(torch.float32)
 
-        return _torch_grouped(q, fetch, m, r_q, r_c, dim, chunk_size, d.device)
+        out = _torch_grouped(q, fetch, m, r_q, r_c, dim, chunk_size, d.device)
+        return scale_repeated(out, times)
     d = _kernel_layout(d)
-    return _kernel_call(
+    out = _kernel_call(
         q, r_q, d.data_ptr(), d.dtype, d.stride(1), d.stride(2), r_c, dim,
         _MODE_PAIR, m, pair_s0=d.stride(0),
     )  # fmt: skip
+    return scale_repeated(out, times)
 
 
 def maxsim_ids(
@@ -532,7 +537,7 @@ def maxsim_ids(
     q_shape: Any = f"list of {len(queries)} arrays" if q_ragged else tuple(q.shape)
     _check_dims(q, dim, shape)
     r_q, r_c = _resolve_budget(budget, kq, kc, q_shape, shape, q_ragged, False)
-    r_q = min(r_q, int(q.shape[1]))
+    q, r_q, times = collapse_repeated(q, min(r_q, int(q.shape[1])))
     if ids_t.numel() and (int(ids_t.min()) < 0 or int(ids_t.max()) >= n_docs):
         raise ValueError(
             f"ids out of range: min {int(ids_t.min())}, max {int(ids_t.max())}, but documents "
@@ -570,7 +575,8 @@ def maxsim_ids(
                 t = t_docs[:, :r_c][ids_dev[qs:qe, ks:ke].reshape(-1)]
             return t.to(torch.float32).view(qe - qs, ke - ks, r_c, dim)
 
-        return _torch_grouped(q, fetch, m, r_q, r_c, dim, chunk_size, device)
+        out = _torch_grouped(q, fetch, m, r_q, r_c, dim, chunk_size, device)
+        return scale_repeated(out, times)
     ids_c = ids_t.to("cpu")
     if arr is not None:
         item = arr.dtype.itemsize
@@ -587,4 +593,4 @@ def maxsim_ids(
         ptr, s0, s1, keep = d.data_ptr(), d.stride(0), d.stride(1), d
     out = _kernel_call(q, r_q, ptr, dtype, s0, s1, r_c, dim, _MODE_IDS, m, ids=ids_c)
     del keep
-    return out
+    return scale_repeated(out, times)

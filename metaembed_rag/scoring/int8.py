@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .repeats import collapse_repeated, scale_repeated
 from .residual import (
     _as_queries,
     _blockwise_scores,
@@ -90,11 +91,12 @@ def maxsim_int8_ids(
         )
     n, ks = (int(s) for s in rows.shape[:2])
     ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend)
+    q, r_q, times = collapse_repeated(q, r_q)
     m = int(ids_t.shape[1])
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     if not use_kernel:
-        return _torch_scores(q, rows, scales, ids_t, r_q, r_c)
+        return scale_repeated(_torch_scores(q, rows, scales, ids_t, r_q, r_c), times)
     assert _ext is not None
     qc = q[:, :r_q].to(torch.float32).contiguous()
     rows_c = _c_order(rows, np.int8)
@@ -105,7 +107,7 @@ def maxsim_int8_ids(
         rows_c.ctypes.data, scales_c.ctypes.data, ks, _kernel_threads(threads, out, r_q, r_c, dim),
         _residual_isa(),
     )  # fmt: skip
-    return out
+    return scale_repeated(out, times)
 
 
 def _torch_scores(

@@ -30,6 +30,7 @@ import torch
 
 from . import maxsim_pairwise
 from ._kernel import _isa_code
+from .repeats import collapse_repeated, scale_repeated
 
 __all__ = [
     "decode_residual",
@@ -149,11 +150,13 @@ def maxsim_residual_ids(
             f"width {dim}"
         )
     ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend)
+    q, r_q, times = collapse_repeated(q, r_q)
     nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     if not use_kernel:
-        return _torch_scores(q, cid, packed, centroids, table, ids_t, r_q, r_c, normalize)
+        out = _torch_scores(q, cid, packed, centroids, table, ids_t, r_q, r_c, normalize)
+        return scale_repeated(out, times)
     assert _ext is not None
     qc = q[:, :r_q].to(torch.float32).contiguous()
     cid_c = _c_order(cid, np.uint16)
@@ -167,7 +170,7 @@ def maxsim_residual_ids(
         int(cent.shape[0]), tab.ctypes.data, g, _kernel_threads(threads, out, r_q, r_c, dim),
         _residual_isa(), int(normalize),
     )  # fmt: skip
-    return out
+    return scale_repeated(out, times)
 
 
 def _as_queries(queries: torch.Tensor) -> torch.Tensor:

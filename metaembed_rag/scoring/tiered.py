@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ._kernel import _isa_code
+from .repeats import collapse_repeated, scale_repeated
 from .residual import _as_queries, _blockwise_scores, _c_order, _check_call, _kernel_threads
 
 __all__ = ["TieredTables", "maxsim_tiered_ids", "tiered_kernel_available", "TORCH_BLOCK"]
@@ -169,12 +170,13 @@ def maxsim_tiered_ids(
             f"queries of width {dim}"
         )
     ids_t, use_kernel = _check_call(q, n, ks, ids, r_q, r_c, backend, _ext, _EXT_ERROR)
+    q, r_q, times = collapse_repeated(q, r_q)
     nq, m = ids_t.shape
     if nq == 0 or m == 0:
         return torch.zeros((nq, m), dtype=torch.float32)
     q32 = q[:, :r_q].to(torch.float32)
     if not use_kernel:
-        return _torch_scores(q32, codes, gains, centres, tables, ids_t, r_c)
+        return scale_repeated(_torch_scores(q32, codes, gains, centres, tables, ids_t, r_c), times)
     assert _ext is not None
     rq = -(-r_q // 16) * 16  # query vectors padded to whole 16-lane blocks (zero vectors)
     nblk, ng, amax = rq // 16, int(tables.nact.shape[0]), int(tables.pos.shape[1])
@@ -202,7 +204,7 @@ def maxsim_tiered_ids(
         t.mask.ctypes.data, t.voff.ctypes.data, t.vals.ctypes.data, int(t.vals.shape[1]),
         _kernel_threads(threads, out, r_q, r_c, dim), _tiered_isa(),
     )  # fmt: skip
-    return out
+    return scale_repeated(out, times)
 
 
 def _tiered_isa() -> int:
