@@ -42,6 +42,10 @@ zero vectors (a zero query vector adds exactly 0) and documents by repeating one
 vectors (a duplicate never changes a max), so a budget means "the first ``r`` vectors, or all the
 item has if fewer".
 
+When every query's first ``r_q`` vectors are equal (the anchored default's query side), each
+scorer computes the ``(1, r_c)`` score once and multiplies it by ``r_q``
+(:mod:`metaembed_rag.scoring.repeats`).
+
 The environment variable ``METAEMBED_RAG_MAXSIM_ISA`` (``avx512``, ``avx2``, ``generic``, or a
 path variant such as ``avx512-noamx`` or ``amx``) forces the kernel's instruction set, for testing.
 
