@@ -122,7 +122,9 @@ def kernel_case():
 
 @needs_kernel
 @pytest.mark.parametrize("isa", ["generic", "avx512"])
-@pytest.mark.parametrize("budget", [(1, 1), (3, 9), (4, 20), (2, 24), (16, 40), (18, 33), (20, 7)])
+@pytest.mark.parametrize(
+    "budget", [(1, 1), (1, 9), (1, 40), (3, 9), (4, 20), (2, 24), (16, 40), (18, 33), (20, 7)]
+)
 @pytest.mark.parametrize("threads", [1, 3])
 def test_kernel_against_reference(monkeypatch, kernel_case, isa, budget, threads):
     """Every lane arrangement: two candidates side by side (tiers of <= 8 used slots, also

@@ -240,6 +240,18 @@ AVX512 static void decode16(const lanes_t *L, const axis_t *plan, const int32_t 
     else DECODE_ALL(0);
 }
 
+/* the lanes' scores for one query vector, <q, o_k> + gain * acc (qo: its row of slot offsets),
+ * folded into its running maxima b0 (candidate 0's lanes) and b1 (candidate 1's) */
+AVX512 static inline void fold_max(const lanes_t *L, const float *qo, __m512 gain, __m512 acc,
+                                   float *b0, float *b1)
+{
+    const __m512 s = _mm512_add_ps(floats_at(L->m0, qo + L->q0, L->m1, qo + L->q1),
+                                   _mm512_mul_ps(gain, acc));
+    _mm512_store_ps(b0, _mm512_mask_max_ps(_mm512_load_ps(b0), L->m0, _mm512_load_ps(b0), s));
+    if (L->m1)
+        _mm512_store_ps(b1, _mm512_mask_max_ps(_mm512_load_ps(b1), L->m1, _mm512_load_ps(b1), s));
+}
+
 /* one step: the lanes' scores against every query vector, folded into the running maxima
  * best[c][j][lane] of the two candidates */
 AVX512 static void step16(const job_t *jb, int64_t i, int g, const lanes_t *L, float *buf,
@@ -251,6 +263,20 @@ AVX512 static void step16(const job_t *jb, int64_t i, int g, const lanes_t *L, f
     __m256i gh = _mm256_maskz_loadu_epi16(L->m0, L->g0);
     if (L->m1) gh = _mm256_mask_loadu_epi16(gh, L->m1, L->g1);
     const __m512 gain = _mm512_cvtph_ps(gh);
+    if (jb->r_q == 1) {
+        /* one query vector (lane 0 of the block; e.g. repeated ones scored once): one dot
+         * product per stored vector instead of 16, two accumulators for the FMA latency */
+        const float *qq = jb->qrot + (i * nblk * jb->C + jb->coff[g]) * 16, *v = buf;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        int32_t t = 0;
+        for (; t + 1 < n; t += 2, v += 32, qq += 32) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(qq[0]), _mm512_load_ps(v), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(qq[16]), _mm512_load_ps(v + 16), a1);
+        }
+        if (t < n) a0 = _mm512_fmadd_ps(_mm512_set1_ps(qq[0]), _mm512_load_ps(v), a0);
+        fold_max(L, jb->qo + i * RQ * jb->ks, gain, _mm512_add_ps(a0, a1), best, best + RQ * 16);
+        return;
+    }
     for (int64_t b = 0; b < nblk; b++) {
         const float *qt = jb->qrot + ((i * nblk + b) * jb->C + jb->coff[g]) * 16;
         __m512 acc[16];
@@ -264,15 +290,8 @@ AVX512 static void step16(const job_t *jb, int64_t i, int g, const lanes_t *L, f
         }
 #pragma GCC unroll 16
         for (int l = 0; l < 16; l++) {
-            const float *qo = jb->qo + (i * RQ + b * 16 + l) * jb->ks;
-            const __m512 s = _mm512_add_ps(floats_at(L->m0, qo + L->q0, L->m1, qo + L->q1),
-                                           _mm512_mul_ps(gain, acc[l]));
-            float *b0 = best + (b * 16 + l) * 16, *b1 = best + (RQ + b * 16 + l) * 16;
-            _mm512_store_ps(b0, _mm512_mask_max_ps(_mm512_load_ps(b0), L->m0,
-                                                   _mm512_load_ps(b0), s));
-            if (L->m1)
-                _mm512_store_ps(b1, _mm512_mask_max_ps(_mm512_load_ps(b1), L->m1,
-                                                       _mm512_load_ps(b1), s));
+            fold_max(L, jb->qo + (i * RQ + b * 16 + l) * jb->ks, gain, acc[l],
+                     best + (b * 16 + l) * 16, best + (RQ + b * 16 + l) * 16);
         }
     }
 }
