@@ -480,23 +480,46 @@ class MetaEmbedModel(nn.Module):
                 min_tokens=self.config.anchor_min_tokens,
                 content=content,
             )
+        unused_meta = self._meta_states_unused()
+        if unused_meta:  # the vectors are the anchors alone: no Meta positions to compute
+            meta = meta[:0]
         out = self.adapter.forward(batch, meta, return_pooled=return_pooled or anchored, pool=pool)
         states, pooled = out if return_pooled or anchored else (out, None)
-        states = states[:, rows, :]
-        if self.projection is not None:
-            states = self.projection(states.to(self.projection.weight.dtype))
         if pooled is not None and pooled.dim() == 2:
             pooled = pooled.unsqueeze(1)  # (B, 1, H): the mean, one anchor for every slot
         # pooled: (B, 1 or R, H) anchors; slot 0 is the whole input's mean either way
         if levels is not None and self.config.anchor_mix and pooled is not None:
             pooled = mix_whole(pooled.float(), self.config.anchor_mix)
-        if self.anchor_map is not None and pooled is not None:
-            delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
-            states = F.normalize(pooled.float(), p=2, dim=-1) + delta
+        if unused_meta:
+            assert pooled is not None
+            # normalize(anchor) + map(states) with a zero map, without the states
+            states = F.normalize(pooled.float(), p=2, dim=-1)
+            states = states.expand(-1, rows.stop - rows.start, -1)
+        else:
+            states = states[:, rows, :]
+            if self.projection is not None:
+                states = self.projection(states.to(self.projection.weight.dtype))
+            if self.anchor_map is not None and pooled is not None:
+                delta = self.anchor_map(states.to(self.anchor_map.weight.dtype)).float()
+                states = F.normalize(pooled.float(), p=2, dim=-1) + delta
         vectors = F.normalize(states.float(), p=2, dim=-1)
         if not return_pooled or pooled is None:
             return vectors
         return vectors, F.normalize(pooled[:, 0].float(), p=2, dim=-1)
+
+    def _meta_states_unused(self) -> bool:
+        """True when the Meta positions cannot change the vectors, so encoding can leave them
+        out: an anchored model whose map is exactly zero (the shipped default, untrained),
+        no projection, input tokens that never attend to Meta tokens, and no gradients
+        wanted (training needs the Meta states for the map's gradient). The vectors are then
+        the unit anchors, as ``normalize(anchor) + map(states)`` gives with a zero map; the
+        input tokens' states are the same with or without Meta tokens after them."""
+        m = self.anchor_map
+        if m is None or self.projection is not None or torch.is_grad_enabled():
+            return False
+        if self.adapter.bidirectional and self.config.meta_attention != "causal":
+            return False
+        return not bool(m.weight.any()) and not bool(m.bias.any())
 
     def _segment_levels(self, side: Side) -> list[tuple[int, int]] | None:
         """With ``anchor="segments"``, the document side's :func:`segment_levels` (slot 0

@@ -426,3 +426,52 @@ def test_text_adapter_marks_special_tokens_and_moves_the_mask() -> None:
     assert int(want[0].sum()) == 3 and mask[0, 0] == 0  # left padded; [CLS]/[SEP] left out
     moved = batch.to("cpu", torch.float64)
     assert moved.content_mask is not None and moved.content_mask.tolist() == want.tolist()
+
+
+def test_zero_map_leaves_the_meta_tokens_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An anchored model whose map is exactly zero (the untrained default) encodes without
+    Meta positions (the vectors are the anchors alone), to float32 rounding of the full pass;
+    a trained map, training (gradients) and Meta tokens the input attends to keep them."""
+    seen: list[int] = []
+
+    def build(**kwargs: Any) -> MetaEmbedModel:
+        m = MetaEmbedModel.from_backbone(
+            num_query_tokens=4, num_candidate_tokens=8, budgets=[[1, 1], [2, 4], [4, 8]],
+            anchor="segments", anchor_mix=0.75, query_prefix="", append_both_sides=False,
+            seed=0, **kwargs,
+        )  # fmt: skip
+        real = m.adapter.forward
+
+        def spy(batch: Any, meta: torch.Tensor, **kw: Any) -> Any:
+            seen.append(int(meta.shape[0]))
+            return real(batch, meta, **kw)
+
+        monkeypatch.setattr(m.adapter, "forward", spy)
+        return m
+
+    m = build()
+    d, q = m.encode_documents(DOCS), m.encode_queries(QUERIES)
+    assert seen == [0, 0] and d.shape == (3, 8, 384) and q.shape == (3, 4, 384)
+    with monkeypatch.context() as mp:
+        mp.setattr(MetaEmbedModel, "_meta_states_unused", lambda self: False)
+        torch.testing.assert_close(m.encode_documents(DOCS), d, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.encode_queries(QUERIES), q, atol=1e-6, rtol=0)
+    assert seen[2:] == [8, 4]
+    # training: the map's gradient flows through the Meta states
+    seen.clear()
+    batch = m.prepare(DOCS, "document")
+    m.eval()  # no dropout: the same pass as encoding, only with gradients
+    with torch.enable_grad():
+        out = m(batch, "document")
+    assert seen == [8] and out.requires_grad
+    torch.testing.assert_close(out.detach(), d, atol=1e-6, rtol=0)
+    # a trained map: the Meta states move the vectors
+    seen.clear()
+    with torch.no_grad():
+        m.anchor_map.bias[0] = 1e-3
+    m.encode_documents(DOCS)
+    assert seen == [8]
+    # input tokens that attend to the Meta tokens: their states depend on them
+    seen.clear()
+    build(meta_attention="full").encode_documents(DOCS)
+    assert seen == [8]
