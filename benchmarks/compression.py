@@ -184,13 +184,21 @@ def print_quality(res: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------ latency
+def _queries(args: argparse.Namespace, d: int) -> torch.Tensor:
+    """The timed queries (``--queries`` of 16 vectors, width ``d``): clustered synthetic
+    vectors, or with ``--query-vectors repeated`` each query's first one 16 times, as the
+    anchored default model's queries are."""
+    queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
+    if args.query_vectors == "repeated":
+        queries = queries[:, :1].expand(-1, 16, -1).contiguous()
+    return queries
+
+
 def run_latency(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     d = 384
     out = []
     for n in args.n:
-        queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
-        if args.query_vectors == "repeated":  # the anchored default: one vector, 16 times
-            queries = queries[:, :1].expand(-1, 16, -1).contiguous()
+        queries = _queries(args, d)
         for kind in args.kinds:
             folder = workdir / f"lat-{kind}-{n}"
             t0 = time.perf_counter()
@@ -290,9 +298,7 @@ def run_kernel(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     d, k, n, m = 384, 64, args.kernel_n, 200
     rng = np.random.default_rng(0)
-    queries = torch.from_numpy(clustered_queries(args.queries, 16, d, seed=1))
-    if args.query_vectors == "repeated":  # the anchored default: one vector, 16 times
-        queries = queries[:, :1].expand(-1, 16, -1).contiguous()
+    queries = _queries(args, d)
     cand = rng.integers(0, n, (args.queries, m))
     out = []
     for kind in args.kinds:
