@@ -67,6 +67,12 @@ class MetaEmbedConfig:
             tokens only, leaving out the tokenizer's special tokens (``[CLS]``, ``[SEP]``);
             slot 0 stays the mean of every token. Needs a backbone adapter that marks them
             (``marks_special_tokens``: the text adapter).
+        anchor_skip_title: with ``anchor="segments"``, cut segments without a document's
+            title (``{"title": ..., "text": ...}`` inputs): the title is read with the text and
+            counts in slot 0 and the whole-input mean (the mix), but no segment holds it, so
+            a title that every passage of a page repeats does not match a query equally in
+            each of them. Needs an adapter that marks titles (``marks_titles``: the text
+            adapter, with a fast tokenizer).
         trust_remote_code: passed to ``transformers`` when loading the backbone.
         has_lora: LoRA adapters are saved in ``adapter/``.
         format_version: version of this folder format.
@@ -92,6 +98,7 @@ class MetaEmbedConfig:
     anchor_min_tokens: int = 4
     anchor_mix: float = 0.0
     anchor_skip_special: bool = False
+    anchor_skip_title: bool = False
     trust_remote_code: bool = False
     has_lora: bool = False
     format_version: int = FORMAT_VERSION
@@ -125,15 +132,15 @@ class MetaEmbedConfig:
         self.anchor_mix = float(self.anchor_mix)  # 1 and 1.0 hash the same
         if not self.anchor_mix >= 0:  # also refuses NaN
             raise ValueError(f"anchor_mix must be >= 0, got {self.anchor_mix}")
-        if not isinstance(self.anchor_skip_special, bool):
-            raise ValueError(
-                f"anchor_skip_special must be true or false, got {self.anchor_skip_special!r}"
-            )
-        if self.anchor_skip_special and self.anchor != "segments":
-            raise ValueError(
-                "anchor_skip_special applies to segment anchors: set anchor='segments' or "
-                f"leave anchor_skip_special false (anchor={self.anchor!r})"
-            )
+        for name in ("anchor_skip_special", "anchor_skip_title"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            if value and self.anchor != "segments":
+                raise ValueError(
+                    f"{name} applies to segment anchors: set anchor='segments' or "
+                    f"leave {name} false (anchor={self.anchor!r})"
+                )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
 

@@ -99,6 +99,14 @@ class BeirDataset:
         doc = self.corpus[doc_id]
         return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
 
+    def doc_item(self, doc_id: str) -> str | dict[str, str]:
+        """The document as a model reads it: ``{"title", "text"}`` when it has both (a model
+        reads the same words as :meth:`doc_text`, and one with ``anchor_skip_title`` knows
+        which are the title), else :meth:`doc_text`."""
+        doc = self.corpus[doc_id]
+        title, text = doc.get("title", "").strip(), doc.get("text", "").strip()
+        return {"title": title, "text": text} if title and text else self.doc_text(doc_id)
+
 
 def _jsonl_objects(path: Path, what: str = "") -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` of every non-blank line of a JSONL file.

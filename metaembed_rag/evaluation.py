@@ -43,13 +43,17 @@ def cached_corpus_vectors(
     cache_dir: str | Path | None,
     prefix: str,
     encoder_key: str,
-    encode: Callable[[list[str]], torch.Tensor],
+    encode: Callable[[list[Any]], torch.Tensor],
+    *,
+    titled: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """The documents ``doc_ids`` of ``ds`` (title + text) encoded by ``encode``, through the
     vector cache: the key is ``encoder_key`` (the encoder's identity and max length) and the
     corpus file's content digest. For a sample of the corpus
     (:meth:`BeirDataset.sample_docs`) the rows come from the whole corpus's cached vectors
     when those exist, else the sample is encoded and cached under a key that adds its ids.
+    ``titled``: ``encode`` receives :meth:`BeirDataset.doc_item` s (the title marked; a model
+    encoder), else :meth:`BeirDataset.doc_text` strings (the same words).
     Returns (vectors, seconds spent encoding: 0.0 on a cache hit)."""
     key = f"{encoder_key}|{file_identity(ds.folder / 'corpus.jsonl')}"
     if ds.full_ids is not None:  # a sample: rows of the whole corpus's cached vectors if any
@@ -61,8 +65,9 @@ def cached_corpus_vectors(
             return load_file(str(full))["vectors"][rows], 0.0
         digest = hashlib.sha256("\n".join(doc_ids).encode()).hexdigest()[:16]
         key += f"|docs:{digest}"
+    read = ds.doc_item if titled else ds.doc_text
     vectors, seconds, _ = cached_vectors(
-        cache_dir, prefix, key, lambda: encode([ds.doc_text(d) for d in doc_ids])
+        cache_dir, prefix, key, lambda: encode([read(d) for d in doc_ids])
     )
     return vectors, seconds
 
@@ -90,9 +95,10 @@ def encode_corpus(
         cache_dir,
         "docs",
         f"{model.fingerprint()}|{length}",
-        lambda texts: model.encode_documents(
-            texts, batch_size=batch_size, max_length=max_length, show_progress_bar=True
+        lambda docs: model.encode_documents(
+            docs, batch_size=batch_size, max_length=max_length, show_progress_bar=True
         ),
+        titled=True,
     )
     return doc_ids, vectors, seconds
 

@@ -5,7 +5,9 @@ Accepted items:
 * ``str`` — text (a string is always text, never a file name);
 * ``PIL.Image.Image``, ``pathlib.Path`` (an image file), ``bytes`` / ``bytearray`` (encoded image);
 * ``dict`` with keys ``"text"`` and/or ``"image"`` (the image may be any of the forms above,
-  or a ``str`` path inside the dict);
+  or a ``str`` path inside the dict), and optionally ``"title"``: a document's title, read
+  before its text (``{"title": t, "text": x}`` feeds ``"t x"``; models with
+  ``anchor_skip_title`` cut their segment vectors from the text alone);
 * ``(text, image)`` tuple — a text + image pair.
 
 Images are decoded here, never inside the model.
@@ -29,11 +31,13 @@ ItemLike = Union[str, bytes, bytearray, Path, "Image", dict, tuple]
 
 @dataclass
 class Item:
-    """One input: text, an image, or both. ``image`` is an RGB ``PIL.Image`` once loaded."""
+    """One input: text, an image, or both. ``image`` is an RGB ``PIL.Image`` once loaded.
+    ``title`` (documents only) is read before ``text``, as ``f"{title} {text}"``."""
 
     text: str | None = None
     image: Any = None  # PIL.Image.Image, or a source not decoded yet
     source: str = ""  # short description of where the item came from, for error messages
+    title: str | None = None
 
 
 def _pil():
@@ -93,12 +97,13 @@ def _to_item(value: Any, index: int) -> Item:
     elif isinstance(value, (bytes, bytearray, memoryview, Path)):
         item = Item(image=value)
     elif isinstance(value, dict):
-        unknown = set(value) - {"text", "image"}
+        unknown = set(value) - {"text", "image", "title"}
         if unknown:
             raise ValueError(
-                f"{where}: unknown keys {sorted(unknown)}; a dict input takes 'text' and/or 'image'."
+                f"{where}: unknown keys {sorted(unknown)}; a dict input takes 'text' and/or "
+                "'image', and optionally 'title'."
             )
-        item = Item(text=value.get("text"), image=value.get("image"))
+        item = Item(text=value.get("text"), image=value.get("image"), title=value.get("title"))
     elif isinstance(value, tuple) and len(value) == 2:
         item = Item(text=value[0], image=value[1])
     elif hasattr(value, "convert") and hasattr(value, "size"):  # a PIL image
@@ -111,6 +116,13 @@ def _to_item(value: Any, index: int) -> Item:
         )
     if item.text is not None and not isinstance(item.text, str):
         raise TypeError(f"{where}: text must be a str, got {type(item.text).__name__}")
+    if item.title is not None and not isinstance(item.title, str):
+        raise TypeError(f"{where}: title must be a str, got {type(item.title).__name__}")
+    if item.title is not None:
+        title = item.title.strip()
+        if not item.text or not item.text.strip():  # a title alone is the text
+            item.text, title = title or item.text, ""
+        item.title = title or None
     if item.text is not None and not item.text.strip():
         if item.image is None:
             raise ValueError(f"{where}: empty text; every input needs some text or an image.")

@@ -56,11 +56,15 @@ DEFAULT_MODEL = "metaembed-minilm-l6"
 
 def encode_order(items: Sequence[Any]) -> list[int]:
     """The order :meth:`MetaEmbedModel.encode` batches ``items`` (``Item`` s) in: longest text
-    first, so batches hold similar lengths (less padding); images last; stable. A distributed
-    encoder that cuts the same batches gets bitwise the same vectors."""
-    return sorted(
-        range(len(items)), key=lambda i: (items[i].image is not None, -len(items[i].text or ""))
-    )
+    first (a title counts as read, ``f"{title} {text}"``), so batches hold similar lengths
+    (less padding); images last; stable. A distributed encoder that cuts the same batches gets
+    bitwise the same vectors."""
+
+    def length(item: Any) -> int:
+        title = getattr(item, "title", None)
+        return len(item.text or "") + (len(title) + 1 if title else 0)
+
+    return sorted(range(len(items)), key=lambda i: (items[i].image is not None, -length(items[i])))
 
 
 class MetaEmbedModel(nn.Module):
@@ -91,12 +95,16 @@ class MetaEmbedModel(nn.Module):
         self.config = config
         self.backbone = backbone
         self.adapter: BackboneAdapter = adapter_cls(backbone, processor, config)
-        if config.anchor_skip_special and not adapter_cls.marks_special_tokens:
-            raise ValueError(
-                f"anchor_skip_special needs a backbone adapter that marks special tokens; the "
-                f"{adapter_cls.family!r} adapter does not: load this config with a text backbone "
-                "or set anchor_skip_special to false."
-            )
+        for name, marks, what in (
+            ("anchor_skip_special", adapter_cls.marks_special_tokens, "special tokens"),
+            ("anchor_skip_title", adapter_cls.marks_titles, "titles"),
+        ):
+            if getattr(config, name) and not marks:
+                raise ValueError(
+                    f"{name} needs a backbone adapter that marks {what}; the "
+                    f"{adapter_cls.family!r} adapter does not: load this config with a text "
+                    f"backbone or set {name} to false."
+                )
         hidden = self.adapter.hidden_size
         if config.hidden_size and config.hidden_size != hidden:
             raise ValueError(
@@ -410,8 +418,9 @@ class MetaEmbedModel(nn.Module):
             cfg.pop("anchor_min_tokens", None)
         if cfg.get("anchor") != "segments" or not cfg.get("anchor_mix"):
             cfg.pop("anchor_mix", None)
-        if not cfg.get("anchor_skip_special"):
-            cfg.pop("anchor_skip_special", None)
+        for flag in ("anchor_skip_special", "anchor_skip_title"):
+            if not cfg.get(flag):
+                cfg.pop(flag, None)
         h.update(json.dumps(cfg, sort_keys=True).encode())
         for t in self.meta_parameters().values():
             h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
@@ -468,12 +477,7 @@ class MetaEmbedModel(nn.Module):
         levels = self._segment_levels(side)
         pool = None
         if levels is not None:
-            content = batch.content_mask if self.config.anchor_skip_special else None
-            if self.config.anchor_skip_special and content is None:
-                raise ValueError(
-                    "anchor_skip_special: this batch has no content mask; prepare it with "
-                    "MetaEmbedModel.prepare (the adapter marks the special tokens)"
-                )
+            content = self._segment_content(batch)
             pool = partial(
                 segment_means,
                 levels=levels,
@@ -520,6 +524,28 @@ class MetaEmbedModel(nn.Module):
         if self.adapter.bidirectional and self.config.meta_attention != "causal":
             return False
         return not bool(m.weight.any()) and not bool(m.bias.any())
+
+    def _segment_content(self, batch: PreparedBatch) -> torch.Tensor | None:
+        """(B, L) the positions segment anchors are cut from: without the special tokens
+        (``anchor_skip_special``) and without the titles (``anchor_skip_title``); ``None``:
+        every attended position.
+
+        Raises:
+            ValueError: the batch has no content mask (a batch not built by :meth:`prepare`).
+        """
+        cfg = self.config
+        content = None
+        if cfg.anchor_skip_special:
+            if batch.content_mask is None:
+                raise ValueError(
+                    "anchor_skip_special: this batch has no content mask; prepare it with "
+                    "MetaEmbedModel.prepare (the adapter marks the special tokens)"
+                )
+            content = batch.content_mask
+        if cfg.anchor_skip_title and batch.title_mask is not None:
+            base = content if content is not None else batch.tensors["attention_mask"]
+            content = base * (1 - batch.title_mask)
+        return content
 
     def _segment_levels(self, side: Side) -> list[tuple[int, int]] | None:
         """With ``anchor="segments"``, the document side's :func:`segment_levels` (slot 0

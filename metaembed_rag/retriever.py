@@ -65,8 +65,9 @@ class TwoStageRetriever:
         """Encode documents with the model and add them.
 
         Args:
-            documents: texts, images or (text, image) pairs (anything ``encode_documents``
-                takes); the text part is stored and returned with hits.
+            documents: texts, images, (text, image) pairs or ``{"title", "text"}`` dicts
+                (anything ``encode_documents`` takes); the text part (a title before its
+                text) is stored and returned with hits.
             ids: string ids (default: consecutive numbers after the current row count).
             metadatas: optional JSON-serialisable dicts for filtering.
             upsert: replace documents whose id exists instead of raising.
@@ -153,7 +154,9 @@ def _text_of(item: Any) -> str | None:
     if isinstance(item, str):
         return item
     if isinstance(item, dict):
-        text = item.get("text")
+        text, title = item.get("text"), item.get("title")
+        if isinstance(title, str) and title.strip() and isinstance(text, str):
+            return f"{title.strip()} {text}".strip()  # the words the model read
         return text if isinstance(text, str) else None
     if isinstance(item, tuple) and item and isinstance(item[0], str):
         return item[0]

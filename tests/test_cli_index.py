@@ -61,11 +61,14 @@ def _cli_vs_python_api(
     from metaembed_rag.model import DEFAULT_MODEL
 
     model = MetaEmbedModel.from_pretrained(DEFAULT_MODEL)
-    # the Python API on its own: encode the same documents (as `metaembed-rag eval` does)
+    # the Python API on its own: encode the same documents (as `metaembed-rag eval` does: a
+    # record with a title and a text is a titled input, the others their joined text)
     retriever = TwoStageRetriever.create(model)
     retriever.add_documents(
-        [f"{r['title']} {r['text']}".strip() for r in rows], ids=[r["_id"] for r in rows]
-    )
+        [{"title": r["title"], "text": r["text"]} if r["title"].strip() and r["text"].strip()
+         else f"{r['title']} {r['text']}".strip() for r in rows],
+        ids=[r["_id"] for r in rows],
+    )  # fmt: skip
     on_disk = TwoStageRetriever(model, MultiVectorIndex.load(index / "index", model=model))
     extra = [] if fetch_k is None else ["--fetch-k", str(fetch_k)]
     kw = {} if fetch_k is None else {"fetch_k": fetch_k}

@@ -20,9 +20,10 @@ __all__ = ["item_body", "chat_messages", "truncate_bodies"]
 
 def item_body(adapter: Any, item: Item, side: str, instruction: str | None) -> str:
     """The text part of a VLM input: the item's text (or ``config.image_prompt`` for an
-    image-only input) with the side's prefix and the query instruction applied."""
+    image-only input) with the side's prefix, a document's title and the query instruction
+    applied."""
     text = item.text if item.text is not None else adapter.config.image_prompt
-    return adapter.format_text(text, side, instruction)  # type: ignore[no-any-return]
+    return adapter.format_text(text, side, instruction, item.title)  # type: ignore[no-any-return]
 
 
 def chat_messages(body: str, has_image: bool) -> list[dict[str, Any]]:

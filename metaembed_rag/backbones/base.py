@@ -47,12 +47,17 @@ class PreparedBatch:
             tokens (``[CLS]``, ``[SEP]``, ...), from adapters whose ``marks_special_tokens``
             is true; ``None`` otherwise. Not a model input: segment anchors that skip special
             tokens (:mod:`metaembed_rag.anchors`) cut their segments from it.
+        title_mask: (B, L) the positions of the items' titles (:attr:`Item.title
+            <metaembed_rag.inputs.Item.title>`), from adapters whose ``marks_titles`` is true
+            when an item of the batch has a title; ``None`` otherwise. Not a model input:
+            segment anchors that skip titles cut their segments without these positions.
     """
 
     tensors: dict[str, torch.Tensor]
     num_truncated: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     content_mask: torch.Tensor | None = None
+    title_mask: torch.Tensor | None = None
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PreparedBatch:
         moved: dict[str, torch.Tensor] = {}
@@ -62,7 +67,8 @@ class PreparedBatch:
             else:
                 moved[key] = value.to(device)
         content = None if self.content_mask is None else self.content_mask.to(device)
-        return PreparedBatch(moved, self.num_truncated, self.extra, content)
+        title = None if self.title_mask is None else self.title_mask.to(device)
+        return PreparedBatch(moved, self.num_truncated, self.extra, content, title)
 
 
 def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -85,6 +91,8 @@ class BackboneAdapter(ABC):
     supports_images: ClassVar[bool] = False
     #: whether :meth:`prepare` sets :attr:`PreparedBatch.content_mask` (special tokens marked)
     marks_special_tokens: ClassVar[bool] = False
+    #: whether :meth:`prepare` sets :attr:`PreparedBatch.title_mask` for titled items
+    marks_titles: ClassVar[bool] = False
     #: whether ``forward`` must pass position ids computed from the attention mask
     needs_position_ids: ClassVar[bool] = True
     #: the ``transformers`` ``model_type`` values the default :meth:`matches` accepts
@@ -170,14 +178,36 @@ class BackboneAdapter(ABC):
         ``instruction`` (queries only) is a task instruction put before the query text.
         """
 
-    def format_text(self, text: str | None, side: Side, instruction: str | None = None) -> str:
-        """The text actually fed for an item (prefixes and instructions applied)."""
+    def format_text(
+        self, text: str | None, side: Side, instruction: str | None = None, title: str | None = None
+    ) -> str:
+        """The text actually fed for an item (prefixes and instructions applied; a document's
+        title before its text, after the document prefix: :meth:`title_span`).
+
+        Raises:
+            ValueError: a title on the query side (titles belong to documents).
+        """
         cfg = self.config
         prefix = cfg.query_prefix if side == "query" else cfg.document_prefix
         body = text if text is not None else ""
+        if title:
+            if side == "query":
+                raise ValueError(
+                    "a query has a title; titles belong to documents: put the words in the "
+                    "query's text"
+                )
+            body = f"{title} {body}"
         if instruction and side == "query":
             body = f"{instruction.strip()} {body}".strip()
         return f"{prefix}{body}"
+
+    def title_span(self, title: str | None) -> tuple[int, int]:
+        """The characters ``[start, end)`` of ``title`` in :meth:`format_text`'s output;
+        ``(0, 0)`` without a title."""
+        if not title:
+            return (0, 0)
+        start = len(self.config.document_prefix)
+        return (start, start + len(title))
 
     # ------------------------------------------------------------------ model side
     def extra_forward_kwargs(

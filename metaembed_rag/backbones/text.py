@@ -25,6 +25,7 @@ class TextAdapter(BackboneAdapter):
     family = "text"
     supports_images = False
     marks_special_tokens = True
+    marks_titles = True
     needs_position_ids = True
 
     @classmethod
@@ -87,8 +88,17 @@ class TextAdapter(BackboneAdapter):
                     f"{item.source}: this backbone ({model_type}) reads text only; image inputs "
                     "need a vision-language backbone such as Qwen2-VL or Idefics3."
                 )
-        texts = [self.format_text(item.text, side, instruction) for item in items]
+        texts = [self.format_text(item.text, side, instruction, item.title) for item in items]
         tok = self.tokenizer
+        # titles are located by character offsets, which only fast tokenizers give
+        has_titles = any(item.title for item in items)
+        titled = has_titles and bool(getattr(tok, "is_fast", False))
+        if has_titles and not titled and getattr(self.config, "anchor_skip_title", False):
+            raise ValueError(
+                f"anchor_skip_title: {type(tok).__name__} is a slow tokenizer and gives no "
+                "character offsets to find the titles by; load the backbone's fast "
+                "tokenizer (the tokenizer.json file) or pass the title inside the text"
+            )
         tok.padding_side = "left"
         enc = tok(
             texts,
@@ -97,6 +107,7 @@ class TextAdapter(BackboneAdapter):
             max_length=max_length,
             return_tensors="pt",
             return_special_tokens_mask=True,
+            return_offsets_mapping=titled,
         )
         num_truncated = 0
         lengths = enc["attention_mask"].sum(dim=1)
@@ -111,7 +122,20 @@ class TextAdapter(BackboneAdapter):
         if "token_type_ids" in enc:
             tensors["token_type_ids"] = enc["token_type_ids"]
         content = enc["attention_mask"] * (1 - enc["special_tokens_mask"])
-        return PreparedBatch(tensors, num_truncated, content_mask=content)
+        title = None
+        if titled:
+            title = self._title_mask(items, enc["offset_mapping"], content)
+        return PreparedBatch(tensors, num_truncated, content_mask=content, title_mask=title)
+
+    def _title_mask(
+        self, items: list[Item], offsets: torch.Tensor, content: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, L) the content tokens that overlap each item's title characters
+        (:meth:`title_span`); ``offsets`` (B, L, 2) the tokenizer's character offsets."""
+        spans = torch.tensor([self.title_span(item.title) for item in items])  # (B, 2)
+        start, end = spans[:, :1], spans[:, 1:]
+        inside = (offsets[..., 0] < end) & (offsets[..., 1] > start)
+        return (inside & content.bool()).long()
 
     def extra_forward_kwargs(
         self, batch: PreparedBatch, input_ids: torch.Tensor, attention_mask: torch.Tensor

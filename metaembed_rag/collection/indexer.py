@@ -75,14 +75,7 @@ class Indexer(Journal):
             chunks = sorted(chunks, key=lambda c: (c.image is not None, -len(c.text or "")))
         for start in range(0, len(chunks), block_size):
             block = chunks[start : start + block_size]
-            items: list[Any] = []
-            for c in block:
-                if c.image is not None and c.text is not None:
-                    items.append((c.text, c.image))
-                elif c.image is not None:
-                    items.append(c.image)
-                else:
-                    items.append(c.text)
+            items = [c.model_input() for c in block]
             encoder = self.encoder if self.encoder is not None else self.model
             vectors = encoder.encode_documents(
                 items, batch_size=batch_size, show_progress_bar=False

@@ -43,9 +43,22 @@ class Chunk:
             ``markdown``, ``html``, ``jsonl``, ``pdf``, ``image``), ``page`` (1-based, PDFs
             only), ``chunk`` (0-based number within the page or file), ``title`` when known,
             ``image`` (the image path as a string) for image chunks.
+        title: a title that ``text`` begins with (``f"{title} {body}"``, JSONL records):
+            :meth:`model_input` passes it to the model as the input's title. ``None``: the
+            text has no title part (a title only in ``metadata`` is not read by the model).
     """
 
     id: str
     text: str | None = None
     image: Path | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+
+    def model_input(self) -> Any:
+        """What a model encodes for this chunk: its text, its image, ``(text, image)``, or
+        ``{"title", "text"}`` when :attr:`title` starts the text (the same words)."""
+        if self.image is not None:
+            return (self.text, self.image) if self.text is not None else self.image
+        if self.title and self.text and self.text.startswith(f"{self.title} "):
+            return {"title": self.title, "text": self.text[len(self.title) + 1 :]}
+        return self.text

@@ -203,7 +203,8 @@ def _jsonl_record(
     meta: dict[str, Any] = {"source": source, "type": "jsonl", "chunk": 0, "line": lineno}
     if title:
         meta["title"] = title
-    return Chunk(id=rid, text=doc, metadata=meta)
+    read_title = title.strip() if title.strip() and str(body).strip() else None
+    return Chunk(id=rid, text=doc, metadata=meta, title=read_title)
 
 
 def _pdfium():

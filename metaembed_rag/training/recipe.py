@@ -85,6 +85,7 @@ class RecipeConfig:
     anchor_min_tokens: int = 4
     anchor_mix: float = 0.0  # "segments": weight of the whole mean added to each segment
     anchor_skip_special: bool = False  # "segments": cut segments without [CLS]/[SEP]
+    anchor_skip_title: bool = False  # "segments": cut segments without a document's title
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,6 +136,7 @@ def _new_model(cfg: RecipeConfig, seed: int) -> MetaEmbedModel:
         anchor_min_tokens=cfg.anchor_min_tokens,
         anchor_mix=cfg.anchor_mix,
         anchor_skip_special=cfg.anchor_skip_special,
+        anchor_skip_title=cfg.anchor_skip_title,
         device=device,
         seed=seed,
         **extra,

@@ -60,7 +60,9 @@ def write_subset(folder: Path, n_others: int) -> BeirDataset:
     folder.mkdir(parents=True)
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as fh:
         for d in sorted(relevant | set(others)):
-            row = {"_id": d, **full.corpus[d]}
+            # a LlamaIndex node has one text: the title is joined into it here, so the CLI
+            # (which reads a separate title as the input's title) reads the same string
+            row = {"_id": d, "title": "", "text": full.doc_text(d)}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     with (folder / "queries.jsonl").open("w", encoding="utf-8") as fh:
         for q in qids:
