@@ -49,6 +49,7 @@ def save_store(store: Any, folder: str | os.PathLike[str]) -> Path:
                 "vectors": "multi" if store.is_multivector else "single",
                 "embedding_class": _class_name(store._embedding),
                 "has_index": store._index is not None,
+                "title_key": store.title_key,
             },
         ).write(folder / CONFIG_NAME)
     return folder
@@ -95,7 +96,10 @@ def read_store(
             model=embedding.client if multi else None,  # type: ignore[attr-defined]
             dim=settings.dim,
         )
-    return index, settings.search_defaults(rerank_key="budget")
+    defaults = settings.search_defaults(rerank_key="budget")
+    if settings.extra.get("title_key"):
+        defaults["title_key"] = settings.extra["title_key"]
+    return index, defaults
 
 
 def _migrate(old: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,9 @@ class StoreRecords:
     _index: MultiVectorIndex | None
     _index_kwargs: dict[str, Any]
 
-    def _document_vectors(self, texts: list[str], batch_size: int | None) -> np.ndarray:
+    def _document_vectors(
+        self, texts: list[str], batch_size: int | None, metas: list[dict[str, Any]], ids: list[str]
+    ) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover - the store implements it
 
     def add_texts(
@@ -70,7 +72,7 @@ class StoreRecords:
             if m is not None and not isinstance(m, dict):
                 raise TypeError(f"metadata of {doc_id!r} must be a dict, got {type(m).__name__}.")
             metas.append(dict(m or {}))  # a copy: the caller's dict is never stored or changed
-        vectors = self._document_vectors(texts, batch_size)
+        vectors = self._document_vectors(texts, batch_size, metas, out_ids)
         with self._lock:
             if self._index is None:
                 self._index = single.new_index(vectors.shape[-1], self._index_kwargs)

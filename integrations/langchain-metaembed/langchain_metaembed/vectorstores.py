@@ -79,6 +79,12 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
             matching document).
         index_kwargs: arguments for a new ``MultiVectorIndex`` (``dtype=``, ``path=``,
             ``coarse_vector=``, ``coarse_index=`` ...).
+        title_key: multi-vector mode: a metadata key whose string value the model reads as
+            each document's title, before its ``page_content`` (``{"title", "text"}``
+            inputs: the default model keeps the title out of its segment vectors, so a title
+            that every chunk of a page repeats does not match a query equally in each chunk).
+            ``page_content`` is stored and returned unchanged; documents without the key are
+            read as their text. Saved with the store.
 
     Filters are ``MultiVectorIndex`` metadata filters (dicts: ``{"year": {"$gte": 2015}}``,
     ``$in``, ``$and``/``$or``/``$not``, dotted paths); they apply inside the coarse stage, so
@@ -98,12 +104,23 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         recall_budget: BudgetLike = (1, 1),
         mode: SearchMode = "two_stage",
         index_kwargs: dict[str, Any] | None = None,
+        title_key: str | None = None,
     ) -> None:
         if not isinstance(embedding, Embeddings):
             raise TypeError(
                 f"embedding must be a LangChain Embeddings (e.g. MetaEmbedEmbeddings()), got "
                 f"{type(embedding).__name__}."
             )
+        if title_key is not None and (not isinstance(title_key, str) or not title_key):
+            raise ValueError(
+                f"title_key must be a metadata key (a non-empty str), got {title_key!r}"
+            )
+        if title_key is not None and not isinstance(embedding, MetaEmbedEmbeddings):
+            raise ValueError(
+                f"title_key needs MetaEmbedEmbeddings (its model reads titles); "
+                f"{type(embedding).__name__} reads one text: join the title into page_content"
+            )
+        self.title_key = title_key
         self._embedding = embedding
         self._lock = threading.RLock()
         self._index_kwargs = dict(index_kwargs or {})
@@ -185,14 +202,33 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
         return f"MetaEmbedVectorStore({kind}, docs={len(self)}, embedding={type(self._embedding).__name__})"
 
     # ------------------------------------------------------------------ writing
-    def _document_vectors(self, texts: list[str], batch_size: int | None) -> np.ndarray:
+    def _document_vectors(
+        self, texts: list[str], batch_size: int | None, metas: list[dict[str, Any]], ids: list[str]
+    ) -> np.ndarray:
         """``(n, K, D)`` float32: multi-vectors, or ``(n, 1, D)`` single vectors."""
         if not self.is_multivector:
             return single.document_vectors(self._embedding, texts, self._held_dim)
         emb = self._meta
         if batch_size is not None and batch_size != emb.batch_size:
             emb = emb.model_copy(update={"batch_size": batch_size})
-        return emb.encode_documents(texts).numpy()
+        return emb.encode_documents(self._model_inputs(texts, metas, ids)).numpy()
+
+    def _model_inputs(
+        self, texts: list[str], metas: list[dict[str, Any]], ids: list[str]
+    ) -> list[Any]:
+        """The texts, as ``{"title", "text"}`` where ``title_key`` names a title."""
+        if self.title_key is None:
+            return list(texts)
+        out: list[Any] = []
+        for text, meta, doc_id in zip(texts, metas, ids, strict=True):
+            title = meta.get(self.title_key)
+            if title is not None and not isinstance(title, str):
+                raise TypeError(
+                    f"metadata {self.title_key!r} of {doc_id!r} is the title_key and must be a "
+                    f"str, got {type(title).__name__}."
+                )
+            out.append({"title": title, "text": text} if title and title.strip() else text)
+        return out
 
     @property
     def _held_dim(self) -> int | None:
@@ -516,7 +552,7 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
                 class or model name (e.g. a caching wrapper around the same model); the width
                 is still checked.
             kwargs: override the saved search defaults (``fetch_k``, ``budget``,
-                ``recall_budget``, ``mode``).
+                ``recall_budget``, ``mode``) and ``title_key``.
 
         Raises:
             FileNotFoundError: no saved store in ``folder``.

@@ -252,3 +252,45 @@ async def test_async_variants(default_embeddings) -> None:
     assert await store.asimilarity_search(QUERY, k=3, budget=(4, 8)) == [d for d, _ in sync]
     await store.adelete(["doc0"])
     assert [d.id for d in await store.aget_by_ids(IDS[:4])] == IDS[1:4]
+
+
+def test_title_key_reads_a_metadata_title_with_the_text(
+    default_embeddings: MetaEmbedEmbeddings, tmp_path: Path
+) -> None:
+    """``title_key``: the model reads ``{"title": metadata[title_key], "text": page_content}``
+    (the default model keeps the title out of its segment vectors); page_content and metadata
+    come back unchanged; documents without a title are their text; the key is saved."""
+    docs = [
+        Document(page_content="A pump moves fluids by mechanical action.", metadata={"h": "Pump"}),
+        Document(page_content="Insulin resistance causes type 2 diabetes.", metadata={"h": ""}),
+        Document(page_content="The Moon orbits the Earth."),
+    ]
+    store = MetaEmbedVectorStore.from_documents(
+        docs, default_embeddings, ids=["a", "b", "c"], title_key="h",
+        index_kwargs={"dtype": "float32"},
+    )  # fmt: skip
+    want = default_embeddings.encode_documents(
+        [{"title": "Pump", "text": docs[0].page_content}, docs[1].page_content,
+         docs[2].page_content]
+    )  # fmt: skip
+    query = "how does a pump work?"
+    q = default_embeddings.encode_queries([query])
+    pairs = store.similarity_search_with_score(query, k=3, mode="exhaustive")
+    scores = dict(zip(["a", "b", "c"], maxsim(q, want, (16, 64))[0].tolist(), strict=True))
+    ranked = sorted(scores.items(), key=lambda t: -t[1])
+    assert [d.id for d, _ in pairs] == [i for i, _ in ranked]
+    assert [s for _, s in pairs] == pytest.approx([s for _, s in ranked], abs=1e-4)
+    plain = default_embeddings.encode_documents([docs[0].page_content])
+    assert (want[0, 1:] - plain[0, 1:]).abs().max() > 1e-3  # the title is read
+    assert abs(scores["a"] - float(maxsim(q, plain, (16, 64))[0, 0])) > 1e-3
+    assert store.get_by_ids(["a"])[0].page_content == docs[0].page_content
+    loaded = MetaEmbedVectorStore.load(store.save(tmp_path / "titled"), default_embeddings)
+    assert loaded.title_key == "h"
+    assert MetaEmbedVectorStore.load(tmp_path / "titled", default_embeddings,
+                                     title_key=None).title_key is None  # fmt: skip
+    with pytest.raises(TypeError, match="metadata 'h' of 'x' is the title_key and must be a str"):
+        store.add_texts(["text"], [{"h": 3}], ids=["x"])
+    with pytest.raises(ValueError, match="title_key needs MetaEmbedEmbeddings"):
+        MetaEmbedVectorStore(DeterministicFakeEmbedding(size=6), title_key="h")
+    with pytest.raises(ValueError, match="title_key must be a metadata key"):
+        MetaEmbedVectorStore(default_embeddings, title_key="")
