@@ -6,7 +6,7 @@ it first, before numpy and torch:
 
 ``setup`` fixes the thread counts that numpy, torch and FAISS read when they load, and puts the
 repository root and this folder on ``sys.path`` (the benchmarks run from a checkout, and share
-``_synthetic`` / ``_scifact``).
+``_synthetic``).
 """
 
 from __future__ import annotations

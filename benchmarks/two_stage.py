@@ -3,8 +3,10 @@
 Parts (``--parts``, default all):
 
 * ``scifact`` - SciFact (BEIR layout, ``--data``) encoded with ``--model`` (default
-  ``MetaEmbedModel.from_backbone()``; vectors cached under ``--cache-dir`` by model
-  fingerprint): top-10 overlap of two-stage (``--fetch-k``, several values) vs exhaustive
+  ``MetaEmbedModel.from_backbone()``) as ``metaembed-rag eval`` encodes it (titled documents,
+  ``metaembed_rag.evaluation.encode_corpus``; document vectors from the eval cache under
+  ``--cache-dir``, default the eval's own, so a run after ``metaembed-rag eval`` encodes only
+  the queries): top-10 overlap of two-stage (``--fetch-k``, several values) vs exhaustive
   (16,64), and nDCG@10 / Recall@10 of both, for ``coarse_vector`` "first" and "mean".
 * ``latency`` - synthetic clustered unit vectors, N = ``--n`` (100k), D in ``--dims``
   (384 128), K=64, Kq=16, budget (16,64): median per-query latency of two-stage
@@ -42,7 +44,6 @@ _THREADS_DEFAULT = _env.setup(2)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _scifact import DEFAULT_CACHE, DEFAULT_DATA, encode_cached, load_beir  # noqa: E402
 from _synthetic import clustered_documents, clustered_queries  # noqa: E402
 
 from metaembed_rag.index import MultiVectorIndex  # noqa: E402
@@ -50,6 +51,7 @@ from metaembed_rag.metrics import evaluate  # noqa: E402
 from metaembed_rag.scoring import kernel_info  # noqa: E402
 
 logger = logging.getLogger("two_stage")
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scifact"
 
 
 def machine_state() -> dict[str, Any]:
@@ -83,9 +85,15 @@ def run_scifact(args: argparse.Namespace) -> dict[str, Any]:
     model = (
         MetaEmbedModel.from_pretrained(args.model) if args.model else MetaEmbedModel.from_backbone()
     )
-    doc_ids, doc_texts, qids, qtexts, qrels = load_beir(args.data)
-    q = encode_cached(model, qtexts, "query", args.cache_dir, "scifact")
-    d = encode_cached(model, doc_texts, "document", args.cache_dir, "scifact")
+    from metaembed_rag.data import load_beir
+    from metaembed_rag.evaluation import encode_corpus
+    from metaembed_rag.vector_cache import default_cache_dir
+
+    ds = load_beir(args.data, "test")
+    qids = sorted(ds.qrels)
+    qrels = {qid: ds.qrels[qid] for qid in qids}
+    doc_ids, d, _ = encode_corpus(model, ds, cache_dir=args.cache_dir or default_cache_dir())
+    q = model.encode_queries([ds.queries[qid] for qid in qids], show_progress_bar=True)
     out: dict[str, Any] = {
         "model": args.model
         or "MetaEmbedModel.from_backbone() (packaged MiniLM, untrained Meta tokens)",
@@ -250,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["scifact", "latency", "build"])  # fmt: skip
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--model", default=None, help="saved MetaEmbedModel folder or hub id")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="document vector cache (default: metaembed-rag eval's)")  # fmt: skip
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--fetch-ks", type=int, nargs="+", default=[50, 100, 200, 500])
     p.add_argument("--fetch-k", type=int, default=200)
