@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
-__all__ = ["Item", "ItemLike", "to_items", "load_image"]
+__all__ = ["Item", "ItemLike", "item_text", "to_items", "load_image"]
 
 ItemLike = Union[str, bytes, bytearray, Path, "Image", dict, tuple]
 
@@ -38,6 +38,25 @@ class Item:
     image: Any = None  # PIL.Image.Image, or a source not decoded yet
     source: str = ""  # short description of where the item came from, for error messages
     title: str | None = None
+
+
+def item_text(value: Any) -> str | None:
+    """The words a model reads for a text-only input: a ``str`` itself, a ``{"text"[,
+    "title"]}`` dict as ``"title text"``; ``None`` for anything else (images, pairs).
+
+    >>> item_text({"title": "Pump", "text": "moves fluids"})
+    'Pump moves fluids'
+    >>> item_text({"text": "x", "image": "a.png"}) is None
+    True
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("text"), str) and "image" not in value:
+        title = value.get("title")
+        if isinstance(title, str) and title.strip():
+            return f"{title.strip()} {value['text']}".strip()
+        return str(value["text"])
+    return None
 
 
 def _pil():

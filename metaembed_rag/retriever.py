@@ -20,7 +20,7 @@ import torch
 
 from .index import Hit, MultiVectorIndex
 from .index.params import SearchOptions, SearchParams
-from .inputs import ItemLike
+from .inputs import ItemLike, item_text
 
 __all__ = ["Hit", "TwoStageRetriever"]
 
@@ -153,11 +153,8 @@ class TwoStageRetriever:
 def _text_of(item: Any) -> str | None:
     if isinstance(item, str):
         return item
-    if isinstance(item, dict):
-        text, title = item.get("text"), item.get("title")
-        if isinstance(title, str) and title.strip() and isinstance(text, str):
-            return f"{title.strip()} {text}".strip()  # the words the model read
-        return text if isinstance(text, str) else None
+    if isinstance(item, dict):  # the words the model read ("title text" when titled)
+        return item_text({"text": item.get("text"), "title": item.get("title")})
     if isinstance(item, tuple) and item and isinstance(item[0], str):
         return item[0]
     return None

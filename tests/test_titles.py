@@ -239,3 +239,57 @@ def test_the_retriever_stores_the_words_a_titled_document_was_read_as(models) ->
     retriever.add_documents([*TITLED, PLAIN], ids=["a", "b", "c"])
     hits = {h.id: h.text for h in retriever.search("what is a pump?", k=3)}
     assert hits == {"a": joined(TITLED[0]), "b": joined(TITLED[1]), "c": PLAIN}
+
+
+def test_training_reads_titled_beir_documents_as_eval_does(tmp_path: Path) -> None:
+    """``--beir`` training pairs and their mined negatives are the documents as the
+    evaluation reads them (titled); the teacher that mines negatives reads ``"title text"``."""
+    import torch
+
+    from metaembed_rag.data import load_beir
+    from metaembed_rag.training.examples import beir_pairs
+    from metaembed_rag.training.mining import teacher_negatives
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    rows = [{"_id": f"d{i}", "title": f"T {i}", "text": f"body {i}"} for i in range(12)]
+    rows.append({"_id": "u", "title": "", "text": "untitled 99"})
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    queries = [{"_id": f"q{i}", "text": f"q {i}"} for i in range(12)] + [
+        {"_id": "qu", "text": "q 99"}
+    ]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    qrels = "".join(f"q{i}\td{i}\t1\n" for i in range(12)) + "qu\tu\t1\n"
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    exs = beir_pairs(load_beir(folder), source="s")
+    by_id = {ex.positive_id: ex.positive for ex in exs}
+    assert by_id["d3"] == {"title": "T 3", "text": "body 3"} and by_id["u"] == "untitled 99"
+
+    seen: list[str] = []
+
+    class Teacher:  # "x k" texts: closest to k, then its neighbours
+        def encode(self, texts, batch_size=64, max_length=256):
+            seen.extend(texts)
+            out = torch.zeros(len(texts), 128)
+            for row, t in enumerate(texts):
+                k = int(t.split()[-1])
+                for j in range(128):
+                    out[row, j] = 1.0 / (1 + abs(j - k))
+            return torch.nn.functional.normalize(out, dim=-1)
+
+    out = teacher_negatives(exs, Teacher(), top_n=6, min_rank=2, seed=0)
+    assert "T 3 body 3" in seen and "untitled 99" in seen  # the teacher reads the words
+    negatives = [ex.negative for ex in out]
+    assert all(n is not None for n in negatives)
+    assert any(isinstance(n, dict) and set(n) == {"title", "text"} for n in negatives)
+
+
+def test_item_text_is_the_words_a_model_reads() -> None:
+    import doctest
+
+    import metaembed_rag.inputs as inputs
+
+    assert doctest.testmod(inputs).failed == 0
+    assert inputs.item_text("plain") == "plain"
+    assert inputs.item_text({"text": "body", "title": " "}) == "body"
+    assert inputs.item_text(("text", "image.png")) is None

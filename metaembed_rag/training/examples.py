@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from ..data import BeirDataset, ImageCaptions, TextPair
+from ..inputs import ItemLike
 from .trainer import TrainExample
 
 __all__ = [
@@ -23,13 +24,15 @@ __all__ = [
 
 
 def beir_pairs(ds: BeirDataset, source: str = "beir") -> list[TrainExample]:
-    """One example per (query, relevant document) judgment of the dataset's split."""
+    """One example per (query, relevant document) judgment of the dataset's split; the
+    document as the evaluation reads it (:meth:`~metaembed_rag.data.BeirDataset.doc_item`:
+    titled when it has a title and a text)."""
     out: list[TrainExample] = []
     for qid, docs in sorted(ds.qrels.items()):
         for did in sorted(docs):
             out.append(
                 TrainExample(
-                    ds.queries[qid], ds.doc_text(did), source=source, query_id=qid, positive_id=did
+                    ds.queries[qid], ds.doc_item(did), source=source, query_id=qid, positive_id=did
                 )
             )
     return out
@@ -132,7 +135,7 @@ def ict_pairs(
 def with_negatives(
     examples: Sequence[TrainExample],
     negatives: Mapping[str, Sequence[str]],
-    doc_text: Mapping[str, str],
+    doc_text: Mapping[str, ItemLike],
     seed: int = 0,
 ) -> list[TrainExample]:
     """Attach one mined negative per example (by ``query_id``); examples whose query has no

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import BudgetLike
-from ..inputs import ItemLike
+from ..inputs import ItemLike, item_text
 from ..model import MetaEmbedModel
 from ..scoring import maxsim
 
@@ -143,7 +143,8 @@ def teacher_negatives(
     max_length: int = 256,
 ) -> list[Any]:
     """Give every text pair without a negative one mined by a teacher (the backbone's own
-    mean-pooled cosine, :class:`~metaembed_rag.baselines.MeanPoolEncoder`): per source, the
+    mean-pooled cosine, :class:`~metaembed_rag.baselines.MeanPoolEncoder`; a titled document
+    is read as ``"title text"`` by the teacher and kept titled as the negative): per source, the
     query's ranking of that source's positives; a random one of ranks ``min_rank + 1 ..
     top_n`` (skipping the top ranks, where unjudged duplicates and paraphrases sit), never a
     positive of the same query.
@@ -167,11 +168,12 @@ def teacher_negatives(
     for source, idx in tqdm(sorted(by_source.items()), desc="Teacher negatives", unit="source"):
         exs = [examples[i] for i in idx]
         if any(ex.negative is not None for ex in exs) or not all(
-            isinstance(ex.query, str) and isinstance(ex.positive, str) for ex in exs
+            isinstance(ex.query, str) and item_text(ex.positive) is not None for ex in exs
         ):
             continue
         doc_ids = list(dict.fromkeys(ex.positive_id for ex in exs))
-        text = {ex.positive_id: ex.positive for ex in exs}
+        item = {ex.positive_id: ex.positive for ex in exs}  # what the model reads
+        text = {i: item_text(p) for i, p in item.items()}  # what the teacher reads
         own: dict[str, set[str]] = {}
         for ex in exs:
             own.setdefault(ex.query_id, set()).add(ex.positive_id)
@@ -190,6 +192,6 @@ def teacher_negatives(
             continue
         for i, ex in zip(idx, exs, strict=True):
             neg = rng.choice(picks[ex.query_id])
-            out[i] = dataclasses.replace(ex, negative=text[neg])
+            out[i] = dataclasses.replace(ex, negative=item[neg])
         logger.info("%s: teacher negatives for %d pairs", source, len(exs))
     return out

@@ -257,7 +257,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
         model.config.max_length = doc_len  # mining encodes the corpus like training does
         mined: list[TrainExample] = []
         for i, (ds, pairs) in enumerate(pair_sets):
-            corpus = {d: ds.doc_text(d) for d in ds.corpus}
+            corpus = {d: ds.doc_item(d) for d in ds.corpus}  # as beir_pairs' positives
             negatives = mine_hard_negatives(
                 model,
                 ds.queries,
