@@ -203,8 +203,7 @@ def _jsonl_record(
     meta: dict[str, Any] = {"source": source, "type": "jsonl", "chunk": 0, "line": lineno}
     if title:
         meta["title"] = title
-    read_title = title.strip() if title.strip() and str(body).strip() else None
-    return Chunk(id=rid, text=doc, metadata=meta, title=read_title)
+    return Chunk(id=rid, text=doc, metadata=meta, title=title.strip() or None)
 
 
 def _pdfium():

@@ -216,7 +216,8 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
     def _model_inputs(
         self, texts: list[str], metas: list[dict[str, Any]], ids: list[str]
     ) -> list[Any]:
-        """The texts, as ``{"title", "text"}`` where ``title_key`` names a title."""
+        """The texts, as ``{"title", "text"}`` where ``title_key`` names a title (a blank one
+        reads as no title: the core's input rule, ``metaembed_rag.inputs``)."""
         if self.title_key is None:
             return list(texts)
         out: list[Any] = []
@@ -227,7 +228,7 @@ class MetaEmbedVectorStore(StoreRecords, VectorStore):
                     f"metadata {self.title_key!r} of {doc_id!r} is the title_key and must be a "
                     f"str, got {type(title).__name__}."
                 )
-            out.append({"title": title, "text": text} if title and title.strip() else text)
+            out.append(text if title is None else {"title": title, "text": text})
         return out
 
     @property
